@@ -1,0 +1,41 @@
+"""`hf-infcompute`: a thin command line over the Python API.
+
+Each subcommand lives in its own module of this package and exposes `add_parser(subparsers)`, which
+registers its arguments and sets `func` to the function that runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from hf_infcompute.errors import InputError
+
+# Subcommand modules, in the order of the pipeline they drive.
+COMMANDS = ("pretrain",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hf-infcompute",
+        description="Pre-training under infinite compute: get the most out of a fixed corpus.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"hf_infcompute.cli.{name}").add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except InputError as error:
+        # Bad input: our errors already name the fix, so print them without a traceback.
+        print(f"hf-infcompute {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

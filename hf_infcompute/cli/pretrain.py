@@ -1,0 +1,64 @@
+"""`hf-infcompute pretrain RECIPE.yaml [key=value ...] --output DIR`: train one model on an exact token budget."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from hf_infcompute.training.config import ARGUMENT_CLASSES, load_recipe
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "pretrain",
+        help="train one model on exactly D tokens for E epochs",
+        description="Train one Llama-style model from a YAML recipe. Finished runs are skipped, interrupted ones "
+        "resume from their last checkpoint. Run data-parallel with `accelerate launch -m hf_infcompute pretrain ...`.",
+    )
+    parser.add_argument("recipe", nargs="?", help="YAML recipe: a flat mapping of run settings")
+    parser.add_argument("overrides", nargs="*", help="settings that replace the recipe's, as key=value")
+    parser.add_argument("--output", "-o", default="outputs", help="study folder: runs/ and results/ go here")
+    parser.add_argument("--help-keys", action="store_true", help="list every recipe key with its help and exit")
+    parser.set_defaults(func=run)
+
+
+def print_keys() -> None:
+    for cls in ARGUMENT_CLASSES:
+        print(f"# {cls.__name__}")
+        for f in dataclasses.fields(cls):
+            if f.init and not f.name.startswith("_"):
+                print(f"  {f.name}: {f.metadata.get('help', '')}")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.help_keys:
+        print_keys()
+        return 0
+    if args.recipe is None:
+        from hf_infcompute.errors import InputError
+
+        raise InputError("give a recipe file, e.g. `hf-infcompute pretrain recipes/pretrain-tiny.yaml`")
+    from accelerate import PartialState
+
+    from hf_infcompute.training import pretrain
+
+    record = pretrain(load_recipe(args.recipe, args.overrides), args.output)
+    if PartialState().is_main_process:
+        print_summary(record)
+    return 0 if record["status"] == "finished" else 1
+
+
+def print_summary(record: dict) -> None:
+    print(f"\nrun {record['run_id']}: {record['status']}")
+    if record["status"] != "finished":
+        print(f"  {record.get('error', 'see the log above')}")
+        return
+    print(
+        f"  {record['recipe']} recipe, preset {record['preset']} ({record['n_params_total']:,} parameters, "
+        f"{record['n_params']:,} non-embedding)\n"
+        f"  D = {record['token_budget']:,} tokens x {record['epochs']:g} epochs = {record['tokens_seen']:,} tokens seen\n"
+        f"  lr {record['learning_rate']:g}, weight decay {record['weight_decay']:g}, batch {record['batch_size']}\n"
+        f"  validation loss {record['val_loss']:.4f}, train loss {record['train_loss']:.4f}, "
+        f"{record['wall_time_s']:.0f} s\n"
+        f"  model: {record['model_dir']}"
+    )

@@ -1,0 +1,65 @@
+"""`DataArguments`: where the corpus comes from, how it is tokenized and packed, and the token budget D."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hf_infcompute.errors import InputError
+
+
+@dataclass
+class DataArguments:
+    """The corpus, its tokenizer and packing, and the token budget D of a run."""
+
+    corpus: str = field(
+        default=None,
+        metadata={
+            "help": "Local .jsonl/.json/.txt/.parquet file, folder or glob, or a Hugging Face Hub dataset id."
+        },
+    )
+    corpus_config: str | None = field(default=None, metadata={"help": "Hub dataset configuration name."})
+    corpus_split: str = field(default="train", metadata={"help": "Hub dataset split to read."})
+    corpus_revision: str | None = field(default=None, metadata={"help": "Hub dataset revision (commit or tag)."})
+    text_column: str = field(default="text", metadata={"help": "Column holding the document text."})
+    streaming: bool = field(
+        default=False,
+        metadata={"help": "Stream a large hub dataset instead of downloading it; needs `max_corpus_tokens`."},
+    )
+    max_corpus_tokens: int | None = field(
+        default=None, metadata={"help": "Stop tokenizing the corpus after this many tokens (required when streaming)."}
+    )
+    tokenizer: str = field(
+        default="bpe",
+        metadata={
+            "help": "'bpe' trains a byte-level BPE on the corpus (offline default); otherwise a tokenizer path or hub id."
+        },
+    )
+    vocab_size: int = field(default=4096, metadata={"help": "Vocabulary size of a trained BPE tokenizer."})
+    tokenizer_train_chars: int = field(
+        default=5_000_000, metadata={"help": "Characters of training text used to train the BPE tokenizer."}
+    )
+    seq_len: int = field(default=256, metadata={"help": "Length of each packed training sequence, in tokens."})
+    token_budget: int = field(
+        default=None, metadata={"help": "D: the exact number of training tokens, repeated for each epoch."}
+    )
+    val_sequences: int = field(
+        default=64, metadata={"help": "Held-out validation sequences (of `seq_len` tokens), the same for every run."}
+    )
+    cache_dir: str | None = field(
+        default=None,
+        metadata={"help": "Cache of tokenizers and packed corpora (default: $HF_INFCOMPUTE_CACHE or ~/.cache/hf_infcompute)."},
+    )
+
+    def __post_init__(self) -> None:
+        if not self.corpus:
+            raise InputError("no corpus given: set `corpus` to local files (.jsonl/.txt/.parquet) or a hub dataset id")
+        if self.token_budget is None:
+            raise InputError("no token budget given: set `token_budget` (D, the number of training tokens)")
+        for name in ("token_budget", "seq_len", "val_sequences", "vocab_size", "tokenizer_train_chars"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise InputError(f"`{name}` must be a positive integer, got {value!r}")
+        if self.seq_len < 2:
+            raise InputError(f"`seq_len` must be at least 2, got {self.seq_len}")
+        if self.streaming and not self.max_corpus_tokens:
+            raise InputError("a streamed corpus needs `max_corpus_tokens` (how many tokens to read from the stream)")

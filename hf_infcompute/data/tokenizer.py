@@ -1,0 +1,77 @@
+"""Tokenizers: a pretrained one by path or hub id, or a byte-level BPE trained on the corpus's training text."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections.abc import Iterable, Iterator
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+from hf_infcompute.errors import InputError
+
+EOS_TOKEN = "<|endoftext|>"
+PAD_TOKEN = "<|pad|>"
+
+
+def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """Train a GPT-2-style byte-level BPE. `<|endoftext|>` separates documents and serves as BOS and EOS."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS_TOKEN, PAD_TOKEN],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token=EOS_TOKEN, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN
+    )
+
+
+def load_pretrained_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    except (OSError, ValueError) as error:
+        raise InputError(
+            f"cannot load tokenizer {name_or_path!r} ({error}); give a local tokenizer folder, a hub id, or 'bpe'"
+        ) from error
+    if tokenizer.eos_token_id is None:
+        raise InputError(f"tokenizer {name_or_path!r} has no EOS token, which separates packed documents; set one")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def take_chars(texts: Iterable[str], max_chars: int) -> Iterator[str]:
+    """Yield texts until about `max_chars` characters have been yielded."""
+    total = 0
+    for text in texts:
+        if total >= max_chars:
+            return
+        total += len(text)
+        yield text
+
+
+def skip_chars(texts: Iterable[str], min_chars: int) -> tuple[int, Iterator[str]]:
+    """Skip whole documents until at least `min_chars` characters are skipped; returns (documents skipped, rest)."""
+    iterator = iter(texts)
+    skipped_chars = skipped_docs = 0
+    for text in iterator:
+        if skipped_chars >= min_chars:
+            return skipped_docs, itertools.chain([text], iterator)
+        skipped_chars += len(text)
+        skipped_docs += 1
+    return skipped_docs, iter(())
+
+
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    vocab = json.dumps(sorted(tokenizer.get_vocab().items()))
+    extra = json.dumps([tokenizer.eos_token, tokenizer.bos_token, tokenizer.pad_token, type(tokenizer).__name__])
+    return hashlib.sha256((vocab + extra).encode()).hexdigest()[:16]
+

@@ -1,0 +1,70 @@
+"""The results store: one JSON record per finished run, under `<output_dir>/results/`.
+
+Each record is its own file, written to a temporary name and renamed into place, so a record is either
+complete or absent, and any number of processes (or machines on a shared filesystem) can write at once
+without locks. `load_runs` reads them all back as a pandas DataFrame.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+RESULTS_DIRNAME = "results"
+
+
+def results_dir(output_dir: str | os.PathLike) -> Path:
+    return Path(output_dir) / RESULTS_DIRNAME
+
+
+def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
+    """Write `payload` as JSON to `path` atomically (temporary file in the same folder, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(payload, handle, indent=2, sort_keys=True, default=str)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def append_record(output_dir: str | os.PathLike, record: dict[str, Any]) -> Path:
+    """Add one run record to the store. `record["run_id"]` names the file; a re-run replaces its record."""
+    if "run_id" not in record:
+        raise KeyError("a run record needs a 'run_id'")
+    path = results_dir(output_dir) / f"{record['run_id']}.json"
+    write_json_atomic(path, record)
+    return path
+
+
+def read_record(output_dir: str | os.PathLike, run_id: str) -> dict[str, Any] | None:
+    """The record of `run_id`, or None if that run has not finished."""
+    path = results_dir(output_dir) / f"{run_id}.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
+def iter_records(output_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    folder = results_dir(output_dir)
+    if not folder.is_dir():
+        return []
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+
+
+def load_runs(output_dir: str | os.PathLike) -> pd.DataFrame:
+    """All finished runs under `output_dir` as a table, one row per run, nested fields flattened with dots."""
+    records = iter_records(output_dir)
+    if not records:
+        return pd.DataFrame()
+    return pd.json_normalize(records)

@@ -1,0 +1,85 @@
+"""Run arguments: the model preset and `RegularizedTrainingArguments`, the paper's optimisation defaults."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from transformers import TrainingArguments
+
+from hf_infcompute.errors import InputError
+
+RECIPES = ("standard", "regularized")
+STANDARD_WEIGHT_DECAY = 0.1
+
+
+@dataclass
+class ModelArguments:
+    """Which model to train."""
+
+    preset: str = field(default="tiny-1m", metadata={"help": "Size preset (see `hf_infcompute.models.PRESETS`)."})
+    attn_implementation: str = field(default="sdpa", metadata={"help": "Attention kernel: 'sdpa' or 'eager'."})
+
+
+def bf16_available() -> bool:
+    """True where bf16 compute is native: a CUDA GPU with bf16, or a CPU with AVX512-BF16/AMX."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
+
+
+@dataclass
+class RegularizedTrainingArguments(TrainingArguments):
+    """`TrainingArguments` with the paper's defaults: AdamW (beta2 0.95), cosine schedule with 1% warmup, grad clip 1.0.
+
+    The knobs of the study are `learning_rate`, `num_train_epochs` (E passes over the D tokens) and `weight_decay`
+    (decoupled, as in `torch.optim.AdamW`). `seed` sets the initial weights and `data_seed` the order of sequences in
+    each epoch (defaults to `seed`, as in the paper).
+    """
+
+    recipe: str = field(
+        default="regularized",
+        metadata={"help": "'standard' (weight decay fixed at 0.1) or 'regularized' (weight decay is tuned too)."},
+    )
+    precision: str = field(
+        default="auto", metadata={"help": "'auto' (bf16 where the hardware has it), 'bf16' or 'fp32'."}
+    )
+    learning_rate: float = field(default=3e-3, metadata={"help": "Peak learning rate."})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs E over the D training tokens."})
+    weight_decay: float = field(default=STANDARD_WEIGHT_DECAY, metadata={"help": "Decoupled AdamW weight decay."})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule (cosine to 0)."})
+    warmup_steps: float = field(default=0.01, metadata={"help": "Warmup: a fraction of all steps if below 1."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient-norm clipping."})
+    adam_beta2: float = field(default=0.95, metadata={"help": "AdamW beta2."})
+    per_device_train_batch_size: int = field(default=16, metadata={"help": "Sequences per device per step."})
+    per_device_eval_batch_size: int = field(default=16, metadata={"help": "Sequences per device in evaluation."})
+    seed: int = field(default=0, metadata={"help": "Seed of the initial weights."})
+    logging_steps: float = field(default=10, metadata={"help": "Log every this many steps."})
+    save_steps: float = field(default=0.25, metadata={"help": "Checkpoint every this many steps (a fraction if < 1)."})
+    save_total_limit: int | None = field(default=1, metadata={"help": "Checkpoints kept on disk."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the packed `length` column."})
+
+    def __post_init__(self) -> None:
+        if self.recipe not in RECIPES:
+            raise InputError(f"unknown recipe {self.recipe!r}; choose one of {', '.join(RECIPES)}")
+        for name, lowest in (("learning_rate", 0.0), ("num_train_epochs", 0.0)):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value <= lowest:
+                raise InputError(f"`{name}` must be a positive finite number, got {value!r}")
+        if not math.isfinite(self.weight_decay) or self.weight_decay < 0:
+            raise InputError(f"`weight_decay` must be a non-negative finite number, got {self.weight_decay!r}")
+        if self.recipe == "standard" and self.weight_decay != STANDARD_WEIGHT_DECAY:
+            raise InputError(
+                f"the standard recipe fixes weight_decay at {STANDARD_WEIGHT_DECAY} (got {self.weight_decay}); "
+                "use recipe=regularized to tune weight decay"
+            )
+        if self.data_seed is None:
+            self.data_seed = self.seed
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise InputError(f"`precision` must be 'auto', 'bf16' or 'fp32', got {self.precision!r}")
+        self.bf16 = self.precision == "bf16" or (self.precision == "auto" and bf16_available())
+        if not torch.cuda.is_available():
+            # Trainer runs bf16, and data parallelism over gloo, without a GPU only when told it is on the CPU.
+            self.use_cpu = True
+        super().__post_init__()

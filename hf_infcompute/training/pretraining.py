@@ -1,0 +1,170 @@
+"""`pretrain`: one run from configuration to record. Finished runs are skipped, interrupted ones resume."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from accelerate import PartialState
+from transformers import TrainerCallback
+from transformers.trainer_utils import get_last_checkpoint
+
+from hf_infcompute.data import PackedCollator, PretrainingData, prepare_data
+from hf_infcompute.errors import InputError, NonFiniteLossError
+from hf_infcompute.models import ModelPreset, build_model, count_parameters, get_preset
+from hf_infcompute.records import append_record, read_record, write_json_atomic
+from hf_infcompute.training.config import RunConfig, parse_run_config
+from hf_infcompute.training.trainer import RegularizedTrainer
+
+logger = logging.getLogger(__name__)
+
+INCOMPLETE_MARKER = "training_incomplete"
+RUN_RECORD_FILE = "run_record.json"
+
+
+def run_dir(output_dir: str | Path, run_id: str) -> Path:
+    return Path(output_dir) / "runs" / run_id
+
+
+def checked_preset(run: RunConfig) -> ModelPreset:
+    """The run's preset, refusing sequences longer than its context."""
+    preset = get_preset(run.model.preset)
+    if run.data.seq_len > preset.max_position_embeddings:
+        raise InputError(
+            f"seq_len {run.data.seq_len} exceeds the context of preset {preset.name} "
+            f"({preset.max_position_embeddings}); lower `seq_len` or choose a preset with a longer context"
+        )
+    return preset
+
+
+def build_trainer(
+    run: RunConfig, data: PretrainingData, callbacks: list[TrainerCallback] | None = None
+) -> RegularizedTrainer:
+    """The model of `run.model.preset` (initialised from `run.training.seed`) in a `RegularizedTrainer` on `data`."""
+    preset = checked_preset(run)
+    tokenizer = data.tokenizer
+    config = preset.build_config(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    config._attn_implementation = run.model.attn_implementation
+    model = build_model(config, seed=run.training.seed)
+    return RegularizedTrainer(
+        model=model,
+        args=run.training,
+        train_dataset=data.train,
+        eval_dataset=data.validation,
+        data_collator=PackedCollator(tokenizer.pad_token_id),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+
+
+def _base_record(run: RunConfig, data: PretrainingData, trainer: RegularizedTrainer) -> dict[str, Any]:
+    from hf_infcompute import __version__
+
+    counts = count_parameters(trainer.model.config)
+    args = run.training
+    return {
+        "run_id": run.run_id(),
+        "kind": "pretrain",
+        "recipe": args.recipe,
+        "corpus": run.data.corpus,
+        "token_budget": run.data.token_budget,
+        "seq_len": run.data.seq_len,
+        "val_sequences": run.data.val_sequences,
+        "tokenizer": run.data.tokenizer,
+        "validation_fingerprint": data.validation_fingerprint,
+        "vocab_size": trainer.model.config.vocab_size,
+        "preset": run.model.preset,
+        "n_params": counts.non_embedding,
+        "n_params_total": counts.total,
+        "learning_rate": args.learning_rate,
+        "weight_decay": args.weight_decay,
+        "epochs": args.num_train_epochs,
+        "seed": args.seed,
+        "data_seed": args.data_seed,
+        "batch_size": run.global_batch_size,
+        "precision": "bf16" if args.bf16 else "fp32",
+        "tokens_seen": int(round(args.num_train_epochs * data.train_tokens)),
+        "version": __version__,
+        "config": run.identity(),
+        "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def pretrain(
+    config: dict[str, Any] | RunConfig,
+    output_dir: str | Path,
+    *,
+    callbacks: list[TrainerCallback] | None = None,
+    keep_checkpoints: bool = False,
+) -> dict[str, Any]:
+    """Train one model and return its run record (also stored under `output_dir/results/`).
+
+    A run is identified by its settings (`RunConfig.run_id`): a finished run is not trained again (its record is
+    returned), and an interrupted one resumes from its last checkpoint in `output_dir/runs/<run_id>/`. A non-finite
+    loss stops training; the run is then recorded with `status="failed"` and the step, and returned.
+    """
+    run = config if isinstance(config, RunConfig) else parse_run_config(config)
+    run_id = run.run_id()
+    finished = read_record(output_dir, run_id)
+    if finished is not None:
+        logger.info("run %s already recorded (%s); not training it again", run_id, finished.get("status"))
+        return finished
+    checked_preset(run)
+    folder = run_dir(output_dir, run_id)
+    run.training.output_dir = str(folder)
+    state = PartialState()
+    with state.main_process_first():
+        data = prepare_data(run.data)
+    trainer = build_trainer(run, data, callbacks)
+    record = _base_record(run, data, trainer)
+    checkpoint = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    started = time.perf_counter()
+    try:
+        trainer.train(resume_from_checkpoint=checkpoint)
+    except NonFiniteLossError as error:
+        record.update(status="failed", error=str(error), failed_step=trainer.state.global_step + 1)
+        record["wall_time_s"] = time.perf_counter() - started
+        if state.is_main_process:
+            append_record(output_dir, record)
+        logger.error(str(error))
+        return record
+    val_loss = trainer.evaluate()["eval_loss"]
+    train_sample = data.train.select(range(min(len(data.train), len(data.validation))))
+    train_loss = trainer.evaluate(eval_dataset=train_sample, metric_key_prefix="train")["train_loss"]
+    record.update(
+        status="finished" if math.isfinite(val_loss) else "failed",
+        val_loss=val_loss,
+        train_loss=train_loss,
+        steps=trainer.state.global_step,
+        resumed_from=Path(checkpoint).name if checkpoint else None,
+        wall_time_s=time.perf_counter() - started,
+        model_dir=str(folder / "model"),
+    )
+    save_final_model(trainer, folder / "model", record)
+    if state.is_main_process:
+        if not keep_checkpoints:
+            for stale in folder.glob("checkpoint-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+        append_record(output_dir, record)
+    return record
+
+
+def save_final_model(trainer: RegularizedTrainer, model_dir: Path, record: dict[str, Any]) -> None:
+    """Save model, tokenizer and record; a marker file flags the folder as incomplete until all are written."""
+    if trainer.is_world_process_zero():
+        model_dir.mkdir(parents=True, exist_ok=True)
+        (model_dir / INCOMPLETE_MARKER).touch()
+    trainer.save_model(str(model_dir))
+    if trainer.is_world_process_zero():
+        write_json_atomic(model_dir / RUN_RECORD_FILE, record)
+        (model_dir / INCOMPLETE_MARKER).unlink()

@@ -1,0 +1,52 @@
+"""`RegularizedTrainer`: the `Trainer` with the paper's weight-decay grouping, per-epoch shuffles and a NaN guard."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import Trainer
+from transformers.trainer_utils import get_last_checkpoint
+
+from hf_infcompute.errors import NonFiniteLossError
+from hf_infcompute.training.sampler import EpochShuffleSampler
+
+
+def decay_parameter_names(model: nn.Module) -> list[str]:
+    """Parameters that weight decay applies to: every matrix (ndim >= 2), embeddings and output head included.
+
+    Decay pulls weights toward zero, which regularises the linear maps that hold the model's capacity. Norm gains
+    and biases (vectors) only rescale or shift activations: decaying them changes what the network computes without
+    regularising it, so they are exempt (as in nanoGPT and the paper's Levanter setup).
+    """
+    return [name for name, param in model.named_parameters() if param.ndim >= 2]
+
+
+class RegularizedTrainer(Trainer):
+    """Trains on packed sequences for E epochs with a fresh seeded shuffle per epoch.
+
+    Differences from `Trainer`: weight decay on matrices only (`decay_parameter_names`), the epoch sampler of
+    `EpochShuffleSampler` seeded by `args.data_seed`, and training stops with `NonFiniteLossError` at the first
+    NaN/inf loss, before the optimizer applies that step, leaving the last checkpoint untouched.
+    """
+
+    def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
+        return decay_parameter_names(model)
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> EpochShuffleSampler:
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        return EpochShuffleSampler(len(dataset), seed=self.args.data_seed)
+
+    def training_step(
+        self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: torch.Tensor | int | None = None
+    ) -> torch.Tensor:
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if not torch.isfinite(loss):
+            step = self.state.global_step + 1
+            checkpoint = get_last_checkpoint(self.args.output_dir) if self.args.output_dir else None
+            raise NonFiniteLossError(
+                f"non-finite training loss ({loss.item()}) at step {step}; the last good checkpoint is "
+                f"{checkpoint or 'none (no checkpoint was saved yet)'}. Lower the learning rate or check the data."
+            )
+        return loss

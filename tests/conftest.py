@@ -1,0 +1,50 @@
+"""Shared fixtures: the real corpus from ../shared/data and tiny run settings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+PRETRAIN_CORPUS = SHARED_DATA / "pretrain"
+BENCH_DATA = SHARED_DATA / "bench"
+
+
+@pytest.fixture(scope="session")
+def corpus_dir() -> Path:
+    if not PRETRAIN_CORPUS.is_dir():
+        pytest.skip(f"real corpus not found at {PRETRAIN_CORPUS} (the shared data folder beside the repository)")
+    return PRETRAIN_CORPUS
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tokenizer/packing cache for the whole session, so the corpus is tokenized once."""
+    return tmp_path_factory.mktemp("hf_infcompute_cache")
+
+
+@pytest.fixture
+def tiny_run(corpus_dir: Path, cache_dir: Path) -> dict:
+    """Settings of a run of a few seconds: a 0.5M-parameter model on 8K tokens, fp32 for exact comparisons."""
+    return {
+        "corpus": str(corpus_dir),
+        "cache_dir": str(cache_dir),
+        "vocab_size": 1024,
+        "tokenizer_train_chars": 1_000_000,
+        "seq_len": 64,
+        "val_sequences": 16,
+        "token_budget": 8192,
+        "preset": "tiny-0.5m",
+        "num_train_epochs": 2,
+        "learning_rate": 3e-3,
+        "weight_decay": 0.1,
+        "per_device_train_batch_size": 8,
+        "precision": "fp32",
+        "disable_tqdm": True,
+        "logging_steps": 4,
+    }

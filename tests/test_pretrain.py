@@ -1,0 +1,142 @@
+"""`pretrain` end to end on the real corpus: loss falls, resume equals uninterrupted, NaN guard, bad input."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, TrainerCallback
+
+from hf_infcompute import load_runs
+from hf_infcompute.errors import InputError
+from hf_infcompute.data import prepare_data
+from hf_infcompute.training import RegularizedTrainingArguments, decay_parameter_names, parse_run_config, pretrain
+from hf_infcompute.training.pretraining import build_trainer
+from hf_infcompute.training.sampler import EpochShuffleSampler
+
+
+def test_loss_falls_and_run_is_recorded(tiny_run, tmp_path):
+    record = pretrain(tiny_run, tmp_path)
+    assert record["status"] == "finished"
+    run = parse_run_config(tiny_run)
+    run.training.output_dir = str(tmp_path / "untrained")
+    untrained_loss = build_trainer(run, prepare_data(run.data)).evaluate()["eval_loss"]
+    assert untrained_loss == pytest.approx(math.log(tiny_run["vocab_size"]), abs=0.1)
+    assert record["val_loss"] < untrained_loss - 0.5
+    assert record["tokens_seen"] == tiny_run["token_budget"] * tiny_run["num_train_epochs"]
+    runs = load_runs(tmp_path)
+    assert list(runs["run_id"]) == [record["run_id"]]
+    for column in ("recipe", "corpus", "token_budget", "preset", "n_params", "n_params_total", "learning_rate",
+                   "weight_decay", "epochs", "seed", "data_seed", "val_loss", "train_loss", "tokens_seen",
+                   "wall_time_s", "version"):
+        assert column in runs.columns
+    model = AutoModelForCausalLM.from_pretrained(record["model_dir"])
+    assert sum(p.numel() for p in model.parameters()) == record["n_params_total"]
+    assert not (Path(record["model_dir"]) / "training_incomplete").exists()
+
+
+def test_finished_run_is_not_trained_again(tiny_run, tmp_path, monkeypatch):
+    first = pretrain(tiny_run, tmp_path)
+    monkeypatch.setattr("hf_infcompute.training.pretraining.prepare_data", lambda *a: pytest.fail("trained again"))
+    assert pretrain(tiny_run, tmp_path) == first
+
+
+class StopAtStep(TrainerCallback):
+    """Simulates a killed run: raises once `step` optimizer steps are done."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt
+
+
+def test_resumed_run_equals_uninterrupted(tiny_run, tmp_path):
+    settings = {**tiny_run, "save_steps": 5, "save_total_limit": 2}
+    uninterrupted = pretrain(settings, tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(settings, tmp_path / "b", callbacks=[StopAtStep(13)])  # mid-epoch 2, after checkpoint-10
+    resumed = pretrain(settings, tmp_path / "b")
+    assert resumed["resumed_from"] == "checkpoint-10"
+    assert resumed["val_loss"] == pytest.approx(uninterrupted["val_loss"], abs=1e-6)
+    assert resumed["train_loss"] == pytest.approx(uninterrupted["train_loss"], abs=1e-6)
+
+
+class PoisonWeights(TrainerCallback):
+    """Turns a weight into NaN after `step` steps, so the next loss is not finite."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step == self.step:
+            with torch.no_grad():
+                model.get_input_embeddings().weight.fill_(float("nan"))
+
+
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(tiny_run, tmp_path):
+    settings = {**tiny_run, "save_steps": 4}
+    record = pretrain(settings, tmp_path, callbacks=[PoisonWeights(6)])
+    assert record["status"] == "failed"
+    assert record["failed_step"] == 7
+    assert "step 7" in record["error"] and "checkpoint-4" in record["error"]
+    assert (tmp_path / "runs" / record["run_id"] / "checkpoint-4").is_dir()
+    assert load_runs(tmp_path)["status"].tolist() == ["failed"]
+
+
+def test_validation_split_shared_across_presets_and_seeds(tiny_run, tmp_path):
+    a = pretrain({**tiny_run, "num_train_epochs": 1}, tmp_path)
+    b = pretrain({**tiny_run, "num_train_epochs": 1, "preset": "tiny-1m", "seed": 3, "token_budget": 4096}, tmp_path)
+    assert a["validation_fingerprint"] == b["validation_fingerprint"]
+    assert (a["seed"], a["data_seed"]) == (0, 0) and (b["seed"], b["data_seed"]) == (3, 3)
+
+
+def test_weight_decay_applies_to_matrices_only():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=2))
+    decayed = set(decay_parameter_names(model))
+    assert "model.embed_tokens.weight" in decayed
+    assert "model.layers.0.self_attn.q_proj.weight" in decayed
+    assert not any("norm" in name for name in decayed)
+
+
+def test_each_epoch_gets_its_own_reproducible_shuffle():
+    sampler = EpochShuffleSampler(50, seed=7)
+    orders = []
+    for epoch in (0, 1, 0):
+        sampler.set_epoch(epoch)
+        orders.append(list(sampler))
+    assert orders[0] == orders[2] != orders[1]
+    assert sorted(orders[1]) == list(range(50))
+    assert list(EpochShuffleSampler(50, seed=8)) != orders[0]
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"preset": "giant"}, "unknown preset"),
+        ({"learning_rate": -1.0}, "learning_rate"),
+        ({"weight_decay": float("nan")}, "weight_decay"),
+        ({"num_train_epochs": 0}, "num_train_epochs"),
+        ({"recipe": "standard", "weight_decay": 0.8}, "standard recipe fixes weight_decay"),
+        ({"recipe": "fancy"}, "unknown recipe"),
+        ({"seq_len": 2048}, "exceeds the context"),
+        ({"learning_rte": 1e-3}, r"unknown recipe key\(s\) \['learning_rte'\]"),
+        ({"learning_rate": "fast"}, "expects a number"),
+    ],
+)
+def test_bad_settings_raise_clear_errors(tiny_run, tmp_path, change, message):
+    with pytest.raises(InputError, match=message):
+        pretrain({**tiny_run, **change}, tmp_path)
+
+
+def test_training_arguments_carry_paper_defaults():
+    args = RegularizedTrainingArguments(output_dir="x", precision="fp32")
+    assert (args.lr_scheduler_type, args.warmup_steps, args.max_grad_norm) == ("cosine", 0.01, 1.0)
+    assert (args.adam_beta1, args.adam_beta2, args.adam_epsilon, args.weight_decay) == (0.9, 0.95, 1e-8, 0.1)
+    assert args.data_seed == args.seed

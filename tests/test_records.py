@@ -1,0 +1,37 @@
+"""The results store: atomic records, many writers at once, read back as a DataFrame."""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+from hf_infcompute import load_runs
+from hf_infcompute.records import append_record, read_record
+
+
+def write_many(folder: str, worker: int, count: int) -> None:
+    for i in range(count):
+        append_record(folder, {"run_id": f"w{worker}-r{i}", "worker": worker, "val_loss": 3.0 + i / 100,
+                               "config": {"lr": 1e-3 * (i + 1)}})
+
+
+def test_concurrent_writers_lose_nothing(tmp_path):
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=write_many, args=(str(tmp_path), w, 40)) for w in range(4)]
+    for process in workers:
+        process.start()
+    for process in workers:
+        process.join()
+        assert process.exitcode == 0
+    runs = load_runs(tmp_path)
+    assert len(runs) == 160
+    assert runs.groupby("worker").size().tolist() == [40, 40, 40, 40]
+    assert "config.lr" in runs.columns  # nested settings are flattened
+    assert not list(Path(tmp_path, "results").glob(".*"))  # no temporary files left behind
+
+
+def test_record_round_trip_and_empty_store(tmp_path):
+    assert load_runs(tmp_path).empty
+    assert read_record(tmp_path, "missing") is None
+    append_record(tmp_path, {"run_id": "a", "val_loss": 3.5})
+    assert read_record(tmp_path, "a") == {"run_id": "a", "val_loss": 3.5}
