@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Callable
 
+from hf_infcompute.errors import InputError
 from hf_infcompute.training.config import ARGUMENT_CLASSES, load_recipe
 
 
@@ -15,15 +17,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Train one Llama-style model from a YAML recipe. Finished runs are skipped, interrupted ones "
         "resume from their last checkpoint. Run data-parallel with `accelerate launch -m hf_infcompute pretrain ...`.",
     )
+    add_recipe_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of every command that trains from a YAML recipe."""
     parser.add_argument("recipe", nargs="?", help="YAML recipe: a flat mapping of run settings")
     parser.add_argument("overrides", nargs="*", help="settings that replace the recipe's, as key=value")
     parser.add_argument("--output", "-o", default="outputs", help="study folder: runs/ and results/ go here")
     parser.add_argument("--help-keys", action="store_true", help="list every recipe key with its help and exit")
-    parser.set_defaults(func=run)
 
 
-def print_keys() -> None:
-    for cls in ARGUMENT_CLASSES:
+def print_keys(extra_classes: tuple[type, ...] = ()) -> None:
+    for cls in ARGUMENT_CLASSES + extra_classes:
         print(f"# {cls.__name__}")
         for f in dataclasses.fields(cls):
             if f.init and not f.name.startswith("_"):
@@ -31,18 +38,21 @@ def print_keys() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.help_keys:
-        print_keys()
-        return 0
-    if args.recipe is None:
-        from hf_infcompute.errors import InputError
-
-        raise InputError("give a recipe file, e.g. `hf-infcompute pretrain recipes/pretrain-tiny.yaml`")
-    from accelerate import PartialState
-
     from hf_infcompute.training import pretrain
 
-    record = pretrain(load_recipe(args.recipe, args.overrides), args.output)
+    return run_recipe(args, pretrain)
+
+
+def run_recipe(args: argparse.Namespace, train: Callable[[dict, str], dict], extra_classes: tuple = ()) -> int:
+    """Train from `args.recipe` with `train(config, output_dir)` and print the record's summary."""
+    if args.help_keys:
+        print_keys(extra_classes)
+        return 0
+    if args.recipe is None:
+        raise InputError(f"give a recipe file, e.g. `hf-infcompute {args.command} recipes/pretrain-tiny.yaml`")
+    from accelerate import PartialState
+
+    record = train(load_recipe(args.recipe, args.overrides), args.output)
     if PartialState().is_main_process:
         print_summary(record)
     return 0 if record["status"] == "finished" else 1

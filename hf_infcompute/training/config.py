@@ -40,16 +40,25 @@ IDENTITY_KEYS = {
 
 @dataclass(frozen=True)
 class RunConfig:
+    """A run's settings; `extras` holds the argument dataclasses of methods built on pre-training (distillation)."""
+
     data: DataArguments
     model: ModelArguments
     training: RegularizedTrainingArguments
+    extras: tuple[Any, ...] = ()
 
     def identity(self) -> dict[str, Any]:
-        """The settings that decide this run's result (see `IDENTITY_KEYS`)."""
+        """The settings that decide this run's result (see `IDENTITY_KEYS`, plus every extra's fields)."""
         parts = {"data": self.data, "model": self.model, "training": self.training}
         identity = {key: getattr(parts[group], key) for group, keys in IDENTITY_KEYS.items() for key in keys}
         identity["batch_size"] = self.global_batch_size
+        for extra in self.extras:
+            identity.update(dataclasses.asdict(extra))
         return identity
+
+    def extra(self, cls: type) -> Any:
+        """The extra arguments of type `cls`, or None."""
+        return next((e for e in self.extras if isinstance(e, cls)), None)
 
     @property
     def global_batch_size(self) -> int:
@@ -67,9 +76,9 @@ class RunConfig:
         )
 
 
-def _field_types() -> dict[str, Any]:
+def _field_types(classes: tuple[type, ...]) -> dict[str, Any]:
     types_by_name: dict[str, Any] = {}
-    for cls in ARGUMENT_CLASSES:
+    for cls in classes:
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             types_by_name.setdefault(f.name, hints.get(f.name, Any))
@@ -107,21 +116,27 @@ def _type_args(hint: Any) -> tuple:
     return (hint,)
 
 
-def parse_run_config(config: dict[str, Any], output_dir: str | None = None) -> RunConfig:
-    """Parse a flat configuration mapping; `output_dir` becomes the Trainer's checkpoint folder."""
+def parse_run_config(
+    config: dict[str, Any], output_dir: str | None = None, extra_classes: tuple[type, ...] = ()
+) -> RunConfig:
+    """Parse a flat configuration mapping; `output_dir` becomes the Trainer's checkpoint folder.
+
+    `extra_classes` are further argument dataclasses (e.g. `DistillationArguments`) whose fields the mapping may set.
+    """
     if "output_dir" in config:
         raise InputError("give `output_dir` on the command line (--output), not in the recipe")
-    field_types = _field_types()
+    classes = ARGUMENT_CLASSES + tuple(extra_classes)
+    field_types = _field_types(classes)
     unknown = sorted(set(config) - set(field_types))
     if unknown:
         raise InputError(
-            f"unknown recipe key(s) {unknown}; valid keys are the fields of DataArguments, ModelArguments and "
-            "RegularizedTrainingArguments (see `hf-infcompute pretrain --help-keys`)"
+            f"unknown recipe key(s) {unknown}; valid keys are the fields of "
+            f"{', '.join(c.__name__ for c in classes)} (`--help-keys` lists them)"
         )
     values = {key: _coerce(key, value, field_types[key]) for key, value in config.items()}
     values["output_dir"] = output_dir
-    data, model, training = HfArgumentParser(ARGUMENT_CLASSES).parse_dict(values)
-    return RunConfig(data=data, model=model, training=training)
+    data, model, training, *extras = HfArgumentParser(classes).parse_dict(values)
+    return RunConfig(data=data, model=model, training=training, extras=tuple(extras))
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,14 +68,17 @@ def build_trainer(
     )
 
 
-def _base_record(run: RunConfig, data: PretrainingData, trainer: RegularizedTrainer) -> dict[str, Any]:
+TrainerFactory = Callable[[RunConfig, PretrainingData, "list[TrainerCallback] | None"], RegularizedTrainer]
+
+
+def _base_record(run: RunConfig, data: PretrainingData, trainer: RegularizedTrainer, kind: str) -> dict[str, Any]:
     from hf_infcompute import __version__
 
     counts = count_parameters(trainer.model.config)
     args = run.training
     return {
         "run_id": run.run_id(),
-        "kind": "pretrain",
+        "kind": kind,
         "recipe": args.recipe,
         "corpus": run.data.corpus,
         "token_budget": run.data.token_budget,
@@ -106,12 +110,17 @@ def pretrain(
     *,
     callbacks: list[TrainerCallback] | None = None,
     keep_checkpoints: bool = False,
+    kind: str = "pretrain",
+    trainer_factory: TrainerFactory = build_trainer,
+    record_extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train one model and return its run record (also stored under `output_dir/results/`).
 
     A run is identified by its settings (`RunConfig.run_id`): a finished run is not trained again (its record is
     returned), and an interrupted one resumes from its last checkpoint in `output_dir/runs/<run_id>/`. A non-finite
     loss stops training; the run is then recorded with `status="failed"` and the step, and returned.
+    Methods built on pre-training (ensemble members, distillation, continued pre-training) pass their record `kind`,
+    a `trainer_factory` and fields to add to the record (`record_extra`).
     """
     run = config if isinstance(config, RunConfig) else parse_run_config(config)
     run_id = run.run_id()
@@ -125,8 +134,8 @@ def pretrain(
     state = PartialState()
     with state.main_process_first():
         data = prepare_data(run.data)
-    trainer = build_trainer(run, data, callbacks)
-    record = _base_record(run, data, trainer)
+    trainer = trainer_factory(run, data, callbacks)
+    record = {**_base_record(run, data, trainer, kind), **(record_extra or {})}
     checkpoint = get_last_checkpoint(str(folder)) if folder.is_dir() else None
     started = time.perf_counter()
     try:

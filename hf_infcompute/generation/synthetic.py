@@ -1,0 +1,419 @@
+"""Sample a synthetic corpus from a teacher into a sharded `datasets` dataset that trains like packed real data.
+
+Layout of `output_dir`:
+- `shard-00000/`, `shard-00001/`, ...: each a `Dataset.save_to_disk` with the columns of the real training split:
+  `input_ids` (exactly `seq_len` int32 tokens) and `length` (how many of them count; `seq_len` except in the very
+  last row, which is cut so the corpus holds exactly `num_tokens` tokens; its tail is padding).
+- `generation.json`: the manifest (teacher, settings, progress), rewritten atomically after every shard.
+- `tokenizer/`: the teacher's tokenizer, for `check_same_tokenizer`.
+
+Each row is `[start, x_1, ..., x_{seq_len-1}]`: the start token followed by tokens sampled from the teacher.
+The start token is the tokenizer's EOS: packing puts EOS after every document and never inserts a BOS, so EOS is what
+a teacher trained here has seen before a document begins (the project's BPE tokenizer uses one token for both).
+Sampling runs through EOS: an EOS ends a document and the teacher goes on to the next one, as documents follow each
+other in packed rows; no row stops early. Tokens are counted as stored, start token included,
+as packed real rows are (the start token is an input, never a target).
+
+Shards are written to a temporary folder and renamed, and shard `i` is sampled from a seed derived from
+(`seed`, `i`), so an interrupted run keeps its finished shards and a rerun with the same settings resumes into the
+same corpus as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import logging
+import math
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from hf_infcompute.data.cache import build_once
+from hf_infcompute.data.tokenizer import tokenizer_fingerprint
+from hf_infcompute.errors import InputError
+from hf_infcompute.generation.backends import (
+    BACKENDS,
+    Sampler,
+    SamplingSettings,
+    TransformersSampler,
+    VLLMSampler,
+    require_vllm,
+)
+from hf_infcompute.generation.teacher import (
+    TOKENIZER_DIRNAME,
+    TeacherSpec,
+    describe_teacher,
+    ensemble_size,
+    load_teacher_model,
+    load_tokenizer,
+    trained_seq_len,
+)
+from hf_infcompute.records import write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_FILE = "generation.json"
+SHARD_PREFIX = "shard-"
+DEFAULT_BATCH_SIZE = {"transformers": 64, "vllm": 4096}
+DEFAULT_SHARD_TOKENS = 10_000_000
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """A finished synthetic corpus on disk; `load()` returns it as one dataset."""
+
+    output_dir: Path
+    tokens: int
+    rows: int
+    shards: int
+    resumed_shards: int  # shards found finished on disk and not sampled again
+    sampled_tokens: int  # tokens sampled by this call
+    wall_time_s: float
+    manifest: dict[str, Any]
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.sampled_tokens / self.wall_time_s if self.wall_time_s > 0 else 0.0
+
+    def load(self) -> datasets.Dataset:
+        return load_synthetic(self.output_dir)
+
+
+def shard_seed(seed: int, shard_index: int) -> int:
+    """The sampling seed of one shard: independent of every other shard and of how the run was interrupted."""
+    return int(np.random.SeedSequence([seed, shard_index]).generate_state(1)[0])
+
+
+def shard_dir(output_dir: Path, index: int) -> Path:
+    return output_dir / f"{SHARD_PREFIX}{index:05d}"
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """How `num_tokens` tokens split into rows of `seq_len` and shards of `rows_per_shard` rows."""
+
+    num_tokens: int
+    seq_len: int
+    shard_tokens: int
+
+    @property
+    def rows(self) -> int:
+        return math.ceil(self.num_tokens / self.seq_len)
+
+    @property
+    def rows_per_shard(self) -> int:
+        return max(1, self.shard_tokens // self.seq_len)
+
+    @property
+    def num_shards(self) -> int:
+        return math.ceil(self.rows / self.rows_per_shard)
+
+    def lengths(self, shard: int) -> list[int]:
+        """Tokens that count in each row of `shard`: `seq_len`, except the very last row, cut to the exact total."""
+        first = shard * self.rows_per_shard
+        last = min(first + self.rows_per_shard, self.rows)
+        return [min(self.seq_len, self.num_tokens - row * self.seq_len) for row in range(first, last)]
+
+    def tokens_before(self, shard: int) -> int:
+        return min(self.num_tokens, shard * self.rows_per_shard * self.seq_len)
+
+
+def _features(seq_len: int) -> datasets.Features:
+    return datasets.Features(
+        {"input_ids": datasets.Sequence(datasets.Value("int32"), length=seq_len), "length": datasets.Value("int32")}
+    )
+
+
+def _check_arguments(settings: dict[str, Any]) -> None:
+    s = settings
+    checks = [
+        ("num_tokens", s["num_tokens"] > 0, "must be a positive number of tokens"),
+        ("seq_len", s["seq_len"] >= 2, "must be at least 2 (the start token and one sampled token)"),
+        ("temperature", s["temperature"] > 0, "must be > 0; 1.0 samples the teacher's own distribution"),
+        ("top_p", 0 < s["top_p"] <= 1, "must be in (0, 1]; 1.0 disables nucleus sampling"),
+        ("top_k", s["top_k"] >= 0, "must be >= 0; 0 disables top-k"),
+        ("batch_size", s["batch_size"] >= 1, "must be >= 1"),
+        ("shard_tokens", s["shard_tokens"] >= 1, "must be >= 1"),
+        ("seed", s["seed"] >= 0, "must be >= 0"),
+        ("backend", s["backend"] in BACKENDS, f"must be one of: {', '.join(BACKENDS)}"),
+    ]
+    for name, ok, fix in checks:
+        if not ok:
+            raise InputError(f"{name}={s[name]!r} {fix}")
+
+
+def _resolve_seq_len(seq_len: int | None, spec: TeacherSpec) -> int:
+    if seq_len is not None:
+        return seq_len
+    trained = trained_seq_len(spec)
+    if trained is None:
+        raise InputError(
+            f"cannot tell the sequence length teacher {spec.name} was trained on: give `seq_len` (--seq-len), "
+            "the student's training sequence length"
+        )
+    return trained
+
+
+def _resolve_start_token(
+    start_token_id: int | None, tokenizer: PreTrainedTokenizerBase | None, spec: TeacherSpec
+) -> int:
+    """The token every row starts from: given, else the tokenizer's EOS, else the teacher config's EOS."""
+    for candidate in (start_token_id, tokenizer.eos_token_id if tokenizer is not None else None, spec.eos_token_id):
+        if candidate is not None:
+            return int(candidate)
+    raise InputError(
+        "cannot tell which token starts a document: the teacher has no tokenizer or config with an EOS token; "
+        "give `start_token_id` or `tokenizer`"
+    )
+
+
+def _required_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
+    tokenizer = load_tokenizer(name_or_path)
+    if tokenizer is None:
+        raise InputError(f"cannot load tokenizer {str(name_or_path)!r}: give a tokenizer folder or hub id")
+    return tokenizer
+
+
+def _check_vllm_teacher(spec: TeacherSpec, in_memory: PreTrainedModel | None) -> None:
+    if in_memory is not None:
+        raise InputError(
+            "the vllm backend loads its teacher from disk: save the model with `save_pretrained` and give its "
+            "folder, or use `--backend transformers`"
+        )
+    if spec.is_ensemble:
+        raise InputError(
+            "the vllm backend cannot sample a logit ensemble (vLLM runs one model per engine and has no logit "
+            "averaging across models): use `--backend transformers`, which samples ensembles on CPU or GPU"
+        )
+    require_vllm()
+
+
+@contextlib.contextmanager
+def _sampler(
+    backend: str,
+    spec: TeacherSpec,
+    in_memory: PreTrainedModel | None,
+    settings: SamplingSettings,
+    *,
+    seed: int,
+    device: str,
+    dtype: str,
+) -> Iterator[tuple[Sampler, int | None]]:
+    """The backend's sampler and the ensemble size K (None for a single model); a model in memory is put back in
+    its training mode afterwards."""
+    if backend == "vllm":
+        yield VLLMSampler(spec.name, settings, seed=seed, dtype=dtype), None
+        return
+    model = in_memory.to(device) if in_memory is not None else load_teacher_model(spec, device=device, dtype=dtype)
+    was_training = model.training
+    model.eval()
+    try:
+        yield TransformersSampler(model, settings), ensemble_size(model)
+    finally:
+        model.train(was_training)
+
+
+def _manifest_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    return [
+        f"{key}: {old.get(key)!r} on disk vs {new.get(key)!r} now"
+        for key in sorted(old.keys() | new.keys())
+        if old.get(key) != new.get(key)
+    ]
+
+
+def _read_manifest(output_dir: Path) -> dict[str, Any] | None:
+    path = output_dir / MANIFEST_FILE
+    if not path.is_file():
+        if output_dir.is_dir() and any(output_dir.glob(f"{SHARD_PREFIX}*")):
+            raise InputError(f"{output_dir} holds shards but no {MANIFEST_FILE}: choose another output folder")
+        return None
+    return json.loads(path.read_text())
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _write_shard(output_dir: Path, index: int, rows: np.ndarray, lengths: list[int], pad_token_id: int) -> None:
+    rows = rows.copy()
+    for i, length in enumerate(lengths):
+        rows[i, length:] = pad_token_id
+    features = _features(rows.shape[1])
+
+    def build(tmp: Path) -> None:
+        dataset = datasets.Dataset.from_dict({"input_ids": rows, "length": lengths}, features=features)
+        with _quiet_datasets():
+            dataset.save_to_disk(str(tmp))
+
+    build_once(shard_dir(output_dir, index), build)
+
+
+@contextlib.contextmanager
+def _quiet_datasets() -> Iterator[None]:
+    """Hide `datasets`' per-save progress bar, which would interleave with the sampling bar."""
+    was_disabled = datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            datasets.enable_progress_bars()
+
+
+def generate_synthetic(
+    teacher: str | Path | PreTrainedModel,
+    output_dir: str | Path,
+    *,
+    num_tokens: int,
+    seq_len: int | None = None,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    batch_size: int | None = None,
+    shard_tokens: int = DEFAULT_SHARD_TOKENS,
+    seed: int = 0,
+    backend: str = "transformers",
+    device: str | None = None,
+    dtype: str = "auto",
+    tokenizer: PreTrainedTokenizerBase | str | Path | None = None,
+    start_token_id: int | None = None,
+) -> GenerationResult:
+    """Sample exactly `num_tokens` tokens of synthetic text from `teacher` into `output_dir` (see the module doc).
+
+    `teacher` is a model folder (a single model or a `LogitEnsembleForCausalLM`), a hub id, or a model in memory
+    (transformers backend only). `seq_len` defaults to the length the teacher was trained on (its run record).
+    `batch_size` is the rows per `generate` call (transformers) or the requests handed to vLLM at once.
+    A rerun into the same folder with the same settings resumes (or returns at once if finished); other settings
+    raise `InputError` naming them.
+    """
+    output_dir = Path(output_dir)
+    in_memory = teacher if isinstance(teacher, PreTrainedModel) else None
+    spec = describe_teacher(teacher)
+    settings = {
+        "teacher": spec.name,
+        "num_tokens": num_tokens,
+        "seq_len": _resolve_seq_len(seq_len, spec),
+        "temperature": temperature,
+        "top_p": top_p,
+        "top_k": top_k,
+        "seed": seed,
+        "backend": backend,
+        "batch_size": batch_size if batch_size is not None else DEFAULT_BATCH_SIZE.get(backend, 1),
+        "shard_tokens": shard_tokens,
+        "start_token_id": None,
+        "dtype": str(in_memory.dtype).removeprefix("torch.") if in_memory is not None else dtype,
+    }
+    _check_arguments(settings)
+    if backend == "vllm":
+        _check_vllm_teacher(spec, in_memory)
+    if isinstance(tokenizer, (str, Path)):
+        tokenizer = _required_tokenizer(tokenizer)
+    elif tokenizer is None and in_memory is None:
+        tokenizer = load_tokenizer(spec.name)
+    settings["start_token_id"] = _resolve_start_token(start_token_id, tokenizer, spec)
+    existing = _read_manifest(output_dir)
+    if existing is not None:
+        differences = _manifest_differences(existing["settings"], settings)
+        if differences:
+            raise InputError(
+                f"{output_dir} holds a generation with other settings ({'; '.join(differences)}): rerun with the "
+                "settings on disk to resume it, or choose another output folder"
+            )
+    plan = ShardPlan(settings["num_tokens"], settings["seq_len"], settings["shard_tokens"])
+    done = 0
+    while done < plan.num_shards and shard_dir(output_dir, done).is_dir():
+        done += 1
+    manifest = existing or {"settings": settings, "created_at": _now()}
+    tokens_done = plan.tokens_before(done)
+    if done == plan.num_shards:
+        if manifest.get("status") != "finished":  # killed between the last shard and the final manifest
+            manifest.update(status="finished", shards_done=done, tokens_produced=tokens_done, finished_at=_now())
+            write_json_atomic(output_dir / MANIFEST_FILE, manifest)
+        return GenerationResult(output_dir, tokens_done, plan.rows, plan.num_shards, done, 0, 0.0, manifest)
+
+    if device is None:
+        device = str(in_memory.device) if in_memory is not None else "cuda" if torch.cuda.is_available() else "cpu"
+    sampling = SamplingSettings(
+        settings["seq_len"], settings["start_token_id"], temperature, top_p, top_k, settings["batch_size"]
+    )
+    with _sampler(backend, spec, in_memory, sampling, seed=seed, device=device, dtype=dtype) as (sampler, members):
+        manifest.update(
+            teacher={
+                "name": spec.name, "model_type": spec.model_type, "ensemble": spec.is_ensemble, "members": members
+            },
+            tokens_requested=num_tokens,
+            tokens_produced=tokens_done,
+            rows=plan.rows,
+            rows_per_shard=plan.rows_per_shard,
+            shards=plan.num_shards,
+            shards_done=done,
+            status="running",
+            device=device,
+            tokenizer_fingerprint=tokenizer_fingerprint(tokenizer) if tokenizer is not None else None,
+        )
+        if tokenizer is not None:
+            build_once(output_dir / TOKENIZER_DIRNAME, lambda tmp: tokenizer.save_pretrained(str(tmp)))
+        for stale in output_dir.glob(f".{SHARD_PREFIX}*"):
+            shutil.rmtree(stale, ignore_errors=True)  # a shard folder left half-written by a killed run
+        write_json_atomic(output_dir / MANIFEST_FILE, manifest)
+        if done:
+            logger.info("resuming %s: %d of %d shards already on disk", output_dir, done, plan.num_shards)
+        pad_token_id = tokenizer.pad_token_id if tokenizer is not None else None
+        pad_token_id = settings["start_token_id"] if pad_token_id is None else pad_token_id
+        started = time.perf_counter()
+        _sample_shards(sampler, plan, range(done, plan.num_shards), output_dir, manifest, pad_token_id)
+        wall = time.perf_counter() - started
+    tokens_done = manifest["tokens_produced"]
+    manifest.update(status="finished", wall_time_s=manifest.get("wall_time_s", 0.0) + wall, finished_at=_now())
+    write_json_atomic(output_dir / MANIFEST_FILE, manifest)
+    sampled = tokens_done - plan.tokens_before(done)
+    return GenerationResult(output_dir, tokens_done, plan.rows, plan.num_shards, done, sampled, wall, manifest)
+
+
+def _sample_shards(
+    sampler: Sampler, plan: ShardPlan, shards: range, output_dir: Path, manifest: dict[str, Any], pad_token_id: int
+) -> None:
+    """Sample and write `shards` in order, updating the manifest after each; the bar shows tokens/s."""
+    settings = manifest["settings"]
+    tokens_done = plan.tokens_before(shards.start)
+    progress = tqdm(
+        total=plan.num_tokens, initial=tokens_done, unit="tok", unit_scale=True,
+        desc=f"sampling ({settings['backend']})",
+    )
+    with progress:
+        for index in shards:
+            lengths = plan.lengths(index)
+            batches = []
+            for batch in sampler.batches(len(lengths), shard_seed(settings["seed"], index)):
+                batches.append(batch)
+                progress.update(min(batch.size, plan.num_tokens - progress.n))
+            _write_shard(output_dir, index, np.concatenate(batches), lengths, pad_token_id)
+            tokens_done += sum(lengths)
+            manifest.update(shards_done=index + 1, tokens_produced=tokens_done, updated_at=_now())
+            write_json_atomic(output_dir / MANIFEST_FILE, manifest)
+
+
+def load_synthetic(output_dir: str | Path) -> datasets.Dataset:
+    """A finished synthetic corpus as one dataset (`input_ids`, `length`), its shards concatenated in order."""
+    output_dir = Path(output_dir)
+    manifest = _read_manifest(output_dir)
+    if manifest is None:
+        raise InputError(f"{output_dir} holds no synthetic corpus ({MANIFEST_FILE} missing): run `generate` first")
+    if manifest.get("status") != "finished":
+        raise InputError(
+            f"the generation in {output_dir} is unfinished ({manifest.get('shards_done', 0)} of "
+            f"{manifest.get('shards', '?')} shards): rerun `generate` with the same settings to finish it"
+        )
+    shards = [datasets.load_from_disk(str(shard_dir(output_dir, i))) for i in range(manifest["shards"])]
+    return datasets.concatenate_datasets(shards)

@@ -1,0 +1,307 @@
+"""Synthetic generation: samples follow the teacher's distribution, shards resume exactly, bad input is refused."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from hf_infcompute.data import PackedCollator
+from hf_infcompute.data.tokenizer import train_bpe_tokenizer
+from hf_infcompute.errors import InputError
+from hf_infcompute.generation import check_same_tokenizer, generate_synthetic, load_synthetic
+from hf_infcompute.generation import synthetic as synthetic_module
+
+TEXT = [f"document {i}: the quick brown fox jumps over the lazy dog, then naps {i % 7} hours. " * 3 for i in range(60)]
+SAMPLES = 2000  # first tokens drawn in the distribution tests
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return train_bpe_tokenizer(TEXT, vocab_size=300)
+
+
+def tiny_llama(tokenizer, seed: int, logit_scale: float | None = None) -> LlamaForCausalLM:
+    """A 1-layer Llama; `logit_scale` redraws the output head so the next-token distribution is far from uniform."""
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).eval()
+    if logit_scale is not None:
+        with torch.no_grad():
+            model.lm_head.weight.normal_(0.0, logit_scale)
+    return model
+
+
+def save_teacher(model, tokenizer, folder: Path) -> Path:
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def first_token_probs(model, start_token_id: int) -> np.ndarray:
+    with torch.no_grad():
+        logits = model(torch.tensor([[start_token_id]])).logits[0, -1]
+    return torch.softmax(logits.double(), -1).numpy()
+
+
+def first_token_counts(output_dir: Path, vocab_size: int) -> np.ndarray:
+    rows = np.asarray(load_synthetic(output_dir)["input_ids"])
+    return np.bincount(rows[:, 1], minlength=vocab_size)
+
+
+def chi_square_pvalue(counts: np.ndarray, probs: np.ndarray, min_expected: float = 5.0) -> float:
+    """Goodness of fit of `counts` to `probs`; cells expecting fewer than `min_expected` draws are pooled."""
+    expected = probs / probs.sum() * counts.sum()
+    big = expected >= min_expected
+    observed = np.append(counts[big], counts[~big].sum())
+    expected = np.append(expected[big], expected[~big].sum())
+    return float(stats.chisquare(observed, expected).pvalue)
+
+
+def total_variation(counts: np.ndarray, probs: np.ndarray) -> float:
+    return 0.5 * float(np.abs(counts / counts.sum() - probs).sum())
+
+
+def top_k_renormalized(probs: np.ndarray, k: int) -> np.ndarray:
+    kept = np.zeros_like(probs)
+    top = np.argsort(probs)[-k:]
+    kept[top] = probs[top]
+    return kept / kept.sum()
+
+
+def test_first_tokens_follow_the_teacher_distribution_whatever_its_generation_config(tokenizer, tmp_path):
+    model = tiny_llama(tokenizer, seed=0, logit_scale=0.3)
+    # Hub-style sampling defaults saved with the teacher must not leak into ancestral sampling.
+    model.generation_config.update(do_sample=True, temperature=0.3, top_k=5, repetition_penalty=2.0)
+    teacher = save_teacher(model, tokenizer, tmp_path / "teacher")
+    assert json.loads((teacher / "generation_config.json").read_text())["top_k"] == 5
+
+    out = tmp_path / "synthetic"
+    result = generate_synthetic(teacher, out, num_tokens=2 * SAMPLES, seq_len=2, batch_size=500, seed=1)
+
+    assert result.tokens == 2 * SAMPLES and result.rows == SAMPLES
+    counts = first_token_counts(out, len(tokenizer))
+    probs = first_token_probs(model, tokenizer.eos_token_id)
+    assert chi_square_pvalue(counts, probs) > 1e-3
+    assert total_variation(counts, probs) < 0.12
+    # The test has the power to see a warper: transformers' default top_k=50 would cut ~30% of the mass.
+    assert total_variation(counts, top_k_renormalized(probs, 50)) > 0.2
+
+
+def test_ensemble_teacher_samples_the_mean_logit_distribution(tokenizer, tmp_path):
+    ensemble = pytest.importorskip("hf_infcompute.ensemble")
+    members = [tiny_llama(tokenizer, seed=s, logit_scale=0.3) for s in (1, 2)]
+    member_dirs = [save_teacher(m, tokenizer, tmp_path / f"member-{i}") for i, m in enumerate(members)]
+    teacher = ensemble.LogitEnsembleForCausalLM.from_members([str(d) for d in member_dirs])
+    teacher.save_pretrained(tmp_path / "ensemble")
+    tokenizer.save_pretrained(tmp_path / "ensemble")
+
+    out = tmp_path / "synthetic"
+    result = generate_synthetic(tmp_path / "ensemble", out, num_tokens=2 * SAMPLES, seq_len=2, batch_size=500)
+
+    assert result.manifest["teacher"]["ensemble"] is True
+    assert result.manifest["teacher"]["members"] == 2
+    with torch.no_grad():
+        start = torch.tensor([[tokenizer.eos_token_id]])
+        mean_logits = torch.stack([m(start).logits[0, -1] for m in members]).mean(0)
+    ensemble_probs = torch.softmax(mean_logits.double(), -1).numpy()
+    counts = first_token_counts(out, len(tokenizer))
+    assert chi_square_pvalue(counts, ensemble_probs) > 1e-3
+    for member in members:
+        assert chi_square_pvalue(counts, first_token_probs(member, tokenizer.eos_token_id)) < 1e-6
+
+
+@pytest.fixture
+def teacher_dir(tokenizer, tmp_path) -> Path:
+    return save_teacher(tiny_llama(tokenizer, seed=0), tokenizer, tmp_path / "teacher")
+
+
+# 173 tokens in 11 rows of 16 (the last cut to 13), in 4 shards of 3, 3, 3 and 2 rows.
+RESUME_RUN = dict(num_tokens=11 * 16 - 3, seq_len=16, shard_tokens=48, batch_size=3, seed=7)
+
+
+def test_killed_generation_resumes_to_the_uninterrupted_corpus(teacher_dir, tmp_path, monkeypatch):
+    whole = generate_synthetic(teacher_dir, tmp_path / "whole", **RESUME_RUN)
+    assert (whole.shards, whole.rows, whole.tokens) == (4, 11, RESUME_RUN["num_tokens"])
+
+    write_shard = synthetic_module._write_shard
+
+    def killed_after_shard_1(output_dir, index, *args, **kwargs):
+        write_shard(output_dir, index, *args, **kwargs)
+        if index == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(synthetic_module, "_write_shard", killed_after_shard_1)
+    with pytest.raises(KeyboardInterrupt):
+        generate_synthetic(teacher_dir, tmp_path / "resumed", **RESUME_RUN)
+    assert json.loads((tmp_path / "resumed" / "generation.json").read_text())["status"] == "running"
+    assert sorted(p.name for p in (tmp_path / "resumed").glob("shard-*")) == ["shard-00000", "shard-00001"]
+    with pytest.raises(InputError, match="unfinished"):
+        load_synthetic(tmp_path / "resumed")
+
+    monkeypatch.setattr(synthetic_module, "_write_shard", write_shard)
+    resumed = generate_synthetic(teacher_dir, tmp_path / "resumed", **RESUME_RUN)
+    assert resumed.resumed_shards == 2
+    assert resumed.sampled_tokens == RESUME_RUN["num_tokens"] - 2 * 3 * 16
+    expected, got = load_synthetic(tmp_path / "whole"), load_synthetic(tmp_path / "resumed")
+    assert got["input_ids"] == expected["input_ids"] and got["length"] == expected["length"]
+    assert sum(got["length"]) == RESUME_RUN["num_tokens"]
+    assert got["length"][-1] == 16 - 3 and set(got["length"][:-1]) == {16}
+    assert json.loads((tmp_path / "resumed" / "generation.json").read_text())["tokens_produced"] == 173
+
+    # A lost shard is sampled again, identically.
+    shutil.rmtree(tmp_path / "whole" / "shard-00003")
+    again = generate_synthetic(teacher_dir, tmp_path / "whole", **RESUME_RUN)
+    assert again.resumed_shards == 3
+    assert load_synthetic(tmp_path / "whole")["input_ids"] == expected["input_ids"]
+    # A finished corpus is not sampled again.
+    assert generate_synthetic(teacher_dir, tmp_path / "whole", **RESUME_RUN).sampled_tokens == 0
+
+
+def test_rows_start_with_the_document_separator_and_run_through_eos(tokenizer, teacher_dir, tmp_path):
+    # A near-uniform 300-token teacher samples EOS about once per 300 tokens: ~13 times in 64 rows of 64.
+    generate_synthetic(teacher_dir, tmp_path / "out", num_tokens=64 * 64, seq_len=64, batch_size=16)
+    rows = np.asarray(load_synthetic(tmp_path / "out")["input_ids"])
+    eos = tokenizer.eos_token_id
+    assert rows.shape == (64, 64) and (rows[:, 0] == eos).all()
+    inner = [(r, i) for r, i in zip(*np.nonzero(rows[:, 1:-2] == eos))]
+    assert inner, "expected some EOS inside rows"
+    for r, i in inner:
+        # Sampling went on after the EOS (at column i + 1): a stopped row would be padded with one repeated id.
+        assert len(set(rows[r, i + 2 :].tolist())) > 1
+
+
+def test_synthetic_rows_batch_like_packed_training_rows(tokenizer, teacher_dir, tmp_path):
+    generate_synthetic(teacher_dir, tmp_path / "out", num_tokens=3 * 8 + 5, seq_len=8, batch_size=4)
+    data = load_synthetic(tmp_path / "out")
+    batch = PackedCollator(tokenizer.pad_token_id)([data[i] for i in range(len(data))])
+    assert batch["input_ids"].shape == (4, 8)
+    assert int((batch["labels"] != -100).sum()) == 3 * 8 + 5
+    assert batch["attention_mask"][-1].tolist() == [1] * 5 + [0] * 3
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"num_tokens": 0}, "num_tokens=0"),
+        ({"num_tokens": -5}, "num_tokens=-5"),
+        ({"seq_len": 1}, "seq_len=1"),
+        ({"temperature": 0.0}, "temperature"),
+        ({"top_p": 0.0}, "top_p"),
+        ({"top_k": -1}, "top_k"),
+        ({"backend": "jax"}, "backend"),
+    ],
+)
+def test_bad_settings_are_refused(teacher_dir, tmp_path, overrides, message):
+    settings = {"num_tokens": 64, "seq_len": 8, **overrides}
+    with pytest.raises(InputError, match=message):
+        generate_synthetic(teacher_dir, tmp_path / "out", **settings)
+    assert not (tmp_path / "out").exists()
+
+
+def test_resume_with_other_settings_names_them(teacher_dir, tmp_path):
+    generate_synthetic(teacher_dir, tmp_path / "out", num_tokens=64, seq_len=8, seed=0)
+    with pytest.raises(InputError, match=r"seed: 0 on disk vs 1 now; temperature: 1\.0 on disk vs 0\.7 now"):
+        generate_synthetic(teacher_dir, tmp_path / "out", num_tokens=64, seq_len=8, seed=1, temperature=0.7)
+
+
+def test_seq_len_defaults_to_the_teachers_training_length(teacher_dir, tmp_path):
+    with pytest.raises(InputError, match="seq_len"):
+        generate_synthetic(teacher_dir, tmp_path / "a", num_tokens=64)
+    (teacher_dir / "run_record.json").write_text(json.dumps({"seq_len": 16}))
+    result = generate_synthetic(teacher_dir, tmp_path / "b", num_tokens=64)
+    assert result.manifest["settings"]["seq_len"] == 16 and result.rows == 4
+
+
+def test_in_memory_teacher_keeps_its_training_mode(tokenizer, tmp_path):
+    model = tiny_llama(tokenizer, seed=0).train()
+    result = generate_synthetic(model, tmp_path / "out", num_tokens=40, seq_len=8, tokenizer=tokenizer)
+    assert result.tokens == 40 and model.training
+    assert result.manifest["settings"]["dtype"] == "float32"
+
+
+def test_teacher_without_tokenizer_starts_rows_from_its_config_eos(tokenizer, tmp_path):
+    model = tiny_llama(tokenizer, seed=0)
+    model.config.eos_token_id = 5
+    model.save_pretrained(tmp_path / "teacher")
+    result = generate_synthetic(tmp_path / "teacher", tmp_path / "out", num_tokens=32, seq_len=8)
+    assert result.manifest["settings"]["start_token_id"] == 5
+    assert {row[0] for row in load_synthetic(tmp_path / "out")["input_ids"]} == {5}
+
+
+def test_missing_teacher_is_refused(tmp_path):
+    with pytest.raises(InputError, match="config.json"):
+        generate_synthetic(tmp_path, tmp_path / "out", num_tokens=64, seq_len=8)
+
+
+def test_check_same_tokenizer_names_the_difference(tokenizer, teacher_dir, tmp_path):
+    check_same_tokenizer(teacher_dir, tokenizer)
+    generate_synthetic(teacher_dir, tmp_path / "out", num_tokens=16, seq_len=8)
+    check_same_tokenizer(tmp_path / "out", tokenizer)  # a generation folder keeps the teacher's tokenizer
+    other = train_bpe_tokenizer(TEXT[::-1], vocab_size=280)
+    with pytest.raises(InputError, match="vocabulary size 300 vs 280"):
+        check_same_tokenizer(tmp_path / "out", other)
+
+
+def test_vllm_backend_without_vllm_names_the_fix(teacher_dir, tmp_path):
+    try:
+        import vllm  # noqa: F401
+
+        if torch.cuda.is_available():
+            pytest.skip("vLLM and a GPU are present: the backend works here")
+    except ImportError:
+        pass
+    with pytest.raises(InputError, match=r"pip install hf-infcompute\[vllm\].*--backend transformers"):
+        generate_synthetic(teacher_dir, tmp_path / "out", num_tokens=64, seq_len=8, backend="vllm")
+
+
+def test_vllm_backend_refuses_ensembles_with_the_fix(tmp_path):
+    (tmp_path / "ensemble").mkdir()
+    (tmp_path / "ensemble" / "config.json").write_text(json.dumps({"model_type": "logit_ensemble"}))
+    with pytest.raises(InputError, match="--backend transformers"):
+        generate_synthetic(tmp_path / "ensemble", tmp_path / "out", num_tokens=64, seq_len=8, backend="vllm")
+
+
+@pytest.mark.gpu
+def test_vllm_samples_the_teacher_distribution(tokenizer, tmp_path):
+    pytest.importorskip("vllm")
+    if not torch.cuda.is_available():
+        pytest.skip("the vllm backend needs a CUDA GPU")
+    model = tiny_llama(tokenizer, seed=0, logit_scale=0.3)
+    teacher = save_teacher(model, tokenizer, tmp_path / "teacher")
+    out = tmp_path / "synthetic"
+    generate_synthetic(teacher, out, num_tokens=2 * SAMPLES, seq_len=2, backend="vllm", dtype="float32", seed=1)
+    counts = first_token_counts(out, len(tokenizer))
+    probs = first_token_probs(model, tokenizer.eos_token_id)
+    assert chi_square_pvalue(counts, probs) > 1e-3
+
+
+def test_cli_generate(teacher_dir, tmp_path, capsys):
+    from hf_infcompute.cli import generate
+
+    parser = argparse.ArgumentParser()
+    generate.add_parser(parser.add_subparsers())
+    args = parser.parse_args(
+        ["generate", str(teacher_dir), "--output", str(tmp_path / "out"), "--num-tokens", "100", "--seq-len", "16"]
+    )
+    assert args.func(args) == 0
+    assert "100 tokens in 7 rows of 16" in capsys.readouterr().out
+    assert sum(load_synthetic(tmp_path / "out")["length"]) == 100
