@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import multiprocessing
@@ -406,11 +405,9 @@ def test_pretrain_objective_maps_points_to_recipe_settings(tmp_path, monkeypatch
 
 
 def _cli(argv: list[str]) -> int:
-    from hf_infcompute.cli import search
+    from hf_infcompute.cli.main import build_parser
 
-    parser = argparse.ArgumentParser(prog="hf-infcompute")
-    search.add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     return args.func(args)
 
 
@@ -469,16 +466,3 @@ def test_real_sweep_on_a_tiny_model(tmp_path, tiny_run):
         )
     rerun = coordinate_descent(PretrainObjective(config, tmp_path), grid, start, store)
     assert rerun.evaluations == 0 and rerun.best_point == result.best_point
-
-
-def test_launcher_processes_become_independent_workers(monkeypatch):
-    from hf_infcompute.cli.search import _detach_from_launcher
-
-    monkeypatch.delenv("WORLD_SIZE", raising=False)
-    assert _detach_from_launcher() is None
-    for name, value in {"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1", "MASTER_ADDR": "localhost"}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5")
-    assert _detach_from_launcher() == "3"
-    assert "WORLD_SIZE" not in os.environ and "LOCAL_RANK" not in os.environ and "MASTER_ADDR" not in os.environ
-    assert os.environ["CUDA_VISIBLE_DEVICES"] == "5"  # its own device

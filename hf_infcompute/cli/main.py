@@ -13,7 +13,25 @@ import sys
 from hf_infcompute.errors import InputError
 
 # Subcommand modules, in the order of the pipeline they drive.
-COMMANDS = ("pretrain",)
+COMMANDS = ("pretrain", "search", "ensemble", "generate", "distill", "eval")
+
+
+class IntermixedParser(argparse.ArgumentParser):
+    """Takes options and positionals in any order, so `key=value` overrides may also follow the options.
+
+    (Plain argparse reads a command's positionals in one block only.)
+    """
+
+    _intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        if self._intermixing:
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hf-infcompute",
         description="Pre-training under infinite compute: get the most out of a fixed corpus.",
     )
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    subparsers = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=IntermixedParser
+    )
     for name in COMMANDS:
         importlib.import_module(f"hf_infcompute.cli.{name}").add_parser(subparsers)
     return parser

@@ -32,30 +32,9 @@ from hf_infcompute.search.grid import (
 from hf_infcompute.search.pretrain_objective import CONFIG_KEYS, PretrainObjective
 from hf_infcompute.search.store import SweepStore, default_worker_id
 from hf_infcompute.training.config import load_recipe, parse_run_config
+from hf_infcompute.workers import detach_from_launcher
 
 RESULT_FILENAME = "search.json"
-# Environment of a distributed launch (accelerate launch, torchrun).
-LAUNCHER_VARIABLES = (
-    "RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT"
-)
-
-
-class _IntermixedParser(argparse.ArgumentParser):
-    """Parses options and positionals in any order, so `KEY=VALUE` overrides may also follow the options.
-
-    (Plain argparse takes a command's positionals only in one block.)
-    """
-
-    _intermixing = False
-
-    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
-        if self._intermixing:
-            return super().parse_known_args(args, namespace)
-        self._intermixing = True
-        try:
-            return self.parse_known_intermixed_args(args, namespace)
-        finally:
-            self._intermixing = False
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -65,7 +44,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.__class__ = _IntermixedParser  # the subparser is created by the main parser; only its parsing changes
     parser.add_argument("recipe", help="Recipe YAML file (its `recipe` key, standard or regularized, picks the grid).")
     parser.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="Recipe settings to override (values read as YAML)."
@@ -100,8 +78,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    launcher_rank = _detach_from_launcher()
-    worker_id = args.worker_id or launcher_rank or default_worker_id()
+    slot = detach_from_launcher()
+    worker_id = args.worker_id or (str(slot.rank) if slot else None) or default_worker_id()
     config = load_recipe(args.recipe, args.overrides)
     grid = for_recipe(
         str(config.get("recipe", "regularized")),  # the training default
@@ -202,24 +180,6 @@ def _numbers(text: str) -> list[float]:
         return [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers like 1e-3,3e-3, got {text!r}") from None
-
-
-def _detach_from_launcher() -> str | None:
-    """Under `accelerate launch`/`torchrun`, make this process an independent worker on its own device.
-
-    Each worker trains its own grid points, so it must not join the launcher's process group (that would turn its
-    training into data-parallel training with workers that train other points). Returns the worker id, the process
-    index, or None outside a multi-process launch.
-    """
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return None
-    rank = os.environ.get("RANK", "0")
-    local_rank = int(os.environ.get("LOCAL_RANK", rank))
-    for name in LAUNCHER_VARIABLES:
-        os.environ.pop(name, None)
-    visible = [device for device in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if device.strip()]
-    os.environ["CUDA_VISIBLE_DEVICES"] = visible[local_rank % len(visible)] if visible else str(local_rank)
-    return rank
 
 
 @contextlib.contextmanager

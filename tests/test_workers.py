@@ -1,0 +1,18 @@
+"""Processes of a multi-process launch become independent workers, each on its own device."""
+
+from __future__ import annotations
+
+import os
+
+from hf_infcompute.workers import WorkerSlot, detach_from_launcher
+
+
+def test_launcher_processes_become_independent_workers(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert detach_from_launcher() is None
+    for name, value in {"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1", "MASTER_ADDR": "localhost"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5")
+    assert detach_from_launcher() == WorkerSlot(rank=3, world_size=4)
+    assert "WORLD_SIZE" not in os.environ and "LOCAL_RANK" not in os.environ and "MASTER_ADDR" not in os.environ
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "5"  # its own device
