@@ -16,26 +16,33 @@ from typing import Any
 import pandas as pd
 
 RESULTS_DIRNAME = "results"
+# Every saved model folder (run, ensemble, soup) carries its record under this name.
+RUN_RECORD_FILE = "run_record.json"
 
 
 def results_dir(output_dir: str | os.PathLike) -> Path:
     return Path(output_dir) / RESULTS_DIRNAME
 
 
-def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
-    """Write `payload` as JSON to `path` atomically (temporary file in the same folder, fsync, rename)."""
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write `text` to `path` atomically (temporary file in the same folder, fsync, rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=True, default=str)
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
+    """Write `payload` as JSON to `path` atomically."""
+    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True, default=str))
 
 
 def append_record(output_dir: str | os.PathLike, record: dict[str, Any]) -> Path:

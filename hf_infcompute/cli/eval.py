@@ -53,7 +53,8 @@ def _batch_size(text: str) -> int | str:
 def run(args: argparse.Namespace) -> int:
     from hf_infcompute.evaluation import evaluate_model, plot_loss_vs_error, read_val_loss, resolve_tasks
     from hf_infcompute.evaluation.harness import check_model, model_label
-    from hf_infcompute.evaluation.results import comparison_markdown, comparison_rows, write_text_atomic
+    from hf_infcompute.evaluation.results import comparison_markdown, comparison_rows
+    from hf_infcompute.records import write_text_atomic
     from hf_infcompute.records import write_json_atomic
 
     tasks = resolve_tasks(args.tasks)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from hf_infcompute.ensemble.build import build_ensemble
 from hf_infcompute.ensemble.curve import COMBINE_MODES, ensemble_curve
 from hf_infcompute.ensemble.soup import average_weights
 from hf_infcompute.errors import InputError
-from hf_infcompute.records import append_record, read_record
+from hf_infcompute.records import RUN_RECORD_FILE, append_record, read_record, write_json_atomic
 from hf_infcompute.training import RunConfig, parse_run_config, pretrain
 from hf_infcompute.training.arguments import STANDARD_WEIGHT_DECAY
 from hf_infcompute.workers import WorkerSlot
@@ -110,8 +111,8 @@ def train_ensemble(
     member_settings = [member_config(config, i, vary=vary, member_rule=member_rule) for i in range(k)]
     runs = [parse_run_config(settings) for settings in member_settings]
     train_members(config, output_dir, k, vary=vary, member_rule=member_rule, slot=slot)
-    if slot and slot.rank != 0:
-        return []
+    if (slot and slot.rank != 0) or int(os.environ.get("RANK", "0")) != 0:
+        return []  # other workers, or other ranks of data-parallel member training: rank 0 records the curve
     members = wait_for_members(output_dir, [run.run_id() for run in runs])
     failed = [m["run_id"] for m in members if m["status"] != "finished"]
     if failed:
@@ -151,6 +152,7 @@ def record_curve(
         if k == len(members):
             record["model_dir"] = str(Path(output_dir) / "ensembles" / ensemble_id)
             build_ensemble([m["model_dir"] for m in members], record["model_dir"], combine=combine)
+            write_json_atomic(Path(record["model_dir"]) / RUN_RECORD_FILE, record)
         append_record(output_dir, record)
         records.append(record)
     if soup:
@@ -170,5 +172,6 @@ def record_soup(
                           batch_size=run.training.per_device_eval_batch_size).ensemble[0]
     record = {**shared, "run_id": soup_id, "kind": "soup", "status": "finished", "k": len(ids), "members": ids,
               "val_loss": loss, "model_dir": str(soup_dir)}
+    write_json_atomic(soup_dir / RUN_RECORD_FILE, record)
     append_record(output_dir, record)
     return record

@@ -15,12 +15,12 @@ from lm_eval.api.model import LM
 from lm_eval.tasks import TaskManager
 
 from hf_infcompute.errors import InputError
+from hf_infcompute.records import RUN_RECORD_FILE
 from hf_infcompute.evaluation.local_tasks import local_task_manager
 from hf_infcompute.evaluation.results import EvalResult, scores_from_harness
 from hf_infcompute.evaluation.tasks import resolve_tasks
 
 ENSEMBLE_MODEL_TYPE = "logit_ensemble"
-RUN_RECORD_FILE = "run_record.json"  # written beside a pre-trained model by `hf_infcompute.training`
 
 
 def evaluate_model(

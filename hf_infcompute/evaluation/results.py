@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hf_infcompute.evaluation.tasks import HEADLINE_METRICS
-from hf_infcompute.records import write_json_atomic
+from hf_infcompute.records import write_json_atomic, write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -161,17 +160,3 @@ def _finite_or_none(value: Any) -> float | None:
 def safe_name(label: str) -> str:
     """A file-name-safe form of a model label (hub ids keep their owner: `owner__name`)."""
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in label.replace("/", "__")).strip(".") or "model"
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write `text` to `path` atomically (temporary file in the same folder, then rename), like `write_json_atomic`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

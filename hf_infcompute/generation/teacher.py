@@ -20,10 +20,10 @@ from transformers import (
 )
 
 from hf_infcompute.errors import InputError
+from hf_infcompute.records import RUN_RECORD_FILE
 
 ENSEMBLE_MODEL_TYPE = "logit_ensemble"
 # Written beside every model that `pretrain` saves; it holds the sequence length the model was trained on.
-RUN_RECORD_FILE = "run_record.json"
 TOKENIZER_DIRNAME = "tokenizer"
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PretrainedConfig
 
 from hf_infcompute.errors import InputError
 
@@ -75,13 +75,13 @@ def get_preset(name: str) -> ModelPreset:
     return PRESETS[name]
 
 
-def count_parameters(config: LlamaConfig) -> ParameterCounts:
+def count_parameters(config: PretrainedConfig) -> ParameterCounts:
     """Exact counts from the model built on the meta device (no memory is allocated)."""
     with torch.device("meta"):
-        model = LlamaForCausalLM(config)
+        model = AutoModelForCausalLM.from_config(config)
     total = sum(p.numel() for p in model.parameters())
     embedding = model.get_input_embeddings().weight.numel()
-    if not config.tie_word_embeddings:
+    if not getattr(config, "tie_word_embeddings", False):
         embedding += model.get_output_embeddings().weight.numel()
     return ParameterCounts(non_embedding=total - embedding, total=total)
 

@@ -16,10 +16,28 @@ STANDARD_WEIGHT_DECAY = 0.1
 
 @dataclass
 class ModelArguments:
-    """Which model to train."""
+    """Which model to train: a fresh one of a size preset, or an existing checkpoint to continue pre-training."""
 
     preset: str = field(default="tiny-1m", metadata={"help": "Size preset (see `hf_infcompute.models.PRESETS`)."})
+    base_model: str | None = field(
+        default=None,
+        metadata={"help": "Continue pre-training this causal LM (path or hub id) instead of a fresh preset model."},
+    )
+    lora_r: int = field(default=0, metadata={"help": "LoRA rank for continued pre-training (0: train all weights)."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling alpha."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
     attn_implementation: str = field(default="sdpa", metadata={"help": "Attention kernel: 'sdpa' or 'eager'."})
+
+    def __post_init__(self) -> None:
+        if self.lora_r < 0:
+            raise InputError(f"`lora_r` must be >= 0 (0 trains all weights), got {self.lora_r}")
+        if self.lora_r and not self.base_model:
+            raise InputError("LoRA adapts an existing model: set `base_model` (or lora_r=0 to train from scratch)")
+
+    @property
+    def name(self) -> str:
+        """The model's name in records: the base checkpoint, or the preset."""
+        return self.base_model or self.preset
 
 
 def bf16_available() -> bool:

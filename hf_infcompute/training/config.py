@@ -30,7 +30,7 @@ IDENTITY_KEYS = {
         "corpus", "corpus_config", "corpus_split", "corpus_revision", "text_column", "max_corpus_tokens",
         "tokenizer", "vocab_size", "tokenizer_train_chars", "seq_len", "token_budget", "val_sequences",
     ),
-    "model": ("preset",),
+    "model": ("preset", "base_model", "lora_r", "lora_alpha", "lora_dropout"),
     "training": (
         "recipe", "learning_rate", "num_train_epochs", "weight_decay", "lr_scheduler_type", "warmup_steps",
         "max_grad_norm", "adam_beta1", "adam_beta2", "adam_epsilon", "seed", "data_seed", "precision",
@@ -71,7 +71,7 @@ class RunConfig:
         t = self.training
         epochs = f"{t.num_train_epochs:g}"
         return (
-            f"{t.recipe}-{self.model.preset}-D{self.data.token_budget}-lr{t.learning_rate:g}-wd{t.weight_decay:g}"
+            f"{t.recipe}-{Path(self.model.name).name}-D{self.data.token_budget}-lr{t.learning_rate:g}-wd{t.weight_decay:g}"
             f"-ep{epochs}-s{t.seed}-{digest}"
         )
 
@@ -136,6 +136,13 @@ def parse_run_config(
     values = {key: _coerce(key, value, field_types[key]) for key, value in config.items()}
     values["output_dir"] = output_dir
     data, model, training, *extras = HfArgumentParser(classes).parse_dict(values)
+    if model.base_model:
+        if "tokenizer" in config and config["tokenizer"] != model.base_model:
+            raise InputError(
+                f"continued pre-training keeps the base model's tokenizer; drop `tokenizer` ({config['tokenizer']!r}) "
+                "or set it to the base model"
+            )
+        data.tokenizer = model.base_model
     return RunConfig(data=data, model=model, training=training, extras=tuple(extras))
 
 

@@ -12,51 +12,72 @@ from pathlib import Path
 from typing import Any
 
 from accelerate import PartialState
-from transformers import TrainerCallback
+from transformers import PreTrainedModel, TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from hf_infcompute.data import PackedCollator, PretrainingData, prepare_data
 from hf_infcompute.errors import InputError, NonFiniteLossError
-from hf_infcompute.models import ModelPreset, build_model, count_parameters, get_preset
-from hf_infcompute.records import append_record, read_record, write_json_atomic
+from hf_infcompute.models import build_model, count_parameters, get_preset
+from hf_infcompute.models.checkpoint import (
+    context_length,
+    has_adapters,
+    load_base_config,
+    load_base_model,
+    merged,
+)
+from hf_infcompute.records import RUN_RECORD_FILE, append_record, read_record, write_json_atomic
 from hf_infcompute.training.config import RunConfig, parse_run_config
 from hf_infcompute.training.trainer import RegularizedTrainer
 
 logger = logging.getLogger(__name__)
 
 INCOMPLETE_MARKER = "training_incomplete"
-RUN_RECORD_FILE = "run_record.json"
 
 
 def run_dir(output_dir: str | Path, run_id: str) -> Path:
     return Path(output_dir) / "runs" / run_id
 
 
-def checked_preset(run: RunConfig) -> ModelPreset:
-    """The run's preset, refusing sequences longer than its context."""
-    preset = get_preset(run.model.preset)
-    if run.data.seq_len > preset.max_position_embeddings:
+def check_model_fits(run: RunConfig) -> None:
+    """Refuse an unknown preset or base model, and sequences longer than the model's context."""
+    if run.model.base_model:
+        name, context = run.model.base_model, context_length(load_base_config(run.model.base_model))
+    else:
+        preset = get_preset(run.model.preset)
+        name, context = f"preset {preset.name}", preset.max_position_embeddings
+    if context is not None and run.data.seq_len > context:
         raise InputError(
-            f"seq_len {run.data.seq_len} exceeds the context of preset {preset.name} "
-            f"({preset.max_position_embeddings}); lower `seq_len` or choose a preset with a longer context"
+            f"seq_len {run.data.seq_len} exceeds the context of {name} ({context}); lower `seq_len` or choose a "
+            "model with a longer context"
         )
-    return preset
 
 
-def build_trainer(
-    run: RunConfig, data: PretrainingData, callbacks: list[TrainerCallback] | None = None
-) -> RegularizedTrainer:
-    """The model of `run.model.preset` (initialised from `run.training.seed`) in a `RegularizedTrainer` on `data`."""
-    preset = checked_preset(run)
+def build_model_for(run: RunConfig, data: PretrainingData) -> PreTrainedModel:
+    """A fresh model of `run.model.preset` initialised from `run.training.seed`, or the base model to continue."""
+    model_args = run.model
+    if model_args.base_model:
+        return load_base_model(
+            model_args.base_model, lora_r=model_args.lora_r, lora_alpha=model_args.lora_alpha,
+            lora_dropout=model_args.lora_dropout, attn_implementation=model_args.attn_implementation,
+        )
     tokenizer = data.tokenizer
-    config = preset.build_config(
+    config = get_preset(model_args.preset).build_config(
         vocab_size=len(tokenizer),
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    config._attn_implementation = run.model.attn_implementation
-    model = build_model(config, seed=run.training.seed)
+    config._attn_implementation = model_args.attn_implementation
+    return build_model(config, seed=run.training.seed)
+
+
+def build_trainer(
+    run: RunConfig, data: PretrainingData, callbacks: list[TrainerCallback] | None = None
+) -> RegularizedTrainer:
+    """The run's model (`build_model_for`) in a `RegularizedTrainer` on `data`."""
+    check_model_fits(run)
+    model = build_model_for(run, data)
+    tokenizer = data.tokenizer
     return RegularizedTrainer(
         model=model,
         args=run.training,
@@ -87,7 +108,8 @@ def _base_record(run: RunConfig, data: PretrainingData, trainer: RegularizedTrai
         "tokenizer": run.data.tokenizer,
         "validation_fingerprint": data.validation_fingerprint,
         "vocab_size": trainer.model.config.vocab_size,
-        "preset": run.model.preset,
+        "preset": run.model.name,
+        "lora_r": run.model.lora_r,
         "n_params": counts.non_embedding,
         "n_params_total": counts.total,
         "learning_rate": args.learning_rate,
@@ -128,7 +150,7 @@ def pretrain(
     if finished is not None:
         logger.info("run %s already recorded (%s); not training it again", run_id, finished.get("status"))
         return finished
-    checked_preset(run)
+    check_model_fits(run)
     folder = run_dir(output_dir, run_id)
     run.training.output_dir = str(folder)
     state = PartialState()
@@ -173,7 +195,12 @@ def save_final_model(trainer: RegularizedTrainer, model_dir: Path, record: dict[
     if trainer.is_world_process_zero():
         model_dir.mkdir(parents=True, exist_ok=True)
         (model_dir / INCOMPLETE_MARKER).touch()
-    trainer.save_model(str(model_dir))
+    if trainer.is_world_process_zero() and has_adapters(trainer.model):
+        # LoRA: save the adapters merged into the weights, an ordinary checkpoint.
+        merged(trainer.model).save_pretrained(model_dir)
+        trainer.processing_class.save_pretrained(model_dir)
+    else:
+        trainer.save_model(str(model_dir))
     if trainer.is_world_process_zero():
         write_json_atomic(model_dir / RUN_RECORD_FILE, record)
         (model_dir / INCOMPLETE_MARKER).unlink()

@@ -1,0 +1,36 @@
+"""`hf-infcompute push MODEL_DIR REPO_ID`: upload a model, ensemble or soup with its model card."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "push",
+        help="upload a trained model, ensemble or soup to the Hugging Face Hub with a model card",
+        description="Write README.md (a model card with recipe, token budget D, K and results) into MODEL_DIR and "
+        "upload the folder to REPO_ID. Log in first (`hf auth login`).",
+    )
+    parser.add_argument("model_dir", help="a model folder written by hf-infcompute (it holds run_record.json)")
+    parser.add_argument("repo_id", help="target repository, e.g. your-name/tiny-ensemble")
+    parser.add_argument("--private", action="store_true", help="create the repository as private")
+    parser.add_argument("--scores", help="a JSON file of scores from `hf-infcompute eval` to list in the card")
+    parser.add_argument("--card-only", action="store_true", help="write the model card, upload nothing")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hf_infcompute.hub import model_card, push_model, read_run_record
+
+    scores = json.loads(Path(args.scores).read_text())["scores"] if args.scores else None
+    if args.card_only:
+        path = Path(args.model_dir) / "README.md"
+        model_card(read_run_record(args.model_dir), scores).save(path)
+        print(f"model card written to {path}")
+        return 0
+    print(f"pushed to {push_model(args.model_dir, args.repo_id, private=args.private, scores=scores)}")
+    return 0

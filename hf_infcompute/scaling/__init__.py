@@ -1,0 +1,31 @@
+"""Scaling-law analysis: recipes judged by the asymptote of `L(x) = A / x^alpha + E` in model size N, ensemble size
+K and data D, with bootstrap uncertainty; data efficiency over a reference recipe; the paper's figures; and the
+report that `hf-infcompute fit` writes from a results store."""
+
+from hf_infcompute.scaling.joint import JointFit, joint_asymptote
+from hf_infcompute.scaling.plots import (
+    plot_data_efficiency,
+    plot_data_scaling,
+    plot_joint_fit,
+    plot_loss_vs_members,
+    plot_loss_vs_params,
+)
+from hf_infcompute.scaling.power_law import PowerLawFit, ScalingFitWarning, data_efficiency, fit_power_law
+from hf_infcompute.scaling.report import ScalingReport, build_report, write_report
+
+__all__ = [
+    "JointFit",
+    "PowerLawFit",
+    "ScalingFitWarning",
+    "ScalingReport",
+    "build_report",
+    "data_efficiency",
+    "fit_power_law",
+    "joint_asymptote",
+    "plot_data_efficiency",
+    "plot_data_scaling",
+    "plot_joint_fit",
+    "plot_loss_vs_members",
+    "plot_loss_vs_params",
+    "write_report",
+]

@@ -1,0 +1,158 @@
+"""Power-law fits recover known laws, flag the ones the points cannot support, and invert data laws exactly."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+from hf_infcompute.errors import InputError
+from hf_infcompute.scaling import (
+    PowerLawFit,
+    ScalingFitWarning,
+    data_efficiency,
+    fit_power_law,
+    joint_asymptote,
+    plot_joint_fit,
+    plot_loss_vs_params,
+)
+
+# The paper's regularized recipe at 200M tokens: L(N) = 0.05 / N^1.02 + 3.43, N in billions.
+PAPER_N = np.array([150e6, 300e6, 600e6, 1.4e9])
+
+
+def paper_law(n: np.ndarray) -> np.ndarray:
+    return 0.05 / (n / 1e9) ** 1.02 + 3.43
+
+
+def test_recovers_paper_law_without_noise() -> None:
+    fit = fit_power_law(PAPER_N, paper_law(PAPER_N), scale=1e9, n_bootstrap=100)
+    assert fit.E == pytest.approx(3.43, abs=1e-6)
+    assert fit.A == pytest.approx(0.05, rel=1e-4)
+    assert fit.alpha == pytest.approx(1.02, rel=1e-4)
+    assert fit.well_conditioned and fit.n_points == 4 and fit.x_scale == 1e9
+    assert fit.E_interval[0] - 1e-6 <= 3.43 <= fit.E_interval[1] + 1e-6
+    assert np.allclose(fit.residuals, 0.0, atol=1e-8)
+    assert fit.predict(2e9) == pytest.approx(float(paper_law(np.array(2e9))), abs=1e-8)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_recovers_paper_asymptote_within_its_uncertainty_under_noise(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    loss = paper_law(PAPER_N) + rng.normal(0.0, 0.003, size=PAPER_N.size)
+    fit = fit_power_law(PAPER_N, loss, scale=1e9, n_bootstrap=300, seed=seed)
+    low, high = fit.E_interval
+    assert low < 3.43 < high
+    assert abs(fit.E - 3.43) < 3 * fit.E_stderr
+    assert 0 < fit.E_stderr < 0.1
+
+
+def test_five_point_curve_recovered_and_huber_resists_an_outlier() -> None:
+    x = np.array([1.0, 2.0, 4.0, 8.0, 16.0])
+    truth = dict(A=0.8, alpha=0.6, E=2.1)
+    clean = truth["A"] / x ** truth["alpha"] + truth["E"]
+    fit = fit_power_law(x, clean, n_bootstrap=0)
+    for name, value in truth.items():
+        assert getattr(fit, name) == pytest.approx(value, rel=1e-5)
+    assert fit.E_interval is None and math.isnan(fit.E_stderr)
+
+    rng = np.random.default_rng(0)
+    noisy = clean + rng.normal(0.0, 0.002, size=x.size)
+    noisy[2] += 0.15  # one bad run
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ScalingFitWarning)
+        squares = fit_power_law(x, noisy, n_bootstrap=0)
+        robust = fit_power_law(x, noisy, huber=0.005, n_bootstrap=0)
+    assert abs(robust.E - truth["E"]) < 0.05
+    assert abs(robust.E - truth["E"]) < abs(squares.E - truth["E"]) / 3
+
+
+@pytest.mark.parametrize(
+    ("x", "loss", "message"),
+    [
+        ([1.0, 2.0], [3.0, 2.5], "distinct x"),
+        ([1.0, 1.0, 2.0, 2.0], [3.0, 3.1, 2.5, 2.4], "distinct x"),
+        ([1.0, 2.0, 4.0], [3.0, float("nan"), 2.5], "loss must hold finite positive"),
+        ([1.0, 0.0, 4.0], [3.0, 2.8, 2.5], "x must hold finite positive"),
+        ([1.0, 2.0, 4.0], [3.0, 2.8], "same length"),
+    ],
+)
+def test_bad_points_raise_input_error(x: list, loss: list, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        fit_power_law(x, loss)
+
+
+def test_rising_loss_warns_and_is_flagged() -> None:
+    with pytest.warns(ScalingFitWarning, match="does not fall"):
+        fit = fit_power_law(PAPER_N, paper_law(PAPER_N)[::-1], scale=1e9, n_bootstrap=50)
+    assert not fit.well_conditioned
+    assert any("does not fall" in issue for issue in fit.issues)
+    assert fit.to_dict()["well_conditioned"] is False
+    with pytest.warns(ScalingFitWarning, match="ill-conditioned reference"):
+        data_efficiency(3.5, 3e8, fit)
+
+
+def test_three_points_fit_without_uncertainty_unless_noise_is_given() -> None:
+    x, loss = PAPER_N[:3], paper_law(PAPER_N[:3])
+    fit = fit_power_law(x, loss, scale=1e9, n_bootstrap=50)
+    assert fit.E == pytest.approx(3.43, abs=1e-4)
+    assert fit.E_interval is None and fit.to_dict()["E_stderr"] is None
+    with_noise = fit_power_law(x, loss, scale=1e9, noise=0.002, n_bootstrap=100)
+    assert with_noise.E_stderr > 0 and with_noise.E_interval[0] < 3.43 < with_noise.E_interval[1]
+
+
+def test_joint_asymptote_recovers_known_double_limit(tmp_path) -> None:
+    n_sizes = np.array([150e6, 300e6, 600e6, 1.4e9])
+    ks = [1, 2, 3, 4, 5, 8]
+
+    def loss(n: float, k: int) -> float:
+        e_k = 0.05 / (n / 1e9) ** 1.0 + 3.17  # E_K(N) = A / N^alpha + E_inf
+        return e_k + 0.18 / k**0.9  # L(N, K) = E_K(N) + B / K^beta
+
+    rng = np.random.default_rng(0)
+    rows = [(n, k, loss(n, k) + rng.normal(0.0, 0.001)) for n in n_sizes for k in ks]
+    joint = joint_asymptote(rows, n_bootstrap=100)
+    assert joint.E == pytest.approx(3.17, abs=0.03)
+    assert joint.E_interval[0] < 3.17 < joint.E_interval[1]
+    for n, fit in joint.k_fits.items():
+        assert fit.E == pytest.approx(0.05 / (n / 1e9) + 3.17, abs=0.02)
+    assert joint.well_conditioned and list(joint.n_fit.x) == sorted(n_sizes)
+
+    exact = {n: {k: loss(n, k) for k in ks} for n in n_sizes}
+    assert joint_asymptote(exact, n_bootstrap=0).E == pytest.approx(3.17, abs=1e-5)
+
+    path = plot_joint_fit(joint, tmp_path / "joint.png")
+    assert path.stat().st_size > 10_000
+
+
+def test_joint_asymptote_needs_three_k_at_three_sizes() -> None:
+    with pytest.raises(InputError, match=">= 3 ensemble sizes"):
+        joint_asymptote([(1e8, 1, 3.5), (1e8, 2, 3.4), (2e8, 1, 3.3), (2e8, 2, 3.2), (2e8, 3, 3.1)])
+    rows = [(n, k, 3.0 + 0.1 / k) for n in (1e8, 2e8) for k in (1, 2, 3)]
+    with pytest.raises(InputError, match=">= 3 model sizes"):
+        joint_asymptote(rows)
+
+
+def test_data_efficiency_inverts_the_reference_law() -> None:
+    budgets = np.array([200e6, 400e6, 800e6, 1.6e9])
+    reference = fit_power_law(budgets, 1.2 / (budgets / 1e9) ** 0.24 + 1.9, scale=1e9, n_bootstrap=0)
+    for d in budgets:
+        assert data_efficiency(float(reference.predict(d)), d, reference) == pytest.approx(1.0, abs=1e-9)
+
+    # Hand inverse: 1.2 / D^0.24 = L - 1.9  ->  D = (1.2 / (L - 1.9))^(1 / 0.24) billion tokens.
+    known = PowerLawFit(A=1.2, alpha=0.24, E=1.9, x_scale=1e9, x=(), loss=(), residuals=(), noise=math.nan,
+                        A_stderr=math.nan, alpha_stderr=math.nan, E_stderr=math.nan, E_interval=None, n_bootstrap=0)
+    d_eff = (1.2 / (3.43 - 1.9)) ** (1 / 0.24) * 1e9
+    assert data_efficiency(3.43, 200e6, known) == pytest.approx(d_eff / 200e6, rel=1e-12)
+    assert data_efficiency(1.9, 200e6, known) == math.inf
+    assert data_efficiency(1.5, 200e6, known) == math.inf
+    with pytest.raises(InputError):
+        data_efficiency(float("nan"), 200e6, known)
+
+
+def test_plot_writes_a_png(tmp_path) -> None:
+    fit = fit_power_law(PAPER_N, paper_law(PAPER_N), scale=1e9, n_bootstrap=20)
+    path = plot_loss_vs_params({"regularized": fit}, tmp_path / "params.png", title="D = 200M")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
