@@ -56,9 +56,10 @@ def continued_pretraining(
         return CPTResult(records=records, scores=[], report=None)
     ensemble = next(r for r in records if r["kind"] == "ensemble" and r["k"] == k)
     soup = next(r for r in records if r["kind"] == "soup")
-    members = {r["run_id"]: r for r in iter_records(output_dir) if r["run_id"] in ensemble["members"]}
+    by_id = {r["run_id"]: r for r in iter_records(output_dir) if r["run_id"] in ensemble["members"]}
+    members = [by_id[run_id] for run_id in ensemble["members"]]  # member order, not record-store order
     candidates = [("base", config["base_model"], None)]
-    candidates += [(f"member {m['member_index']}", m["model_dir"], m["val_loss"]) for m in members.values()]
+    candidates += [(f"member {m['member_index']}", m["model_dir"], m["val_loss"]) for m in members]
     candidates += [(f"ensemble K={k}", ensemble["model_dir"], ensemble["val_loss"]),
                    (f"soup K={k}", soup["model_dir"], soup["val_loss"])]
     results: list[EvalResult] = [

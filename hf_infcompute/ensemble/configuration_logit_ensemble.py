@@ -70,7 +70,7 @@ class LogitEnsembleConfig(PreTrainedConfig):
     """
 
     model_type = "logit_ensemble"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference = ["cache", "past_key_values"]
 
     member_configs: list[dict | PreTrainedConfig] | None = None
     combine: Literal["logits", "probs"] = "logits"

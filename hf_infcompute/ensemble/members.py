@@ -85,8 +85,20 @@ def wait_for_members(output_dir: str | Path, run_ids: list[str], poll_s: float =
         time.sleep(poll_s)
 
 
-def _ensemble_id(member_ids: list[str], combine: str) -> str:
+def _digest(member_ids: list[str], combine: str) -> str:
     return hashlib.sha256(("|".join(member_ids) + combine).encode()).hexdigest()[:10]
+
+
+def ensemble_run_id(preset: str, token_budget: int, member_ids: list[str], combine: str = "logits") -> str:
+    """The record id of the logit ensemble of `member_ids` (in order)."""
+    return f"ensemble-{Path(preset).name}-D{token_budget}-K{len(member_ids)}-{_digest(member_ids, combine)}"
+
+
+def planned_ensemble_id(config: dict[str, Any], k: int, *, vary: str = "both", member_rule: str = "none",
+                        combine: str = "logits") -> str:
+    """The record id that `train_ensemble(config, ..., k, ...)` gives its k-member ensemble."""
+    runs = [parse_run_config(member_config(config, i, vary=vary, member_rule=member_rule)) for i in range(k)]
+    return ensemble_run_id(runs[0].model.name, runs[0].data.token_budget, [run.run_id() for run in runs], combine)
 
 
 def train_ensemble(
@@ -141,7 +153,7 @@ def record_curve(
     ids = [m["run_id"] for m in members]
     records = []
     for k in range(1, len(members) + 1):
-        ensemble_id = f"ensemble-{first['preset']}-D{first['token_budget']}-K{k}-{_ensemble_id(ids[:k], combine)}"
+        ensemble_id = ensemble_run_id(first["preset"], first["token_budget"], ids[:k], combine)
         record = {
             **shared, **rule,
             "run_id": ensemble_id, "kind": "ensemble", "status": "finished", "k": k, "combine": combine,
@@ -165,7 +177,7 @@ def record_soup(
 ) -> dict[str, Any]:
     """Average the members' weights, evaluate the soup and record it (kind "soup")."""
     ids = [m["run_id"] for m in members]
-    soup_id = f"soup-{shared['preset']}-D{shared['token_budget']}-K{len(ids)}-{_ensemble_id(ids, 'soup')}"
+    soup_id = f"soup-{Path(shared['preset']).name}-D{shared['token_budget']}-K{len(ids)}-{_digest(ids, 'soup')}"
     soup_dir = Path(output_dir) / "soups" / soup_id
     model = average_weights([m["model_dir"] for m in members], soup_dir).eval()
     loss = ensemble_curve([model], data.validation, data.tokenizer.pad_token_id,

@@ -39,6 +39,8 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 # A trained model's folder holds this marker while it is still being written.
 INCOMPLETE_MARKER = "training_incomplete"
 HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
+# transformers 5.24 renamed the cache argument and output field `past_key_values` to `cache`.
+OUTPUT_CACHE_FIELD = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 
 class EnsembleCache(Cache):
@@ -123,6 +125,11 @@ class LogitCombiner:
 
 def accepts_logits_to_keep(model: nn.Module) -> bool:
     return "logits_to_keep" in inspect.signature(model.forward).parameters
+
+
+def cache_argument(model: nn.Module) -> str:
+    """The name under which `model.forward` takes its KV cache (`cache`, or `past_key_values` before 5.24)."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def keep_last_logits(logits: torch.Tensor, logits_to_keep: int | torch.Tensor) -> torch.Tensor:
@@ -318,12 +325,15 @@ class LogitEnsembleForCausalLM(PreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        cache: EnsembleCache | None = None,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast:
         """Members' logits combined per `config.combine`; `loss` is the cross-entropy of the combined prediction
-        (labels shifted inside, -100 ignored). With `use_cache`, `past_key_values` holds one cache per member."""
+        (labels shifted inside, -100 ignored). With `use_cache`, `cache` (`past_key_values` before transformers
+        5.24) holds one cache per member."""
         if input_ids is None:
             raise ValueError("a logit ensemble takes `input_ids` (its members embed tokens each in their own way)")
+        past_key_values = cache if cache is not None else past_key_values
         use_cache = self.config.use_cache if use_cache is None else use_cache
         if use_cache and past_key_values is None:
             past_key_values = EnsembleCache(self.num_members)
@@ -344,18 +354,18 @@ class LogitEnsembleForCausalLM(PreTrainedModel, GenerationMixin):
                 supports_keep = accepts_logits_to_keep(member)
                 output = member(
                     **member_inputs,
-                    past_key_values=cache,
+                    **{cache_argument(member): cache},
                     use_cache=use_cache,
                     **({"logits_to_keep": logits_to_keep} if supports_keep else {}),
                 )
                 if past_key_values is not None:
-                    past_key_values.caches[index] = output.past_key_values
+                    past_key_values.caches[index] = getattr(output, OUTPUT_CACHE_FIELD)
                 combiner.add(output.logits if supports_keep else keep_last_logits(output.logits, logits_to_keep))
         logits = combiner.result()
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=past_key_values)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, **{OUTPUT_CACHE_FIELD: past_key_values})
 
     # ------------------------------------------------------------------ batched members (torch.func.vmap)
 
