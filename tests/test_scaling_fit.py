@@ -84,6 +84,16 @@ def test_bad_points_raise_input_error(x: list, loss: list, message: str) -> None
         fit_power_law(x, loss)
 
 
+def test_nearly_straight_points_do_not_locate_the_asymptote() -> None:
+    # Three members' K-curve measured on a tiny model: it falls almost linearly, so three parameters fit it
+    # exactly with E near 0 and alpha near 0; that asymptote is not an estimate.
+    with pytest.warns(ScalingFitWarning, match="bound 0"):
+        fit = fit_power_law([1, 2, 3], [5.9370, 5.9066, 5.8787], scale=1.0)
+    assert not fit.well_conditioned and fit.E < 0.06
+    curved = fit_power_law([1, 2, 3, 4], [5.90, 5.80, 5.76, 5.74], scale=1.0, n_bootstrap=0)
+    assert curved.well_conditioned and 5.6 < curved.E < 5.74
+
+
 def test_rising_loss_warns_and_is_flagged() -> None:
     with pytest.warns(ScalingFitWarning, match="does not fall"):
         fit = fit_power_law(PAPER_N, paper_law(PAPER_N)[::-1], scale=1e9, n_bootstrap=50)

@@ -26,6 +26,9 @@ ALPHA_BOUNDS = (1e-3, 10.0)
 CONFIDENCE = 0.95
 # Relative floor of A and E (in units of the mean loss): a fit that ends here has run into the bound 0.
 _FLOOR = 1e-9
+# An asymptote below this share of the smallest loss is taken as 0: a loss cannot fall that far, so such a fit has
+# not located its asymptote (with 3 points a slowly curving series fits exactly with E near 0 and alpha near 0).
+_NEGLIGIBLE_E = 0.01
 _ALPHA_GRID = np.geomspace(*ALPHA_BOUNDS, 161)
 # The paper's starting point for scipy's curve_fit: A = 1, alpha = 0.5, E = 2 (x in billions).
 _PAPER_P0 = (1.0, 0.5, 2.0)
@@ -382,7 +385,7 @@ def _issues(u: np.ndarray, y: np.ndarray, params: np.ndarray, e_stderr: float) -
     if _rank_correlation(u, y) >= 0 or drop <= 1e-6 * float(y.mean()):
         # The other checks describe a law that has nothing to describe here.
         return ("loss does not fall with x, so no decreasing power law fits",)
-    if params[2] <= lower[2] + 1e-6:
+    if math.exp(params[2]) < _NEGLIGIBLE_E * float(y.min()):
         issues.append("the asymptote E ran into its bound 0: the points show too little curvature to locate it")
     if params[1] <= lower[1] + 1e-6 or params[1] >= upper[1] - 1e-6:
         issues.append(f"the exponent alpha ran into its bound {ALPHA_BOUNDS}")

@@ -1,0 +1,245 @@
+"""`run_study`: the paper's study on one corpus, phase by phase, every run resumable and recorded.
+
+1. standard recipe (weight decay 0.1): locally optimal LR and epochs per preset, at every token budget;
+2. regularized recipe: locally optimal LR, epochs and weight decay per preset at the main budget;
+3. ensembles: member hyperparameters tuned at a few members, then K members per preset (the K-curves);
+4. distillation: the K-member ensemble and the best single model each teach a student of the same size;
+5. optional downstream benchmarks;
+then `report.md` (see `hf_infcompute.study.report`). A killed study resumes: finished runs are never trained again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from hf_infcompute.errors import InputError
+from hf_infcompute.records import write_json_atomic
+from hf_infcompute.search import SearchResult, SweepStore, coordinate_descent, for_recipe
+from hf_infcompute.search.grid import EPOCHS, LEARNING_RATE, WEIGHT_DECAY
+from hf_infcompute.search.pretrain_objective import PretrainObjective
+from hf_infcompute.study.spec import SearchSpec, StudySpec
+from hf_infcompute.workers import WorkerSlot
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "study.json"
+# Used when a study names no corpus and the Hub is reachable: a public, deduplicated, quality-filtered web sample.
+DEFAULT_CORPUS = {"corpus": "HuggingFaceFW/fineweb-edu", "corpus_config": "sample-10BT", "streaming": True}
+
+
+def resolve_corpus(spec: StudySpec) -> dict[str, Any]:
+    """The run settings with a corpus: the study's own, or the default hub dataset when online."""
+    run = dict(spec.run)
+    if run.get("corpus"):
+        return run
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        raise InputError(
+            "no corpus given and the Hub is offline: pass local files with --data PATH (e.g. --data "
+            f"../shared/data/pretrain), or go online to use the default hub dataset {DEFAULT_CORPUS['corpus']}"
+        )
+    val_tokens = run.get("val_sequences", 64) * run.get("seq_len", 256)
+    return {**DEFAULT_CORPUS, "max_corpus_tokens": 2 * (max(spec.budgets) + val_tokens), **run}
+
+
+def _start(grid: Any, search: SearchSpec, recipe: str) -> dict[str, Any]:
+    if not search.start:
+        return grid.center()
+    names = [LEARNING_RATE, EPOCHS] + ([WEIGHT_DECAY] if recipe == "regularized" else [])
+    start = dict(zip(names, search.start))
+    if recipe == "standard":
+        start[WEIGHT_DECAY] = 0.1
+    return grid.canonical(start)
+
+
+def search_recipe(
+    spec: StudySpec, run: dict[str, Any], recipe: str, budget: int, preset: str, output_dir: Path
+) -> SearchResult:
+    """Locally optimal hyperparameters of `recipe` for (`budget`, `preset`); every point is a recorded run."""
+    search = spec.standard if recipe == "standard" else spec.regularized
+    grid = for_recipe(
+        recipe, learning_rates=search.learning_rate, epochs=search.epochs,
+        weight_decays=search.weight_decay if recipe == "regularized" else None,
+    )
+    config = {**run, "recipe": recipe, "token_budget": budget, "preset": preset}
+    store = SweepStore(output_dir / "sweeps" / f"{recipe}-{preset}-D{budget}")
+    store.bind(config)
+    return coordinate_descent(PretrainObjective(config, output_dir), grid, _start(grid, search, recipe), store)
+
+
+def point_config(run: dict[str, Any], recipe: str, budget: int, preset: str, point: dict[str, Any]) -> dict:
+    """The run settings of a search point."""
+    return {
+        **run, "recipe": recipe, "token_budget": budget, "preset": preset,
+        "learning_rate": point[LEARNING_RATE], "num_train_epochs": point[EPOCHS], "weight_decay": point[WEIGHT_DECAY],
+    }
+
+
+class Study:
+    """Runs the phases of a `StudySpec` into `output_dir`, keeping what each phase found in `study.json`."""
+
+    def __init__(self, spec: StudySpec, output_dir: str | Path, slot: WorkerSlot | None = None) -> None:
+        self.spec = spec
+        self.output_dir = Path(output_dir)
+        self.slot = slot
+        self.run = resolve_corpus(spec)
+        self.state: dict[str, Any] = {"name": spec.name, "searches": {}, "ensembles": {}, "distillation": {},
+                                      "failures": [], "benchmarks": {}}
+
+    def save(self) -> None:
+        write_json_atomic(self.output_dir / STATE_FILE, self.state)
+
+    def note_failure(self, phase: str, error: Exception) -> None:
+        logger.error("%s failed: %s", phase, error)
+        self.state["failures"].append({"phase": phase, "error": str(error)})
+
+    @property
+    def is_lead(self) -> bool:
+        """Worker 0 (or a lone process) records ensembles, distils and reports; the others help train."""
+        return self.slot is None or self.slot.rank == 0
+
+    def run_all(self) -> dict[str, Any]:
+        started = time.perf_counter()
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.searches()
+        self.ensembles()
+        if not self.is_lead:
+            return self.state
+        self.distillation()
+        if self.spec.benchmarks.enabled:
+            self.benchmarks()
+        self.state["wall_time_s"] = time.perf_counter() - started
+        self.save()
+        return self.state
+
+    def searches(self) -> None:
+        plan = [("standard", budget) for budget in self.spec.budgets] + [("regularized", self.spec.budget)]
+        for recipe, budget in plan:
+            for preset in self.spec.presets:
+                key = f"{recipe}/{preset}/{budget}"
+                logger.info("search %s", key)
+                result = search_recipe(self.spec, self.run, recipe, budget, preset, self.output_dir)
+                self.state["searches"][key] = {
+                    "recipe": recipe, "preset": preset, "token_budget": budget, "point": result.best_point,
+                    "val_loss": result.best_loss, "locally_optimal": result.locally_optimal,
+                    "run_id": result.best.extra.get("run_id") if result.best else None,
+                    "model_dir": result.best.extra.get("model_dir") if result.best else None,
+                    "evaluations": result.evaluations, "reused": result.reused,
+                }
+                self.save()
+
+    def optimum(self, preset: str) -> dict[str, Any]:
+        """The regularized recipe's locally optimal point for `preset` at the main budget."""
+        return self.state["searches"][f"regularized/{preset}/{self.spec.budget}"]
+
+    def ensembles(self) -> None:
+        from hf_infcompute.ensemble.members import train_ensemble
+
+        spec = self.spec.ensemble
+        for preset in spec.presets or self.spec.presets:
+            optimum = self.optimum(preset)
+            if optimum["point"] is None:
+                continue
+            config = point_config(self.run, "regularized", self.spec.budget, preset, optimum["point"])
+            try:
+                tuning = {}
+                for rule in spec.member_candidates:
+                    member_rule = "paper" if rule == "paper" else "none"
+                    records = train_ensemble(config, self.output_dir, spec.tune_k, member_rule=member_rule,
+                                             slot=self.slot)
+                    tuning[rule] = _ensemble_loss(records, self.output_dir, config, spec.tune_k, member_rule)
+                chosen = min(tuning, key=tuning.get)
+                records = train_ensemble(config, self.output_dir, spec.k, slot=self.slot,
+                                         member_rule="paper" if chosen == "paper" else "none")
+            except (InputError, RuntimeError) as error:
+                self.note_failure(f"ensemble {preset}", error)
+                continue
+            if not self.is_lead:
+                continue
+            full = records[-1]
+            self.state["ensembles"][preset] = {
+                "tuning": tuning, "chosen": chosen, "k": spec.k, "val_loss": full["val_loss"],
+                "member_val_loss_mean": full["member_val_loss_mean"], "model_dir": full["model_dir"],
+                "run_id": full["run_id"],
+            }
+            self.save()
+
+    def distillation(self) -> None:
+        from hf_infcompute.distillation import distill
+        from hf_infcompute.generation import generate_synthetic
+
+        preset = self.spec.distillation_preset
+        spec = self.spec.distillation
+        optimum = self.optimum(preset)
+        ensemble = self.state["ensembles"].get(preset)
+        if optimum["point"] is None:
+            return
+        single_dir = optimum["model_dir"]
+        teachers = {"ensemble": ensemble["model_dir"]} if ensemble else {}
+        if spec.self_distillation:
+            teachers["self"] = single_dir
+        tokens = spec.synthetic_tokens or 2 * self.spec.budget
+        for name, teacher in teachers.items():
+            synthetic = self.output_dir / "synthetic" / f"{name}-{preset}"
+            config = {
+                **point_config(self.run, "regularized", self.spec.budget, preset, optimum["point"]),
+                "weight_decay": spec.weight_decay, "synthetic_data": str(synthetic),
+                "synthetic_fraction": spec.synthetic_fraction,
+            }
+            try:
+                generate_synthetic(teacher, synthetic, num_tokens=tokens, seq_len=self.run.get("seq_len", 256), seed=0)
+                student = distill(config, self.output_dir)
+            except (InputError, RuntimeError) as error:
+                self.note_failure(f"distillation from {name}", error)
+                continue
+            self.state["distillation"][name] = {
+                "preset": preset, "teacher": teacher, "student_val_loss": student.get("val_loss"),
+                "status": student["status"], "run_id": student["run_id"], "model_dir": student.get("model_dir"),
+                "teacher_val_loss": ensemble["val_loss"] if name == "ensemble" else optimum["val_loss"],
+                "single_val_loss": optimum["val_loss"],
+            }
+            self.save()
+
+    def benchmarks(self) -> None:
+        from hf_infcompute.evaluation import evaluate_model
+
+        spec = self.spec.benchmarks
+        models = {f"regularized {p}": Path(self.optimum(p)["model_dir"])
+                  for p in self.spec.presets if self.optimum(p)["model_dir"]}
+        models.update({f"ensemble {p} K={e['k']}": Path(e["model_dir"]) for p, e in self.state["ensembles"].items()})
+        models.update({f"student ({name})": Path(d["model_dir"]) for name, d in self.state["distillation"].items()
+                       if d.get("model_dir")})
+        for label, path in models.items():
+            result = evaluate_model(path, spec.tasks, data_dir=spec.data_dir, limit=spec.limit, label=label,
+                                    output_dir=self.output_dir / "benchmarks")
+            self.state["benchmarks"][label] = {"average": result.average, "model_dir": str(path),
+                                               **{t: result.headline(t).value for t in result.tasks}}
+            self.save()
+
+
+def _ensemble_loss(records: list[dict], output_dir: Path, config: dict, k: int, member_rule: str) -> float:
+    """The k-member ensemble's loss: from this process's records, or (on helper workers) the lead's, once written."""
+    from hf_infcompute.ensemble.members import planned_ensemble_id, wait_for_members
+
+    if records:
+        return next(r["val_loss"] for r in records if r.get("kind") == "ensemble" and r["k"] == k)
+    ensemble_id = planned_ensemble_id(config, k, member_rule=member_rule)
+    return wait_for_members(output_dir, [ensemble_id])[0]["val_loss"]
+
+
+def run_study(spec: StudySpec, output_dir: str | Path, slot: WorkerSlot | None = None) -> dict[str, Any]:
+    """Run (or resume) every phase of `spec` into `output_dir` and write its report; returns the study state.
+
+    Several workers (`slot`, e.g. one per GPU under `accelerate launch`) share the searches and the members;
+    worker 0 distils, evaluates and writes the report.
+    """
+    from hf_infcompute.study.report import write_study_report
+
+    study = Study(spec, output_dir, slot)
+    state = study.run_all()
+    if study.is_lead:
+        write_study_report(spec, output_dir, state)
+    return state

@@ -1,0 +1,139 @@
+"""A study's specification: one YAML file that says which runs make up the paper's study on your corpus."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hf_infcompute.errors import InputError
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """The grid of one recipe's coordinate descent and its starting point."""
+
+    learning_rate: list[float]
+    epochs: list[int]
+    weight_decay: list[float] = field(default_factory=lambda: [0.1])
+    start: list[float] | None = None
+
+
+@dataclass(frozen=True)
+class EnsembleSpec:
+    """K members per preset. Member hyperparameters are tuned at `tune_k` members among `member_candidates`:
+    'optimum' (the single model's locally optimal point) and 'paper' (double the epochs, halve the weight decay)."""
+
+    k: int = 3
+    tune_k: int = 2
+    member_candidates: list[str] = field(default_factory=lambda: ["optimum", "paper"])
+    presets: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class DistillationSpec:
+    """Ensemble distillation and self-distillation into a student of one preset."""
+
+    preset: str | None = None
+    synthetic_tokens: int | None = None
+    synthetic_fraction: float = 0.5
+    weight_decay: float = 0.1
+    self_distillation: bool = True
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    """Downstream evaluation of the study's best models (off unless `enabled`)."""
+
+    enabled: bool = False
+    tasks: str = "paper"
+    data_dir: str | None = None
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """Everything a study runs. `run` holds the settings shared by every run (the flat pre-training keys)."""
+
+    name: str
+    run: dict[str, Any]
+    budget: int
+    presets: list[str]
+    standard: SearchSpec
+    regularized: SearchSpec
+    data_scaling_budgets: list[int] = field(default_factory=list)
+    ensemble: EnsembleSpec = field(default_factory=EnsembleSpec)
+    distillation: DistillationSpec = field(default_factory=DistillationSpec)
+    benchmarks: BenchmarkSpec = field(default_factory=BenchmarkSpec)
+    description: str = ""
+    expected_minutes: float | None = None
+
+    @property
+    def budgets(self) -> list[int]:
+        """Every token budget the standard recipe is searched at (the data-scaling budgets and the main one)."""
+        return sorted(set(self.data_scaling_budgets) | {self.budget})
+
+    @property
+    def distillation_preset(self) -> str:
+        return self.distillation.preset or self.presets[len(self.presets) // 2]
+
+
+NESTED = {
+    "standard": SearchSpec, "regularized": SearchSpec, "ensemble": EnsembleSpec, "distillation": DistillationSpec,
+    "benchmarks": BenchmarkSpec,
+}
+
+
+def _build(cls: type, values: Any, where: str) -> Any:
+    if not isinstance(values, dict):
+        raise InputError(f"`{where}` must be a mapping, got {values!r}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise InputError(f"unknown key(s) {unknown} in `{where}` of the study; valid keys: {sorted(names)}")
+    try:
+        return cls(**values)
+    except TypeError as error:
+        raise InputError(f"`{where}` of the study: {error}") from error
+
+
+def parse_study(values: dict[str, Any]) -> StudySpec:
+    """A `StudySpec` from a mapping; unknown keys are refused by name."""
+    values = dict(values)
+    for key, cls in NESTED.items():
+        if key in values:
+            values[key] = _build(cls, values[key], key)
+    spec = _build(StudySpec, values, "study")
+    if len(spec.presets) < 1:
+        raise InputError("a study needs at least one preset")
+    if spec.ensemble.k < 1 or not 1 <= spec.ensemble.tune_k <= spec.ensemble.k:
+        raise InputError(f"ensemble needs k >= 1 and 1 <= tune_k <= k, got k={spec.ensemble.k}, "
+                         f"tune_k={spec.ensemble.tune_k}")
+    unknown = sorted(set(spec.ensemble.member_candidates) - {"optimum", "paper"})
+    if unknown:
+        raise InputError(f"unknown member candidate(s) {unknown}; use 'optimum' and/or 'paper'")
+    for key in ("token_budget", "preset", "learning_rate", "num_train_epochs", "weight_decay", "recipe"):
+        if key in spec.run:
+            raise InputError(f"`run.{key}` is set by the study itself; remove it from `run`")
+    return spec
+
+
+def load_study(path: str | Path, *, data: str | None = None) -> StudySpec:
+    """Read a study YAML; `data` replaces the corpus (`run.corpus`)."""
+    path = Path(path)
+    if not path.is_file():
+        from importlib.resources import files
+
+        packaged = files("hf_infcompute.recipes") / f"{path.name.removesuffix('.yaml')}.yaml"
+        if not packaged.is_file():
+            raise InputError(f"study recipe {path} not found (nor a packaged recipe of that name)")
+        text = packaged.read_text()
+    else:
+        text = path.read_text()
+    values = yaml.safe_load(text) or {}
+    if data:
+        values.setdefault("run", {})["corpus"] = data
+    return parse_study(values)

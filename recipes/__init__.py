@@ -1,0 +1,1 @@
+"""Study recipes shipped with the package (`hf-infcompute study NAME` finds them by name)."""

@@ -1,0 +1,171 @@
+"""A micro study end to end on the real corpus: report tables match the store; a resumed study trains nothing."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from transformers import Trainer
+
+from hf_infcompute import load_runs
+from hf_infcompute.errors import InputError
+from hf_infcompute.study import load_study, parse_study, run_study
+from hf_infcompute.study.pipeline import resolve_corpus
+
+MICRO = {
+    "name": "micro",
+    "run": {
+        "tokenizer": "bpe", "vocab_size": 512, "tokenizer_train_chars": 500_000, "seq_len": 32, "val_sequences": 16,
+        "per_device_train_batch_size": 16, "precision": "fp32", "disable_tqdm": True, "save_strategy": "no",
+    },
+    "budget": 4096,
+    "data_scaling_budgets": [1024, 2048],
+    "presets": ["tiny-0.5m", "tiny-1m", "tiny-2m"],
+    "standard": {"learning_rate": [3e-3], "epochs": [1, 2], "start": [3e-3, 1]},
+    "regularized": {"learning_rate": [3e-3], "epochs": [1, 2], "weight_decay": [0.1, 0.8], "start": [3e-3, 1, 0.1]},
+    "ensemble": {"k": 3, "tune_k": 2, "member_candidates": ["optimum", "paper"], "presets": ["tiny-0.5m", "tiny-1m",
+                                                                                             "tiny-2m"]},
+    "distillation": {"synthetic_tokens": 2048, "synthetic_fraction": 0.5},
+}
+
+
+def micro_spec(corpus_dir, cache_dir):
+    spec = {**MICRO, "run": {**MICRO["run"], "corpus": str(corpus_dir), "cache_dir": str(cache_dir)}}
+    return parse_study(spec)
+
+
+def parse_table(markdown: str, heading: str) -> list[list[str]]:
+    """The body rows of the first table under `heading`."""
+    lines = markdown.split(heading, 1)[1].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    table = list(itertools.takewhile(lambda line: line.startswith("|"), lines[start:]))
+    return [[cell.strip() for cell in row.strip("|").split("|")] for row in table[2:]]
+
+
+@pytest.fixture
+def trained_runs(monkeypatch) -> list[str]:
+    """The ids of the runs trained from now on (every kind of run trains through `Trainer.train`)."""
+    trained = []
+    original = Trainer.train
+
+    def watch(self, *args, **kwargs):
+        trained.append(Path(self.args.output_dir).name)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "train", watch)
+    return trained
+
+
+@pytest.fixture(scope="module")
+def micro_study(tmp_path_factory, corpus_dir, cache_dir):
+    output = tmp_path_factory.mktemp("study")
+    spec = micro_spec(corpus_dir, cache_dir)
+    state = run_study(spec, output)
+    return spec, output, state
+
+
+def test_micro_study_report_matches_the_results_store(micro_study):
+    spec, output, state = micro_study
+    report = (output / "report.md").read_text()
+    runs = load_runs(output)
+    pretrain = runs[(runs.kind == "pretrain") & (runs.status == "finished")]
+    rows = parse_table(report, "## Best runs per recipe, budget and size (measured)")
+    assert len(rows) == pretrain.groupby(["recipe", "token_budget", "preset"]).ngroups == 3 * 3 + 3
+    for recipe, budget, preset, _, _, _, _, loss, run_id in rows:
+        group = pretrain[(pretrain.recipe == recipe) & (pretrain.token_budget == int(budget)) &
+                         (pretrain.preset == preset)]
+        assert float(loss) == pytest.approx(group.val_loss.min(), abs=1e-4)
+        assert run_id == group.loc[group.val_loss.idxmin(), "run_id"]
+    ensembles = parse_table(report, "## Ensembles (measured)")
+    for preset, _, k, loss, _ in ensembles:
+        record = runs[(runs.kind == "ensemble") & (runs.preset == preset) & (runs.k == int(k))]
+        assert float(loss) in [pytest.approx(v, abs=1e-4) for v in record.val_loss]
+    findings = parse_table(report, "## Findings")
+    assert {row[1] for row in findings} <= {"yes", "**no**", "not tested"} and len(findings) >= 4
+    assert "joint N, K -> inf asymptote" in report and "share of the ensemble's gain" in report
+    assert re.search(r"!\[.*\]\(figures/.*\.png\)", report)
+    assert state["distillation"]["ensemble"]["status"] == "finished"
+    assert {"ensemble", "self"} <= set(state["distillation"])
+
+
+def test_resumed_study_trains_nothing_twice(micro_study, trained_runs):
+    spec, output, _ = micro_study
+    before = len(load_runs(output))
+    run_study(spec, output)
+    assert trained_runs == []
+    assert len(load_runs(output)) == before
+
+
+def test_killed_study_resumes_without_retraining(corpus_dir, cache_dir, tmp_path, monkeypatch, trained_runs):
+    spec = parse_study({
+        **MICRO, "run": {**MICRO["run"], "corpus": str(corpus_dir), "cache_dir": str(cache_dir)},
+        "presets": ["tiny-0.5m"], "data_scaling_budgets": [],
+        "ensemble": {"k": 2, "tune_k": 1, "member_candidates": ["optimum"]},
+        "distillation": {"self_distillation": False, "synthetic_tokens": 1024},
+    })
+    import hf_infcompute.ensemble.members as members
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(members, "train_ensemble", killed)
+        with pytest.raises(KeyboardInterrupt):
+            run_study(spec, tmp_path)
+    before_kill = set(load_runs(tmp_path).run_id)
+    assert before_kill and set(trained_runs) == before_kill  # the searches finished before the kill
+    trained_runs.clear()
+    state = run_study(spec, tmp_path)
+    assert trained_runs and not set(trained_runs) & before_kill  # members and the student; no search point again
+    assert before_kill < set(load_runs(tmp_path).run_id)
+    assert state["distillation"]["ensemble"]["status"] == "finished"
+
+
+def test_two_workers_share_a_study(corpus_dir, cache_dir, tmp_path):
+    spec = {
+        **MICRO, "run": {**MICRO["run"], "corpus": str(corpus_dir), "cache_dir": str(cache_dir)},
+        "presets": ["tiny-0.5m", "tiny-1m"], "data_scaling_budgets": [],
+        "ensemble": {"k": 2, "tune_k": 1, "member_candidates": ["optimum", "paper"]},
+        "distillation": {"self_distillation": False, "synthetic_tokens": 1024},
+    }
+    recipe = tmp_path / "study.yaml"
+    recipe.write_text(yaml.safe_dump(spec))
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "hf_infcompute",
+               "study", str(recipe), "--output", str(tmp_path / "out")]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = load_runs(tmp_path / "out")
+    assert runs.run_id.is_unique  # no run trained (or recorded) twice
+    points = [json.loads(p.read_text()) for p in (tmp_path / "out" / "sweeps").glob("*/points/*.json")]
+    assert len({p["worker_id"] for p in points}) == 2  # both workers trained search points
+    members = runs[runs.kind == "ensemble_member"]
+    assert len(members) == len(set(members.run_id)) >= 4
+    assert (tmp_path / "out" / "report.md").is_file()
+    state = json.loads((tmp_path / "out" / "study.json").read_text())
+    assert set(state["ensembles"]) == {"tiny-0.5m", "tiny-1m"} and state["distillation"]["ensemble"]["run_id"]
+
+
+def test_study_spec_rejects_unknown_keys_and_needs_a_corpus_offline(monkeypatch):
+    with pytest.raises(InputError, match=r"unknown key\(s\) \['epoch'\] in `standard`"):
+        parse_study({**MICRO, "standard": {"learning_rate": [1e-3], "epoch": [1]}})
+    with pytest.raises(InputError, match=r"unknown key\(s\) \['colour'\]"):
+        parse_study({**MICRO, "colour": "blue"})
+    with pytest.raises(InputError, match="set by the study itself"):
+        parse_study({**MICRO, "run": {"token_budget": 5}})
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(InputError, match="--data PATH.*default hub dataset"):
+        resolve_corpus(parse_study(MICRO))
+
+
+@pytest.mark.parametrize("name", ["smoke", "quickstart", "paper-200M"])
+def test_packaged_recipes_parse(name):
+    spec = load_study(name, data="somewhere")
+    assert spec.run["corpus"] == "somewhere" and len(spec.presets) >= 3
