@@ -48,3 +48,20 @@ def tiny_run(corpus_dir: Path, cache_dir: Path) -> dict:
         "disable_tqdm": True,
         "logging_steps": 4,
     }
+
+
+@pytest.fixture
+def trained_runs(monkeypatch) -> list[str]:
+    """The ids of the runs trained from now on. Every kind of run trains through `Trainer.train`; patching
+    `build_trainer` would not see them, since `pretrain` binds it as a default argument."""
+    from transformers import Trainer
+
+    trained = []
+    original = Trainer.train
+
+    def watch(self, *args, **kwargs):
+        trained.append(Path(self.args.output_dir).name)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "train", watch)
+    return trained

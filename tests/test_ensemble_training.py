@@ -84,15 +84,10 @@ def test_soup_is_recorded_and_loads(four_members):
     assert model.config.model_type == "llama"
 
 
-def test_rerun_trains_no_member_again(four_members, monkeypatch):
+def test_rerun_trains_no_member_again(four_members, trained_runs):
     settings, output, records = four_members
-    calls = []
-    import hf_infcompute.training.pretraining as pretraining
-
-    original = pretraining.build_trainer
-    monkeypatch.setattr(pretraining, "build_trainer", lambda *a, **k: calls.append(1) or original(*a, **k))
     again = train_ensemble(settings, output, 4)
-    assert not calls
+    assert not trained_runs
     assert [r["val_loss"] for r in again] == pytest.approx([r["val_loss"] for r in records if r["kind"] == "ensemble"])
 
 

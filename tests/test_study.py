@@ -8,11 +8,9 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
-from transformers import Trainer
 
 from hf_infcompute import load_runs
 from hf_infcompute.errors import InputError
@@ -47,20 +45,6 @@ def parse_table(markdown: str, heading: str) -> list[list[str]]:
     start = next(i for i, line in enumerate(lines) if line.startswith("|"))
     table = list(itertools.takewhile(lambda line: line.startswith("|"), lines[start:]))
     return [[cell.strip() for cell in row.strip("|").split("|")] for row in table[2:]]
-
-
-@pytest.fixture
-def trained_runs(monkeypatch) -> list[str]:
-    """The ids of the runs trained from now on (every kind of run trains through `Trainer.train`)."""
-    trained = []
-    original = Trainer.train
-
-    def watch(self, *args, **kwargs):
-        trained.append(Path(self.args.output_dir).name)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(Trainer, "train", watch)
-    return trained
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
 
     slot = detach_from_launcher()  # under a launcher: one independent worker per GPU
     from hf_infcompute.study import load_study, run_study
-    from hf_infcompute.study.pipeline import STATE_FILE
+    from hf_infcompute.study.pipeline import load_state
     from hf_infcompute.study.report import write_study_report
 
     spec = load_study(args.recipe, data=args.data)
@@ -36,11 +36,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     if args.report_only:
-        import json
-        from pathlib import Path
-
-        state = json.loads((Path(output) / STATE_FILE).read_text()) if (Path(output) / STATE_FILE).is_file() else {}
-        path = write_study_report(spec, output, state)
+        path = write_study_report(spec, output, load_state(output))
     else:
         run_study(spec, output, slot)
         if slot and slot.rank != 0:

@@ -301,7 +301,7 @@ def write_report(report: ScalingReport, folder: str | os.PathLike) -> Path:
     ]
     asymptotes = report.key_asymptotes()
     if asymptotes:
-        lines += _table(
+        lines += markdown_table(
             ["analysis", "asymptote E", "± stderr", "well conditioned"],
             [[a.analysis, f"{a.E:.4f}", _stderr(a.stderr, short=True), _conditioned(a.issues)] for a in asymptotes],
         )
@@ -351,7 +351,7 @@ def _size_section(report: ScalingReport, folder: Path) -> list[str]:
         lines += ["", f"### D = {human_count(budget)} tokens{report.corpus_note(corpus)}"]
         for size in sizes:
             lines += ["", f"**{size.recipe}**: best run per N", ""]
-            lines += _table(
+            lines += markdown_table(
                 ["preset", "N", "val loss", "LR", "WD", "epochs", "runs"],
                 [[_cell(row.preset), human_count(row.n_params_total), f"{row.val_loss:.4f}",
                   _cell(row.learning_rate), _cell(row.weight_decay), _cell(row.epochs), _cell(row.runs)]
@@ -382,7 +382,7 @@ def _ensemble_section(report: ScalingReport, folder: Path) -> list[str]:
             fit = ensemble.k_fits.get(float(n))
             limit = f"{fit.E:.4f} {_stderr(fit.E_stderr, short=True)}" if fit else "—"
             rows.append([human_count(n)] + [f"{by_k[k]:.4f}" if k in by_k else "" for k in ks] + [limit])
-        lines += _table(["N"] + [f"K={k:g}" for k in ks] + ["K -> inf"], rows)
+        lines += markdown_table(["N"] + [f"K={k:g}" for k in ks] + ["K -> inf"], rows)
         slug = f"{_file_safe(ensemble.recipe)}_D{ensemble.token_budget}{_corpus_slug(report, ensemble.corpus)}"
         if ensemble.k_fits:
             name = f"members_{slug}.png"
@@ -417,7 +417,7 @@ def _data_section(report: ScalingReport, folder: Path) -> list[str]:
         budgets = sorted({b for d in data for b in d.losses})
         if report.multiple_corpora:
             lines += ["", f"### {corpus}", ""]
-        lines += _table(["series"] + [f"D = {human_count(b)}" for b in budgets] + ["D -> inf"],
+        lines += markdown_table(["series"] + [f"D = {human_count(b)}" for b in budgets] + ["D -> inf"],
                         [[d.series] + [f"{d.losses[b]:.4f}" if b in d.losses else "" for b in budgets]
                          + [f"{d.fit.E:.4f} {_stderr(d.fit.E_stderr, short=True)}" if d.fit else "—"]
                          for d in data])
@@ -433,9 +433,9 @@ def _data_section(report: ScalingReport, folder: Path) -> list[str]:
         if not efficiency.empty:
             lines += ["", f"### Data efficiency over {REFERENCE_RECIPE}", "",
                       f"Tokens the {REFERENCE_RECIPE} recipe's data law needs to reach each loss, over D.", ""]
-            lines += _table(
+            lines += markdown_table(
                 ["series", "D", "loss", "data efficiency"],
-                [[row.series, human_count(row.token_budget), f"{row.loss:.4f}", _efficiency_text(row.efficiency)]
+                [[row.series, human_count(row.token_budget), f"{row.loss:.4f}", efficiency_text(row.efficiency)]
                  for row in efficiency.itertuples()],
             )
             bars = {series: dict(zip(rows["token_budget"], rows["efficiency"]))
@@ -462,7 +462,7 @@ def _conditioning(issues: Iterable[str]) -> list[str]:
     return [f"**Ill-conditioned, read with care**: {'; '.join(issues)}."] if issues else []
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
     # Written by hand: pandas' to_markdown needs tabulate, which is not a dependency.
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
@@ -474,7 +474,7 @@ def _stderr(value: float, *, short: bool = False) -> str:
     return "n/a" if short else "(no uncertainty estimate: 3 points leave no noise estimate, or no bootstrap)"
 
 
-def _efficiency_text(value: float) -> str:
+def efficiency_text(value: float) -> str:
     return f"{value:.2f}x" if math.isfinite(value) else "unbounded"
 
 

@@ -10,6 +10,7 @@ then `report.md` (see `hf_infcompute.study.report`). A killed study resumes: fin
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -43,6 +44,12 @@ def resolve_corpus(spec: StudySpec) -> dict[str, Any]:
         )
     val_tokens = run.get("val_sequences", 64) * run.get("seq_len", 256)
     return {**DEFAULT_CORPUS, "max_corpus_tokens": 2 * (max(spec.budgets) + val_tokens), **run}
+
+
+def load_state(output_dir: str | Path) -> dict[str, Any]:
+    """What a study in `output_dir` has found so far (empty before it starts)."""
+    path = Path(output_dir) / STATE_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _start(grid: Any, search: SearchSpec, recipe: str) -> dict[str, Any]:
@@ -90,7 +97,8 @@ class Study:
                                       "failures": [], "benchmarks": {}}
 
     def save(self) -> None:
-        write_json_atomic(self.output_dir / STATE_FILE, self.state)
+        if self.is_lead:  # helpers hold partial state; the lead's is the study's
+            write_json_atomic(self.output_dir / STATE_FILE, self.state)
 
     def note_failure(self, phase: str, error: Exception) -> None:
         logger.error("%s failed: %s", phase, error)

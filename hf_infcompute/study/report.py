@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from hf_infcompute.records import load_runs, write_text_atomic
-from hf_infcompute.scaling.report import ScalingReport, build_report, write_report
+from hf_infcompute.scaling.report import ScalingReport, build_report, efficiency_text, markdown_table, write_report
 from hf_infcompute.study import paper
 from hf_infcompute.study.spec import StudySpec
 
@@ -112,8 +112,8 @@ def findings(spec: StudySpec, runs: pd.DataFrame, scaling: ScalingReport, state:
     if student and student.get("student_val_loss") is not None:
         below = student["student_val_loss"] < student["single_val_loss"]
         result.append(Finding("distilled student below its same-size baseline", below,
-                              f"student {student['student_val_loss']:.4f}, best single {student['single_val_loss']:.4f}, "
-                              f"ensemble teacher {student['teacher_val_loss']:.4f}"))
+                              f"student {student['student_val_loss']:.4f}, best single "
+                              f"{student['single_val_loss']:.4f}, ensemble teacher {student['teacher_val_loss']:.4f}"))
     return result
 
 
@@ -150,7 +150,7 @@ def _efficiency(scaling: ScalingReport, series: str, budget: int) -> tuple[str, 
     if match.empty:
         return "n/a", f"no well-conditioned {series} fit at this budget"
     value = float(match["efficiency"].iloc[0])
-    return ("unbounded" if math.isinf(value) else f"{value:.2f}x"), "fit (standard data law inverted)"
+    return efficiency_text(value), "fit (standard data law inverted)"
 
 
 def comparison_rows(spec: StudySpec, runs: pd.DataFrame, scaling: ScalingReport, state: dict) -> list[list[str]]:
@@ -181,7 +181,8 @@ def comparison_rows(spec: StudySpec, runs: pd.DataFrame, scaling: ScalingReport,
                                     distilled["teacher_val_loss"])
         share = (single - student) / (single - teacher) if single != teacher else float("nan")
         rows.append(["distilled student (ensemble teacher)", _loss(student), "measured", f"{paper.DISTILLED_STUDENT}"])
-        rows.append(["share of the ensemble's gain the student keeps", f"{share:.0%}" if math.isfinite(share) else "n/a",
+        share_text = f"{share:.0%}" if math.isfinite(share) else "n/a"
+        rows.append(["share of the ensemble's gain the student keeps", share_text,
                      "measured: (single - student) / (single - ensemble)", f"{paper.RETAINED_SHARE:.0%}"])
     self_distilled = state.get("distillation", {}).get("self")
     if self_distilled and self_distilled.get("student_val_loss") is not None:
@@ -192,10 +193,6 @@ def comparison_rows(spec: StudySpec, runs: pd.DataFrame, scaling: ScalingReport,
         rows.append([f"benchmark average, {label}", f"{100 * scores['average']:.2f}", "measured (lm-eval)",
                      "; ".join(f"{k} {v}" for k, v in paper.BENCHMARK_AVERAGES.items())])
     return rows
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
 
 
 def write_study_report(spec: StudySpec, output_dir: str | Path, state: dict[str, Any]) -> Path:
@@ -223,21 +220,22 @@ def write_study_report(spec: StudySpec, output_dir: str | Path, state: dict[str,
     ]
     rows = [[f.claim, {True: "yes", False: "**no**", None: "not tested"}[f.reproduced], f.evidence]
             for f in findings(spec, runs, scaling, state)]
-    lines += _table(["paper's finding", "reproduced here", "evidence (validation loss)"], rows)
+    lines += markdown_table(["paper's finding", "reproduced here", "evidence (validation loss)"], rows)
     if any(f[1] == "**no**" for f in rows):
         lines += ["", "A finding marked **no** did not reproduce at this scale; it is reported as measured."]
     lines += ["", f"## This run beside the paper ({paper.PAPER_BUDGET})", ""]
-    lines += _table(["quantity", "this run", "how obtained", "paper"], comparison_rows(spec, runs, scaling, state))
+    lines += markdown_table(["quantity", "this run", "how obtained", "paper"],
+                            comparison_rows(spec, runs, scaling, state))
     lines += ["", "## Best runs per recipe, budget and size (measured)", ""]
     best = best_runs(runs) if len(runs) else runs
-    lines += _table(
+    lines += markdown_table(
         ["recipe", "D", "preset", "parameters", "learning rate", "epochs", "weight decay", "val loss", "run"],
         [[r.recipe, str(int(r.token_budget)), r.preset, str(int(r.n_params_total)), f"{r.learning_rate:g}",
           f"{r.epochs:g}", f"{r.weight_decay:g}", f"{r.val_loss:.4f}", r.run_id] for r in best.itertuples()],
     )
     if state.get("ensembles"):
         lines += ["", "## Ensembles (measured)", ""]
-        lines += _table(
+        lines += markdown_table(
             ["preset", "member hyperparameters (tuned at small K)", "K", "ensemble loss", "mean member loss"],
             [[preset, f"{e['chosen']} ({', '.join(f'{k}: {v:.4f}' for k, v in e['tuning'].items())})", str(e["k"]),
               f"{e['val_loss']:.4f}", f"{e['member_val_loss_mean']:.4f}"] for preset, e in state["ensembles"].items()],
