@@ -65,3 +65,20 @@ def trained_runs(monkeypatch) -> list[str]:
 
     monkeypatch.setattr(Trainer, "train", watch)
     return trained
+
+
+@pytest.fixture(scope="session")
+def four_members(tmp_path_factory: pytest.TempPathFactory, corpus_dir: Path, cache_dir: Path) -> tuple:
+    """A 4-member ensemble of tiny models trained on the real corpus near their best epochs and weight decay,
+    with its soup: (settings of member 0, output folder, the records `train_ensemble` returned)."""
+    from hf_infcompute.ensemble.members import train_ensemble
+
+    settings = {
+        "corpus": str(corpus_dir), "cache_dir": str(cache_dir), "vocab_size": 1024, "tokenizer_train_chars": 1_000_000,
+        "seq_len": 64, "val_sequences": 16, "token_budget": 16_384, "preset": "tiny-0.5m", "num_train_epochs": 16,
+        "learning_rate": 3e-3, "weight_decay": 0.8, "per_device_train_batch_size": 8, "precision": "fp32",
+        "disable_tqdm": True,
+    }
+    output = tmp_path_factory.mktemp("ensemble")
+    records = train_ensemble(settings, output, 4, soup=True)
+    return settings, output, records

@@ -98,3 +98,18 @@ def test_bad_distillation_input(tiny_run, teacher, tmp_path):
     with pytest.raises(InputError, match="seq_len"):
         # the same validation size in tokens (32 x 32 = 16 x 64) keeps the same tokenizer
         distill({**tiny_run, "seq_len": 32, "val_sequences": 32, "synthetic_data": str(synthetic)}, tmp_path)
+
+
+def test_student_of_a_four_member_ensemble_beats_the_same_student_on_real_data_alone(four_members, tmp_path):
+    settings, _, records = four_members
+    curve = [r for r in records if r["kind"] == "ensemble"]
+    alone = curve[0]["val_loss"]  # member 0: these very settings, real data only
+    synthetic = tmp_path / "synthetic"
+    generate_synthetic(curve[-1]["model_dir"], synthetic, num_tokens=8 * settings["token_budget"],
+                       seq_len=settings["seq_len"], seed=0)
+    student = distill({**settings, "synthetic_data": str(synthetic), "synthetic_fraction": 0.5}, tmp_path / "student")
+    # A 1:1 mix takes twice the steps per epoch: real data alone for twice the epochs rules out the extra steps.
+    same_steps = pretrain({**settings, "num_train_epochs": 2 * settings["num_train_epochs"]}, tmp_path / "alone")
+    assert student["steps"] == same_steps["steps"]
+    assert student["val_loss"] < min(alone, same_steps["val_loss"]) - 0.05
+    assert student["teacher"] == curve[-1]["model_dir"]

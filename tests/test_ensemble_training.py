@@ -38,20 +38,6 @@ def test_k_below_one_is_refused(tiny_run, tmp_path):
         train_ensemble(tiny_run, tmp_path, 0)
 
 
-@pytest.fixture(scope="module")
-def four_members(tmp_path_factory, corpus_dir, cache_dir):
-    """A 4-member ensemble of tiny models trained on the real corpus, with its soup."""
-    settings = {
-        "corpus": str(corpus_dir), "cache_dir": str(cache_dir), "vocab_size": 1024, "tokenizer_train_chars": 1_000_000,
-        "seq_len": 64, "val_sequences": 16, "token_budget": 16_384, "preset": "tiny-0.5m", "num_train_epochs": 4,
-        "learning_rate": 3e-3, "weight_decay": 0.1, "per_device_train_batch_size": 8, "precision": "fp32",
-        "disable_tqdm": True,
-    }
-    output = tmp_path_factory.mktemp("ensemble")
-    records = train_ensemble(settings, output, 4, soup=True)
-    return settings, output, records
-
-
 def test_ensemble_beats_its_average_member_and_curve_is_recorded(four_members):
     _, output, records = four_members
     curve = [r for r in records if r["kind"] == "ensemble"]

@@ -162,6 +162,23 @@ def test_data_efficiency_inverts_the_reference_law() -> None:
         data_efficiency(float("nan"), 200e6, known)
 
 
+def test_only_well_conditioned_fits_draw_an_asymptote(tmp_path, monkeypatch) -> None:
+    from hf_infcompute.scaling import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda figure, path: figures.append(figure))
+    good = fit_power_law(PAPER_N, paper_law(PAPER_N), scale=1e9, n_bootstrap=0)
+    with pytest.warns(ScalingFitWarning):
+        flat = fit_power_law([1, 2, 3], [5.9370, 5.9066, 5.8787], scale=1.0)
+    plot_loss_vs_params({"good": good, "flat": flat}, tmp_path / "n.png")
+    axes = figures[0].axes[0]
+    labels = [text.get_text() for text in axes.texts if text.get_gid() == plots._ASYMPTOTE]
+    assert labels == [f"{good.E:.3f}"]
+    dashed = [line for line in axes.get_lines() if line.get_linestyle() == "--"]
+    assert [line.get_ydata()[0] for line in dashed] == [pytest.approx(good.E)]
+    assert "flat (ill-conditioned fit)" in [text.get_text() for text in axes.get_legend().get_texts()]
+
+
 def test_plot_writes_a_png(tmp_path) -> None:
     fit = fit_power_law(PAPER_N, paper_law(PAPER_N), scale=1e9, n_bootstrap=20)
     path = plot_loss_vs_params({"regularized": fit}, tmp_path / "params.png", title="D = 200M")

@@ -30,7 +30,8 @@ MICRO = {
     "regularized": {"learning_rate": [3e-3], "epochs": [1, 2], "weight_decay": [0.1, 0.8], "start": [3e-3, 1, 0.1]},
     "ensemble": {"k": 3, "tune_k": 2, "member_candidates": ["optimum", "paper"], "presets": ["tiny-0.5m", "tiny-1m",
                                                                                              "tiny-2m"]},
-    "distillation": {"synthetic_tokens": 2048, "synthetic_fraction": 0.5},
+    "distillation": {"synthetic_tokens": 2048, "synthetic_fraction": 0.5, "weight_decay": ["optimum", 0.05],
+                     "token_level": True},
 }
 
 
@@ -75,16 +76,31 @@ def test_micro_study_report_matches_the_results_store(micro_study):
     assert {row[1] for row in findings} <= {"yes", "**no**", "not tested"} and len(findings) >= 4
     assert "joint N, K -> inf asymptote" in report and "share of the ensemble's gain" in report
     assert re.search(r"!\[.*\]\(figures/.*\.png\)", report)
-    assert state["distillation"]["ensemble"]["status"] == "finished"
-    assert {"ensemble", "self"} <= set(state["distillation"])
+    assert set(state["distillation"]) == {"ensemble", "self", "token"}
+    students = runs[runs.kind == "student"].set_index("run_id")
+    rows = parse_table(report, "## Distillation (measured)")
+    assert len(rows) == len(students) == 3 * 2  # three teachers/modes x two weight decays (0.05 is no optimum)
+    for teacher, _, weight_decay, loss, share, run_id in rows:
+        record = students.loc[run_id]
+        assert float(loss.removesuffix(" (best)")) == pytest.approx(record.val_loss, abs=1e-4)
+        assert float(weight_decay) == pytest.approx(record.weight_decay)
+        assert record.kd_mode == ("token" if "token-level" in teacher else "sequence")
+    for name, entry in state["distillation"].items():
+        assert entry["student_val_loss"] == min(s["val_loss"] for s in entry["students"])
+        best = [row for row in rows if row[-1] == entry["run_id"]]
+        assert best[0][3].endswith("(best)")
 
 
 def test_resumed_study_trains_nothing_twice(micro_study, trained_runs):
-    spec, output, _ = micro_study
+    spec, output, first = micro_study
     before = len(load_runs(output))
-    run_study(spec, output)
+    first_wall_time = first["wall_time_s"]
+    again = run_study(spec, output)
     assert trained_runs == []
     assert len(load_runs(output)) == before
+    # the report counts the time of both sessions
+    assert again["sessions"] == first["sessions"] + 1 and again["wall_time_s"] > first_wall_time
+    assert "over 2 sessions" in (output / "report.md").read_text()
 
 
 def test_killed_study_resumes_without_retraining(corpus_dir, cache_dir, tmp_path, monkeypatch, trained_runs):
@@ -144,6 +160,10 @@ def test_study_spec_rejects_unknown_keys_and_needs_a_corpus_offline(monkeypatch)
         parse_study({**MICRO, "colour": "blue"})
     with pytest.raises(InputError, match="set by the study itself"):
         parse_study({**MICRO, "run": {"token_budget": 5}})
+    with pytest.raises(InputError, match="numbers >= 0 and/or 'optimum'"):
+        parse_study({**MICRO, "distillation": {"weight_decay": ["best"]}})
+    assert parse_study({**MICRO, "distillation": {"weight_decay": 0.2}}).distillation.student_weight_decays(0.8) == [0.2]
+    assert parse_study(MICRO).distillation.student_weight_decays(0.05) == [0.05]
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(InputError, match="--data PATH.*default hub dataset"):
         resolve_corpus(parse_study(MICRO))

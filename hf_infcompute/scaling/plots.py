@@ -54,10 +54,11 @@ def plot_joint_fit(joint: JointFit, path: str | os.PathLike, *, title: str = "")
 
     n_fit = joint.n_fit
     errors = [fit.E_stderr if math.isfinite(fit.E_stderr) else 0.0 for _, fit in sorted(joint.k_fits.items())]
-    right.errorbar(n_fit.x, n_fit.loss, yerr=errors, fmt="o", color="black", capsize=3, zorder=3,
-                   label="K → ∞ asymptotes")
+    label = "K → ∞ asymptotes" if joint.well_conditioned else "K → ∞ asymptotes (ill-conditioned fit)"
+    right.errorbar(n_fit.x, n_fit.loss, yerr=errors, fmt="o", color="black", capsize=3, zorder=3, label=label)
     _draw_curve(right, n_fit, "black")
-    _draw_asymptote(right, joint.E, "tab:red", joint.E_stderr, label="N, K → ∞")
+    if joint.well_conditioned:
+        _draw_asymptote(right, joint.E, "tab:red", joint.E_stderr, label="N, K → ∞")
     _finish(right, [n_fit], xlabel="parameters N", title="N → ∞ over the K-asymptotes")
     if title:
         fig.suptitle(title)
@@ -124,11 +125,13 @@ def _plot_series(
 
 
 def _draw_fit(ax: Axes, fit: PowerLawFit, label: str, color: str) -> None:
-    """Points, the fitted law (dotted when ill-conditioned) and its asymptote."""
+    """Points, the fitted law and its asymptote; an ill-conditioned law is dotted and draws no asymptote, which
+    would read as an estimate."""
     label = label if fit.well_conditioned else f"{label} (ill-conditioned fit)"
     ax.plot(fit.x, fit.loss, "o", color=color, label=label, zorder=3)
     _draw_curve(ax, fit, color)
-    _draw_asymptote(ax, fit.E, color, fit.E_stderr)
+    if fit.well_conditioned:
+        _draw_asymptote(ax, fit.E, color, fit.E_stderr)
 
 
 def _draw_curve(ax: Axes, fit: PowerLawFit, color: str) -> None:

@@ -3,7 +3,8 @@
 1. standard recipe (weight decay 0.1): locally optimal LR and epochs per preset, at every token budget;
 2. regularized recipe: locally optimal LR, epochs and weight decay per preset at the main budget;
 3. ensembles: member hyperparameters tuned at a few members, then K members per preset (the K-curves);
-4. distillation: the K-member ensemble and the best single model each teach a student of the same size;
+4. distillation: the K-member ensemble and the best single model each teach a student of the same size, one per
+   weight decay candidate (the best is reported), and optionally a token-level student of the ensemble;
 5. optional downstream benchmarks;
 then `report.md` (see `hf_infcompute.study.report`). A killed study resumes: finished runs are never trained again.
 """
@@ -95,9 +96,15 @@ class Study:
         self.run = resolve_corpus(spec)
         self.state: dict[str, Any] = {"name": spec.name, "searches": {}, "ensembles": {}, "distillation": {},
                                       "failures": [], "benchmarks": {}}
+        # Wall time adds up over the sessions of a resumed study; each save counts this one up to now.
+        earlier = load_state(self.output_dir)
+        self._earlier_wall_time_s = earlier.get("wall_time_s", 0.0)
+        self.state["sessions"] = earlier.get("sessions", 1 if earlier else 0) + 1
+        self._started = time.perf_counter()
 
     def save(self) -> None:
         if self.is_lead:  # helpers hold partial state; the lead's is the study's
+            self.state["wall_time_s"] = self._earlier_wall_time_s + time.perf_counter() - self._started
             write_json_atomic(self.output_dir / STATE_FILE, self.state)
 
     def note_failure(self, phase: str, error: Exception) -> None:
@@ -110,7 +117,6 @@ class Study:
         return self.slot is None or self.slot.rank == 0
 
     def run_all(self) -> dict[str, Any]:
-        started = time.perf_counter()
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.searches()
         self.ensembles()
@@ -119,7 +125,6 @@ class Study:
         self.distillation()
         if self.spec.benchmarks.enabled:
             self.benchmarks()
-        self.state["wall_time_s"] = time.perf_counter() - started
         self.save()
         return self.state
 
@@ -176,7 +181,7 @@ class Study:
             self.save()
 
     def distillation(self) -> None:
-        from hf_infcompute.distillation import distill
+        """Students of the distillation preset: one per teacher (and token-level KL) and weight decay candidate."""
         from hf_infcompute.generation import generate_synthetic
 
         preset = self.spec.distillation_preset
@@ -185,31 +190,55 @@ class Study:
         ensemble = self.state["ensembles"].get(preset)
         if optimum["point"] is None:
             return
-        single_dir = optimum["model_dir"]
-        teachers = {"ensemble": ensemble["model_dir"]} if ensemble else {}
+        teachers = {"ensemble": (ensemble["model_dir"], ensemble["val_loss"])} if ensemble else {}
         if spec.self_distillation:
-            teachers["self"] = single_dir
+            teachers["self"] = (optimum["model_dir"], optimum["val_loss"])
         tokens = spec.synthetic_tokens or 2 * self.spec.budget
-        for name, teacher in teachers.items():
+        students = {}
+        for name, (teacher, _) in teachers.items():
             synthetic = self.output_dir / "synthetic" / f"{name}-{preset}"
-            config = {
-                **point_config(self.run, "regularized", self.spec.budget, preset, optimum["point"]),
-                "weight_decay": spec.weight_decay, "synthetic_data": str(synthetic),
-                "synthetic_fraction": spec.synthetic_fraction,
-            }
             try:
                 generate_synthetic(teacher, synthetic, num_tokens=tokens, seq_len=self.run.get("seq_len", 256), seed=0)
-                student = distill(config, self.output_dir)
             except (InputError, RuntimeError) as error:
-                self.note_failure(f"distillation from {name}", error)
+                self.note_failure(f"synthetic data from {name}", error)
                 continue
+            students[name] = {"synthetic_data": str(synthetic), "synthetic_fraction": spec.synthetic_fraction}
+        if spec.token_level and ensemble:
+            teachers["token"] = teachers["ensemble"]
+            students["token"] = {"kd_mode": "token", "teacher": ensemble["model_dir"]}
+        base = point_config(self.run, "regularized", self.spec.budget, preset, optimum["point"])
+        for name, extra in students.items():
+            teacher, teacher_loss = teachers[name]
+            tried = self._students(name, {**base, **extra}, spec.student_weight_decays(optimum["point"][WEIGHT_DECAY]))
+            if not tried:
+                continue
+            best = min(tried, key=lambda student: student["val_loss"])
             self.state["distillation"][name] = {
-                "preset": preset, "teacher": teacher, "student_val_loss": student.get("val_loss"),
-                "status": student["status"], "run_id": student["run_id"], "model_dir": student.get("model_dir"),
-                "teacher_val_loss": ensemble["val_loss"] if name == "ensemble" else optimum["val_loss"],
-                "single_val_loss": optimum["val_loss"],
+                "preset": preset, "teacher": teacher, "kd_mode": extra.get("kd_mode", "sequence"),
+                "student_val_loss": best["val_loss"], "weight_decay": best["weight_decay"], "run_id": best["run_id"],
+                "model_dir": best["model_dir"], "status": "finished", "teacher_val_loss": teacher_loss,
+                "single_val_loss": optimum["val_loss"], "students": tried,
             }
             self.save()
+
+    def _students(self, name: str, config: dict[str, Any], weight_decays: list[float]) -> list[dict[str, Any]]:
+        """Train (or find recorded) one student per weight decay; the finished ones."""
+        from hf_infcompute.distillation import distill
+
+        finished = []
+        for weight_decay in weight_decays:
+            try:
+                record = distill({**config, "weight_decay": weight_decay}, self.output_dir)
+            except (InputError, RuntimeError) as error:
+                self.note_failure(f"student of {name} at weight decay {weight_decay:g}", error)
+                continue
+            if record["status"] != "finished":
+                self.note_failure(f"student of {name} at weight decay {weight_decay:g}",
+                                  RuntimeError(f"run {record['run_id']} ended {record['status']}"))
+                continue
+            finished.append({"weight_decay": weight_decay, "val_loss": record["val_loss"],
+                             "run_id": record["run_id"], "model_dir": record.get("model_dir")})
+        return finished
 
     def benchmarks(self) -> None:
         from hf_infcompute.evaluation import evaluate_model

@@ -33,6 +33,11 @@ def _loss(value: float | None) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.4f}"
 
 
+def _sessions(state: dict[str, Any]) -> str:
+    sessions = state.get("sessions", 1)
+    return f" over {sessions} sessions (the study was resumed)" if sessions > 1 else ""
+
+
 def _fit(value: float | None, stderr: float | None) -> str:
     if value is None:
         return "n/a"
@@ -108,12 +113,20 @@ def findings(spec: StudySpec, runs: pd.DataFrame, scaling: ScalingReport, state:
             all(e["val_loss"] < single[p] for p, e in ensembles.items()),
             "; ".join(f"{p}: K={e['k']} {e['val_loss']:.4f} vs single {single[p]:.4f}" for p, e in ensembles.items()),
         ))
-    student = state.get("distillation", {}).get("ensemble")
-    if student and student.get("student_val_loss") is not None:
-        below = student["student_val_loss"] < student["single_val_loss"]
-        result.append(Finding("distilled student below its same-size baseline", below,
-                              f"student {student['student_val_loss']:.4f}, best single "
-                              f"{student['single_val_loss']:.4f}, ensemble teacher {student['teacher_val_loss']:.4f}"))
+    distilled = state.get("distillation", {})
+    if "ensemble" in distilled:
+        student = distilled["ensemble"]
+        result.append(Finding("distilled student below its same-size baseline",
+                              student["student_val_loss"] < student["single_val_loss"],
+                              f"student {student['student_val_loss']:.4f} (weight decay {student['weight_decay']:g}), "
+                              f"best single {student['single_val_loss']:.4f}, ensemble teacher "
+                              f"{student['teacher_val_loss']:.4f}"))
+    if "self" in distilled:
+        student = distilled["self"]
+        result.append(Finding("self-distillation (real data kept in the mix) beats its teacher",
+                              student["student_val_loss"] < student["teacher_val_loss"],
+                              f"teacher {student['teacher_val_loss']:.4f}, student {student['student_val_loss']:.4f} "
+                              f"(weight decay {student['weight_decay']:g})"))
     return result
 
 
@@ -153,6 +166,30 @@ def _efficiency(scaling: ScalingReport, series: str, budget: int) -> tuple[str, 
     return efficiency_text(value), "fit (standard data law inverted)"
 
 
+def _share_text(student: dict[str, Any], val_loss: float | None = None) -> str:
+    """The share of the ensemble's gain over the best single model that a student keeps (n/a without a gain)."""
+    single, teacher = student["single_val_loss"], student["teacher_val_loss"]
+    loss = student["student_val_loss"] if val_loss is None else val_loss
+    return f"{(single - loss) / (single - teacher):.0%}" if single > teacher else "n/a"
+
+
+DISTILLATION_LABELS = {"ensemble": "ensemble, sequence-level", "self": "best single model (self-distillation)",
+                       "token": "ensemble, token-level KL"}
+
+
+def distillation_rows(distilled: dict[str, Any]) -> list[list[str]]:
+    """Every student the study trained: teacher and mode, weight decay, loss, the share of the gain it keeps."""
+    rows = []
+    for name, entry in distilled.items():
+        for student in entry["students"]:
+            chosen = " (best)" if student["run_id"] == entry["run_id"] and len(entry["students"]) > 1 else ""
+            share = _share_text(entry, student["val_loss"]) if name != "self" else "n/a"
+            rows.append([DISTILLATION_LABELS.get(name, name), _loss(entry["teacher_val_loss"]),
+                         f"{student['weight_decay']:g}", f"{student['val_loss']:.4f}{chosen}", share,
+                         student["run_id"]])
+    return rows
+
+
 def comparison_rows(spec: StudySpec, runs: pd.DataFrame, scaling: ScalingReport, state: dict) -> list[list[str]]:
     """This run's headline figures beside the paper's, each with how it was obtained."""
     best = best_runs(runs[runs["token_budget"] == spec.budget]) if len(runs) else runs
@@ -175,19 +212,19 @@ def comparison_rows(spec: StudySpec, runs: pd.DataFrame, scaling: ScalingReport,
                                      ("joint", "regularized ensembles (N, K -> inf)", paper.EFFICIENCY_JOINT)):
         value, how = _efficiency(scaling, series, spec.budget)
         rows.append([f"data efficiency, {label} over standard", value, how, f"{reference}x"])
-    distilled = state.get("distillation", {}).get("ensemble")
-    if distilled and distilled.get("student_val_loss") is not None:
-        single, student, teacher = (distilled["single_val_loss"], distilled["student_val_loss"],
-                                    distilled["teacher_val_loss"])
-        share = (single - student) / (single - teacher) if single != teacher else float("nan")
-        rows.append(["distilled student (ensemble teacher)", _loss(student), "measured", f"{paper.DISTILLED_STUDENT}"])
-        share_text = f"{share:.0%}" if math.isfinite(share) else "n/a"
-        rows.append(["share of the ensemble's gain the student keeps", share_text,
-                     "measured: (single - student) / (single - ensemble)", f"{paper.RETAINED_SHARE:.0%}"])
-    self_distilled = state.get("distillation", {}).get("self")
-    if self_distilled and self_distilled.get("student_val_loss") is not None:
+    distilled = state.get("distillation", {})
+    for name, label, reference in (("ensemble", "distilled student (ensemble teacher)", f"{paper.DISTILLED_STUDENT}"),
+                                   ("token", "token-level student (KL to the ensemble)", "not in the paper")):
+        if name in distilled:
+            student = distilled[name]
+            rows.append([label, _loss(student["student_val_loss"]), "measured", reference])
+            rows.append([f"share of the ensemble's gain the {label.split(' (')[0]} keeps", _share_text(student),
+                         "measured: (single - student) / (single - ensemble)",
+                         f"{paper.RETAINED_SHARE:.0%}" if name == "ensemble" else "not in the paper"])
+    if "self" in distilled:
+        student = distilled["self"]
         rows.append(["self-distillation: teacher -> student",
-                     f"{self_distilled['teacher_val_loss']:.4f} -> {self_distilled['student_val_loss']:.4f}",
+                     f"{student['teacher_val_loss']:.4f} -> {student['student_val_loss']:.4f}",
                      "measured", f"{paper.SELF_DISTILLATION[0]} -> {paper.SELF_DISTILLATION[1]}"])
     for label, scores in state.get("benchmarks", {}).items():
         rows.append([f"benchmark average, {label}", f"{100 * scores['average']:.2f}", "measured (lm-eval)",
@@ -209,7 +246,7 @@ def write_study_report(spec: StudySpec, output_dir: str | Path, state: dict[str,
     lines += [
         f"Corpus `{state.get('corpus', spec.run.get('corpus', ''))}`, main token budget D = {spec.budget:,}, "
         f"presets {', '.join(spec.presets)}; {len(finished)} finished records, {len(failed)} failed; "
-        f"wall time {state.get('wall_time_s', 0) / 60:.1f} min.",
+        f"wall time {state.get('wall_time_s', 0) / 60:.1f} min{_sessions(state)}.",
         "",
         "Numbers are *measured* (a trained run, scored on the fixed validation split) or *fit* (a scaling-law "
         "asymptote ± its bootstrap standard error). Absolute losses depend on corpus and tokenizer; compare the "
@@ -240,6 +277,11 @@ def write_study_report(spec: StudySpec, output_dir: str | Path, state: dict[str,
             [[preset, f"{e['chosen']} ({', '.join(f'{k}: {v:.4f}' for k, v in e['tuning'].items())})", str(e["k"]),
               f"{e['val_loss']:.4f}", f"{e['member_val_loss_mean']:.4f}"] for preset, e in state["ensembles"].items()],
         )
+    if state.get("distillation"):
+        lines += ["", "## Distillation (measured)", ""]
+        lines += markdown_table(
+            ["teacher", "teacher loss", "student weight decay", "student loss", "share of the ensemble's gain kept",
+             "run"], distillation_rows(state["distillation"]))
     if state.get("failures"):
         lines += ["", "## Failures", ""] + [f"- {f['phase']}: {f['error']}" for f in state["failures"]]
     if len(failed):
