@@ -162,7 +162,8 @@ def test_study_spec_rejects_unknown_keys_and_needs_a_corpus_offline(monkeypatch)
         parse_study({**MICRO, "run": {"token_budget": 5}})
     with pytest.raises(InputError, match="numbers >= 0 and/or 'optimum'"):
         parse_study({**MICRO, "distillation": {"weight_decay": ["best"]}})
-    assert parse_study({**MICRO, "distillation": {"weight_decay": 0.2}}).distillation.student_weight_decays(0.8) == [0.2]
+    single = parse_study({**MICRO, "distillation": {"weight_decay": 0.2}}).distillation
+    assert single.student_weight_decays(0.8) == [0.2]
     assert parse_study(MICRO).distillation.student_weight_decays(0.05) == [0.05]
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(InputError, match="--data PATH.*default hub dataset"):

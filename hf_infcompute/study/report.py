@@ -213,14 +213,15 @@ def comparison_rows(spec: StudySpec, runs: pd.DataFrame, scaling: ScalingReport,
         value, how = _efficiency(scaling, series, spec.budget)
         rows.append([f"data efficiency, {label} over standard", value, how, f"{reference}x"])
     distilled = state.get("distillation", {})
-    for name, label, reference in (("ensemble", "distilled student (ensemble teacher)", f"{paper.DISTILLED_STUDENT}"),
-                                   ("token", "token-level student (KL to the ensemble)", "not in the paper")):
+    students = (("ensemble", "distilled student", "(ensemble teacher)", f"{paper.DISTILLED_STUDENT}",
+                 f"{paper.RETAINED_SHARE:.0%}"),
+                ("token", "token-level student", "(KL to the ensemble)", "not in the paper", "not in the paper"))
+    for name, label, how, paper_loss, paper_share in students:
         if name in distilled:
             student = distilled[name]
-            rows.append([label, _loss(student["student_val_loss"]), "measured", reference])
-            rows.append([f"share of the ensemble's gain the {label.split(' (')[0]} keeps", _share_text(student),
-                         "measured: (single - student) / (single - ensemble)",
-                         f"{paper.RETAINED_SHARE:.0%}" if name == "ensemble" else "not in the paper"])
+            rows.append([f"{label} {how}", _loss(student["student_val_loss"]), "measured", paper_loss])
+            rows.append([f"share of the ensemble's gain the {label} keeps", _share_text(student),
+                         "measured: (single - student) / (single - ensemble)", paper_share])
     if "self" in distilled:
         student = distilled["self"]
         rows.append(["self-distillation: teacher -> student",
