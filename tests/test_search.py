@@ -132,6 +132,14 @@ def test_grid_points_indices_and_neighbours():
         GRID.index({"learning_rate": 3e-3, "epochs": 16})
 
 
+def test_grid_edges_name_the_axes_a_point_cannot_move_past():
+    assert GRID.edges(OPTIMUM) == []
+    assert GRID.edges(GRID.point((0, 4, 5))) == ["learning_rate 0.0001 (smallest on the grid)",
+                                                 "weight_decay 3.2 (largest on the grid)"]
+    pinned = GRID.replace(learning_rate=[3e-3])
+    assert pinned.edges({**OPTIMUM, "weight_decay": 0.1}) == ["weight_decay 0.1 (smallest on the grid)"]
+
+
 def test_standard_recipe_pins_weight_decay_at_0_1(tmp_path):
     standard = for_recipe("standard")
     assert standard.axes["weight_decay"] == (0.1,) and standard.pinned == ("weight_decay",)
@@ -424,6 +432,7 @@ def test_cli_search_end_to_end(tmp_path, monkeypatch, capsys):
     printed = capsys.readouterr().out
     assert "locally optimal: learning_rate=0.003 epochs=16 weight_decay=1.6" in printed
     assert "move" in printed and "weight_decay 3.2" in printed
+    assert "grid's edge" not in printed  # 16 epochs and weight decay 1.6 lie inside the grid
     saved = json.loads((sweep / "search.json").read_text())
     assert saved["best_point"] == OPTIMUM and saved["locally_optimal"] and saved["grid"]["epochs"] == [4, 8, 16, 32]
     assert saved["path"][0] == {"learning_rate": 1e-3, "epochs": 8, "weight_decay": 0.8}  # the recipe's own values

@@ -72,6 +72,12 @@ def test_micro_study_report_matches_the_results_store(micro_study):
     for preset, _, k, loss, _ in ensembles:
         record = runs[(runs.kind == "ensemble") & (runs.preset == preset) & (runs.k == int(k))]
         assert float(loss) in [pytest.approx(v, abs=1e-4) for v in record.val_loss]
+    # with two values per axis every optimum sits on the grid's edge, and the report says where
+    edges = [search for search in state["searches"].values() if search["grid_edges"]]
+    assert len(edges) == len(state["searches"])
+    for search in edges:
+        line = f"- {search['recipe']} {search['preset']} at D = {search['token_budget']:,}: "
+        assert line + ", ".join(search["grid_edges"]) in report
     findings = parse_table(report, "## Findings")
     assert {row[1] for row in findings} <= {"yes", "**no**", "not tested"} and len(findings) >= 4
     assert "joint N, K -> inf asymptote" in report and "share of the ensemble's gain" in report

@@ -154,8 +154,11 @@ def format_result(result: SearchResult, grid: SearchGrid) -> str:
     lines = [
         f"{state}: {point_label(best.point)}  loss {_loss(best.loss)}",
         f"  {len(result.path) - 1} move(s), {result.evaluations} point(s) trained here, {result.reused} reused",
-        f"  {'neighbour':<28}{'loss':>10}{'vs best':>10}",
     ]
+    edges = grid.edges(best.point)
+    if edges:
+        lines.append(f"  on the grid's edge: {', '.join(edges)}; extend the grid past it to be sure")
+    lines.append(f"  {'neighbour':<28}{'loss':>10}{'vs best':>10}")
     index = grid.index(best.point)
     for neighbour in result.neighbours:
         moved = [

@@ -107,6 +107,15 @@ class SearchGrid:
                     found.append(self.point(index[:axis] + (moved,) + index[axis + 1 :]))
         return found
 
+    def edges(self, point: Mapping[str, Any]) -> list[str]:
+        """The free coordinates on which `point` sits at the grid's first or last value, as "weight_decay 6.4
+        (largest on the grid)". A locally optimal point there may be bettered just past the grid."""
+        found = []
+        for (name, values), i in zip(self.axes.items(), self.index(point)):
+            if len(values) > 1 and i in (0, len(values) - 1):
+                found.append(f"{name} {format_value(values[i])} ({'smallest' if i == 0 else 'largest'} on the grid)")
+        return found
+
     def center(self) -> Point:
         """The middle value of each axis (the lower middle for an even count): a neutral starting point."""
         return self.point(tuple((n - 1) // 2 for n in self.shape))

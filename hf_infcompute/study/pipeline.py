@@ -20,7 +20,7 @@ from typing import Any
 
 from hf_infcompute.errors import InputError
 from hf_infcompute.records import write_json_atomic
-from hf_infcompute.search import SearchResult, SweepStore, coordinate_descent, for_recipe
+from hf_infcompute.search import SearchGrid, SearchResult, SweepStore, coordinate_descent, for_recipe
 from hf_infcompute.search.grid import EPOCHS, LEARNING_RATE, WEIGHT_DECAY
 from hf_infcompute.search.pretrain_objective import PretrainObjective
 from hf_infcompute.study.spec import SearchSpec, StudySpec
@@ -65,8 +65,9 @@ def _start(grid: Any, search: SearchSpec, recipe: str) -> dict[str, Any]:
 
 def search_recipe(
     spec: StudySpec, run: dict[str, Any], recipe: str, budget: int, preset: str, output_dir: Path
-) -> SearchResult:
-    """Locally optimal hyperparameters of `recipe` for (`budget`, `preset`); every point is a recorded run."""
+) -> tuple[SearchResult, SearchGrid]:
+    """Locally optimal hyperparameters of `recipe` for (`budget`, `preset`), and the grid searched; every point is a
+    recorded run."""
     search = spec.standard if recipe == "standard" else spec.regularized
     grid = for_recipe(
         recipe, learning_rates=search.learning_rate, epochs=search.epochs,
@@ -75,7 +76,7 @@ def search_recipe(
     config = {**run, "recipe": recipe, "token_budget": budget, "preset": preset}
     store = SweepStore(output_dir / "sweeps" / f"{recipe}-{preset}-D{budget}")
     store.bind(config)
-    return coordinate_descent(PretrainObjective(config, output_dir), grid, _start(grid, search, recipe), store)
+    return coordinate_descent(PretrainObjective(config, output_dir), grid, _start(grid, search, recipe), store), grid
 
 
 def point_config(run: dict[str, Any], recipe: str, budget: int, preset: str, point: dict[str, Any]) -> dict:
@@ -134,13 +135,14 @@ class Study:
             for preset in self.spec.presets:
                 key = f"{recipe}/{preset}/{budget}"
                 logger.info("search %s", key)
-                result = search_recipe(self.spec, self.run, recipe, budget, preset, self.output_dir)
+                result, grid = search_recipe(self.spec, self.run, recipe, budget, preset, self.output_dir)
                 self.state["searches"][key] = {
                     "recipe": recipe, "preset": preset, "token_budget": budget, "point": result.best_point,
                     "val_loss": result.best_loss, "locally_optimal": result.locally_optimal,
                     "run_id": result.best.extra.get("run_id") if result.best else None,
                     "model_dir": result.best.extra.get("model_dir") if result.best else None,
                     "evaluations": result.evaluations, "reused": result.reused,
+                    "grid_edges": grid.edges(result.best_point) if result.best else [],
                 }
                 self.save()
 

@@ -271,6 +271,11 @@ def write_study_report(spec: StudySpec, output_dir: str | Path, state: dict[str,
         [[r.recipe, str(int(r.token_budget)), r.preset, str(int(r.n_params_total)), f"{r.learning_rate:g}",
           f"{r.epochs:g}", f"{r.weight_decay:g}", f"{r.val_loss:.4f}", r.run_id] for r in best.itertuples()],
     )
+    edges = [f"{s['recipe']} {s['preset']} at D = {s['token_budget']:,}: {', '.join(s['grid_edges'])}"
+             for s in state.get("searches", {}).values() if s.get("grid_edges")]
+    if edges:
+        lines += ["", "Optima on the edge of their search grid (a better point may lie past it; widen that axis in "
+                  "the recipe):", ""] + [f"- {edge}" for edge in edges]
     if state.get("ensembles"):
         lines += ["", "## Ensembles (measured)", ""]
         lines += markdown_table(
