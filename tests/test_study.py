@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -107,6 +108,27 @@ def test_resumed_study_trains_nothing_twice(micro_study, trained_runs):
     # the report counts the time of both sessions
     assert again["sessions"] == first["sessions"] + 1 and again["wall_time_s"] > first_wall_time
     assert "over 2 sessions" in (output / "report.md").read_text()
+
+
+def test_report_only_rewrites_the_report_and_names_the_fix_for_an_old_state(micro_study, tmp_path, capsys):
+    from hf_infcompute.cli.main import main
+
+    spec, output, _ = micro_study
+    copy = tmp_path / "study"
+    shutil.copytree(output, copy)
+    recipe = tmp_path / "micro.yaml"
+    recipe.write_text(yaml.safe_dump({**MICRO, "run": {**MICRO["run"], **{k: spec.run[k] for k in ("corpus",
+                                                                                                   "cache_dir")}}}))
+    (copy / "report.md").unlink()
+    assert main(["study", str(recipe), "--output", str(copy), "--report-only"]) == 0
+    assert (copy / "report.md").read_text() == (output / "report.md").read_text().replace(str(output), str(copy))
+    state = json.loads((copy / "study.json").read_text())
+    del state["distillation"]["ensemble"]["students"]  # as a study.json from before students were listed
+    (copy / "study.json").write_text(json.dumps(state))
+    assert main(["study", str(recipe), "--output", str(copy), "--report-only"]) == 2
+    assert "Run the study again without --report-only" in capsys.readouterr().err
+    assert main(["study", str(recipe), "--output", str(tmp_path / "none"), "--report-only"]) == 2
+    assert "no study in" in capsys.readouterr().err
 
 
 def test_killed_study_resumes_without_retraining(corpus_dir, cache_dir, tmp_path, monkeypatch, trained_runs):

@@ -279,6 +279,6 @@ def run_study(spec: StudySpec, output_dir: str | Path, slot: WorkerSlot | None =
 
     study = Study(spec, output_dir, slot)
     state = study.run_all()
-    if study.is_lead:
-        write_study_report(spec, output_dir, state)
+    if study.is_lead:  # from the state as saved, so that `--report-only` writes the same report
+        write_study_report(spec, output_dir, load_state(output_dir))
     return state
