@@ -79,6 +79,11 @@ def search_recipe(
     return coordinate_descent(PretrainObjective(config, output_dir), grid, _start(grid, search, recipe), store), grid
 
 
+def search_key(recipe: str, preset: str, budget: int) -> str:
+    """Where `study.json` keeps the search of `recipe` for (`preset`, `budget`)."""
+    return f"{recipe}/{preset}/{budget}"
+
+
 def point_config(run: dict[str, Any], recipe: str, budget: int, preset: str, point: dict[str, Any]) -> dict:
     """The run settings of a search point."""
     return {
@@ -133,7 +138,7 @@ class Study:
         plan = [("standard", budget) for budget in self.spec.budgets] + [("regularized", self.spec.budget)]
         for recipe, budget in plan:
             for preset in self.spec.presets:
-                key = f"{recipe}/{preset}/{budget}"
+                key = search_key(recipe, preset, budget)
                 logger.info("search %s", key)
                 result, grid = search_recipe(self.spec, self.run, recipe, budget, preset, self.output_dir)
                 self.state["searches"][key] = {
@@ -148,7 +153,7 @@ class Study:
 
     def optimum(self, preset: str) -> dict[str, Any]:
         """The regularized recipe's locally optimal point for `preset` at the main budget."""
-        return self.state["searches"][f"regularized/{preset}/{self.spec.budget}"]
+        return self.state["searches"][search_key("regularized", preset, self.spec.budget)]
 
     def ensembles(self) -> None:
         from hf_infcompute.ensemble.members import train_ensemble
@@ -196,22 +201,23 @@ class Study:
         if spec.self_distillation:
             teachers["self"] = (optimum["model_dir"], optimum["val_loss"])
         tokens = spec.synthetic_tokens or 2 * self.spec.budget
-        students = {}
-        for name, (teacher, _) in teachers.items():
+        plans = {}  # student kind -> (teacher folder, teacher loss, the student's own settings)
+        for name, (teacher, teacher_loss) in teachers.items():
             synthetic = self.output_dir / "synthetic" / f"{name}-{preset}"
             try:
                 generate_synthetic(teacher, synthetic, num_tokens=tokens, seq_len=self.run.get("seq_len", 256), seed=0)
             except (InputError, RuntimeError) as error:
                 self.note_failure(f"synthetic data from {name}", error)
                 continue
-            students[name] = {"synthetic_data": str(synthetic), "synthetic_fraction": spec.synthetic_fraction}
+            plans[name] = (teacher, teacher_loss,
+                           {"synthetic_data": str(synthetic), "synthetic_fraction": spec.synthetic_fraction})
         if spec.token_level and ensemble:
-            teachers["token"] = teachers["ensemble"]
-            students["token"] = {"kd_mode": "token", "teacher": ensemble["model_dir"]}
+            plans["token"] = (ensemble["model_dir"], ensemble["val_loss"],
+                              {"kd_mode": "token", "teacher": ensemble["model_dir"]})
         base = point_config(self.run, "regularized", self.spec.budget, preset, optimum["point"])
-        for name, extra in students.items():
-            teacher, teacher_loss = teachers[name]
-            tried = self._students(name, {**base, **extra}, spec.student_weight_decays(optimum["point"][WEIGHT_DECAY]))
+        weight_decays = spec.student_weight_decays(optimum["point"][WEIGHT_DECAY])
+        for name, (teacher, teacher_loss, extra) in plans.items():
+            tried = self._students(name, {**base, **extra}, weight_decays)
             if not tried:
                 continue
             best = min(tried, key=lambda student: student["val_loss"])

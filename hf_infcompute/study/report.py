@@ -17,6 +17,7 @@ import pandas as pd
 from hf_infcompute.records import load_runs, write_text_atomic
 from hf_infcompute.scaling.report import ScalingReport, build_report, efficiency_text, markdown_table, write_report
 from hf_infcompute.study import paper
+from hf_infcompute.study.pipeline import search_key
 from hf_infcompute.study.spec import StudySpec
 
 FIGURES_DIRNAME = "figures"
@@ -107,7 +108,7 @@ def findings(spec: StudySpec, runs: pd.DataFrame, scaling: ScalingReport, state:
             result.append(Finding(claim, lowest, f"joint {ensemble.joint.E:.4f}, regularized {reg_asymptote.E:.4f}"))
     ensembles = state.get("ensembles", {})
     if ensembles:
-        single = {p: state["searches"][f"regularized/{p}/{spec.budget}"]["val_loss"] for p in ensembles}
+        single = {p: state["searches"][search_key("regularized", p, spec.budget)]["val_loss"] for p in ensembles}
         result.append(Finding(
             "a K-member ensemble beats the best single model of its size (measured)",
             all(e["val_loss"] < single[p] for p, e in ensembles.items()),

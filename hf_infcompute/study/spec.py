@@ -22,6 +22,10 @@ class SearchSpec:
     start: list[float] | None = None
 
 
+# A candidate that stands for the single model's locally optimal value (member hyperparameters, student weight decay).
+OPTIMUM = "optimum"
+
+
 @dataclass(frozen=True)
 class EnsembleSpec:
     """K members per preset. Member hyperparameters are tuned at `tune_k` members among `member_candidates`:
@@ -29,11 +33,8 @@ class EnsembleSpec:
 
     k: int = 3
     tune_k: int = 2
-    member_candidates: list[str] = field(default_factory=lambda: ["optimum", "paper"])
+    member_candidates: list[str] = field(default_factory=lambda: [OPTIMUM, "paper"])
     presets: list[str] | None = None
-
-
-OPTIMUM = "optimum"
 
 
 @dataclass(frozen=True)
@@ -136,9 +137,9 @@ def parse_study(values: dict[str, Any]) -> StudySpec:
     if spec.ensemble.k < 1 or not 1 <= spec.ensemble.tune_k <= spec.ensemble.k:
         raise InputError(f"ensemble needs k >= 1 and 1 <= tune_k <= k, got k={spec.ensemble.k}, "
                          f"tune_k={spec.ensemble.tune_k}")
-    unknown = sorted(set(spec.ensemble.member_candidates) - {"optimum", "paper"})
+    unknown = sorted(set(spec.ensemble.member_candidates) - {OPTIMUM, "paper"})
     if unknown:
-        raise InputError(f"unknown member candidate(s) {unknown}; use 'optimum' and/or 'paper'")
+        raise InputError(f"unknown member candidate(s) {unknown}; use '{OPTIMUM}' and/or 'paper'")
     for key in ("token_budget", "preset", "learning_rate", "num_train_epochs", "weight_decay", "recipe"):
         if key in spec.run:
             raise InputError(f"`run.{key}` is set by the study itself; remove it from `run`")
