@@ -6,8 +6,6 @@ import argparse
 import logging
 import sys
 
-from hf_infcompute.errors import InputError
-
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -30,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
 
     slot = detach_from_launcher()  # under a launcher: one independent worker per GPU
     from hf_infcompute.study import load_study, run_study
-    from hf_infcompute.study.pipeline import load_state
+    from hf_infcompute.study.pipeline import load_report_state
     from hf_infcompute.study.report import write_study_report
 
     spec = load_study(args.recipe, data=args.data)
@@ -38,16 +36,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     if args.report_only:
-        state = load_state(output)
-        if not state:
-            raise InputError(f"no study in {output}: run it first, without --report-only")
-        try:
-            path = write_study_report(spec, output, state)
-        except KeyError as error:
-            raise InputError(
-                f"{output}/study.json has no {error}: an older hf-infcompute wrote it. Run the study again without "
-                "--report-only; finished runs are read back, not trained again"
-            ) from error
+        path = write_study_report(spec, output, load_report_state(output))
     else:
         run_study(spec, output, slot)
         if slot and slot.rank != 0:

@@ -29,6 +29,8 @@ from hf_infcompute.workers import WorkerSlot
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "study.json"
+# Raised whenever what study.json holds changes, so that a report is never written from a state it cannot read.
+STATE_FORMAT = 2
 # Used when a study names no corpus and the Hub is reachable: a public, deduplicated, quality-filtered web sample.
 DEFAULT_CORPUS = {"corpus": "HuggingFaceFW/fineweb-edu", "corpus_config": "sample-10BT", "streaming": True}
 
@@ -51,6 +53,19 @@ def load_state(output_dir: str | Path) -> dict[str, Any]:
     """What a study in `output_dir` has found so far (empty before it starts)."""
     path = Path(output_dir) / STATE_FILE
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def load_report_state(output_dir: str | Path) -> dict[str, Any]:
+    """The saved state of a study to report on; `InputError` naming the fix when there is none or it is outdated."""
+    state = load_state(output_dir)
+    if not state:
+        raise InputError(f"no study in {output_dir}: run it first, without --report-only")
+    if state.get("format") != STATE_FORMAT:
+        raise InputError(
+            f"{Path(output_dir) / STATE_FILE} was written by an older hf-infcompute. Run the study again without "
+            "--report-only; finished runs are read back, not trained again"
+        )
+    return state
 
 
 def _start(grid: Any, search: SearchSpec, recipe: str) -> dict[str, Any]:
@@ -100,8 +115,8 @@ class Study:
         self.output_dir = Path(output_dir)
         self.slot = slot
         self.run = resolve_corpus(spec)
-        self.state: dict[str, Any] = {"name": spec.name, "searches": {}, "ensembles": {}, "distillation": {},
-                                      "failures": [], "benchmarks": {}}
+        self.state: dict[str, Any] = {"name": spec.name, "format": STATE_FORMAT, "searches": {}, "ensembles": {},
+                                      "distillation": {}, "failures": [], "benchmarks": {}}
         # Wall time adds up over the sessions of a resumed study; each save counts this one up to now.
         earlier = load_state(self.output_dir)
         self._earlier_wall_time_s = earlier.get("wall_time_s", 0.0)
@@ -286,5 +301,5 @@ def run_study(spec: StudySpec, output_dir: str | Path, slot: WorkerSlot | None =
     study = Study(spec, output_dir, slot)
     state = study.run_all()
     if study.is_lead:  # from the state as saved, so that `--report-only` writes the same report
-        write_study_report(spec, output_dir, load_state(output_dir))
+        write_study_report(spec, output_dir, load_report_state(output_dir))
     return state
