@@ -20,7 +20,6 @@ from hf_infcompute.evaluation.local_tasks import local_task_manager
 from hf_infcompute.evaluation.results import EvalResult, scores_from_harness
 from hf_infcompute.evaluation.tasks import resolve_tasks
 
-ENSEMBLE_MODEL_TYPE = "logit_ensemble"
 
 
 def evaluate_model(
@@ -105,7 +104,7 @@ def evaluate_model(
 
 
 def check_model(model: str) -> None:
-    """Refuse a missing local folder; make a LogitEnsemble folder loadable (its import registers the Auto class)."""
+    """Refuse a missing local folder or one without a config (`import hf_infcompute` registers the ensemble)."""
     path = Path(model).expanduser()
     if not path.exists():
         if model.startswith((".", "/", "~")) or model.count("/") > 1:
@@ -114,8 +113,6 @@ def check_model(model: str) -> None:
     config_file = path / "config.json"
     if not config_file.is_file():
         raise InputError(f"{model!r} holds no config.json; give a folder written by `save_pretrained`")
-    if json.loads(config_file.read_text()).get("model_type") == ENSEMBLE_MODEL_TYPE:
-        import hf_infcompute.ensemble  # noqa: F401  (registers LogitEnsemble with AutoModelForCausalLM)
 
 
 def read_run_record(model: str | os.PathLike) -> dict[str, Any] | None:
