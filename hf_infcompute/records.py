@@ -8,12 +8,15 @@ without locks. `load_runs` reads them all back as a pandas DataFrame.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+logger = logging.getLogger(__name__)
 
 RESULTS_DIRNAME = "results"
 # Every saved model folder (run, ensemble, soup) carries its record under this name.
@@ -54,19 +57,33 @@ def append_record(output_dir: str | os.PathLike, record: dict[str, Any]) -> Path
     return path
 
 
+def _read(path: Path, consequence: str) -> dict[str, Any] | None:
+    """A record file's contents; None, with a warning naming the file, when it is not a JSON record."""
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        record = None
+    if not isinstance(record, dict) or "run_id" not in record:
+        logger.warning("run record %s is corrupt (not a complete JSON record): %s", path, consequence)
+        return None
+    return record
+
+
 def read_record(output_dir: str | os.PathLike, run_id: str) -> dict[str, Any] | None:
-    """The record of `run_id`, or None if that run has not finished."""
+    """The record of `run_id`, or None if that run has not finished (or its record is corrupt: it is retrained)."""
     path = results_dir(output_dir) / f"{run_id}.json"
     if not path.is_file():
         return None
-    return json.loads(path.read_text())
+    return _read(path, "the run is trained again and its record rewritten")
 
 
 def iter_records(output_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """Every readable record of the store; corrupt ones are named in a warning and skipped."""
     folder = results_dir(output_dir)
     if not folder.is_dir():
         return []
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    records = (_read(p, "skipped; rerun that run's command to rewrite it") for p in sorted(folder.glob("*.json")))
+    return [record for record in records if record is not None]
 
 
 def load_runs(output_dir: str | os.PathLike) -> pd.DataFrame:

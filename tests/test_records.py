@@ -35,3 +35,15 @@ def test_record_round_trip_and_empty_store(tmp_path):
     assert read_record(tmp_path, "missing") is None
     append_record(tmp_path, {"run_id": "a", "val_loss": 3.5})
     assert read_record(tmp_path, "a") == {"run_id": "a", "val_loss": 3.5}
+
+
+def test_a_truncated_record_is_named_and_skipped_by_readers(tmp_path, caplog):
+    append_record(tmp_path, {"run_id": "good", "val_loss": 3.5})
+    append_record(tmp_path, {"run_id": "cut", "val_loss": 3.6})
+    cut = Path(tmp_path, "results", "cut.json")
+    cut.write_text(cut.read_text()[:10])
+    with caplog.at_level("WARNING"):
+        runs = load_runs(tmp_path)
+    assert runs["run_id"].tolist() == ["good"]
+    assert str(cut) in caplog.text and "corrupt" in caplog.text
+    assert read_record(tmp_path, "cut") is None  # its writer trains the run again
