@@ -155,7 +155,7 @@ def _write_rows(documents: Iterator[pa.ChunkedArray], args: DataArguments, path:
     carry = np.empty(0, dtype=np.int32)
     seen = n_documents = rows = 0
     meta["validation_end_document"] = None
-    progress = tqdm(desc="packing corpus", unit=" tok", unit_scale=True, total=args.max_corpus_tokens)
+    progress = tqdm(desc="tokenizing and packing corpus", unit=" tok", unit_scale=True, total=args.max_corpus_tokens)
     with ArrowWriter(features=features, path=str(path)) as writer:
         for ids in documents:
             ends = seen + np.cumsum(pc.list_value_length(ids).to_numpy())
