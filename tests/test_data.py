@@ -52,7 +52,7 @@ def test_packed_corpus_is_cached(tiny_run, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the corpus was tokenized again")
 
-    monkeypatch.setattr(packing, "_packed_rows", refuse)
+    monkeypatch.setattr(packing, "_write_rows", refuse)
     again = prepare_data(data_args(tiny_run, token_budget=5000))
     assert sum(again.train["length"]) == 5000
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from hf_infcompute.errors import InputError
+
+MAX_DEFAULT_WORKERS = 8
 
 
 @dataclass
@@ -38,6 +41,13 @@ class DataArguments:
     tokenizer_train_chars: int = field(
         default=5_000_000, metadata={"help": "Characters of training text used to train the BPE tokenizer."}
     )
+    preprocessing_num_workers: int | None = field(
+        default=None,
+        metadata={
+            "help": "Processes that tokenize the corpus (`datasets.map` num_proc); default: the CPUs available, "
+            f"at most {MAX_DEFAULT_WORKERS}. The packed rows do not depend on it."
+        },
+    )
     seq_len: int = field(default=256, metadata={"help": "Length of each packed training sequence, in tokens."})
     token_budget: int = field(
         default=None, metadata={"help": "D: the exact number of training tokens, repeated for each epoch."}
@@ -55,7 +65,11 @@ class DataArguments:
             raise InputError("no corpus given: set `corpus` to local files (.jsonl/.txt/.parquet) or a hub dataset id")
         if self.token_budget is None:
             raise InputError("no token budget given: set `token_budget` (D, the number of training tokens)")
-        for name in ("token_budget", "seq_len", "val_sequences", "vocab_size", "tokenizer_train_chars"):
+        if self.preprocessing_num_workers is None:
+            self.preprocessing_num_workers = min(MAX_DEFAULT_WORKERS, _available_cpus())
+        sizes = ("token_budget", "seq_len", "val_sequences", "vocab_size", "tokenizer_train_chars",
+                 "preprocessing_num_workers")
+        for name in sizes:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise InputError(f"`{name}` must be a positive integer, got {value!r}")
@@ -63,3 +77,9 @@ class DataArguments:
             raise InputError(f"`seq_len` must be at least 2, got {self.seq_len}")
         if self.streaming and not self.max_corpus_tokens:
             raise InputError("a streamed corpus needs `max_corpus_tokens` (how many tokens to read from the stream)")
+
+
+def _available_cpus() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1

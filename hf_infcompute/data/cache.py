@@ -1,12 +1,17 @@
-"""Where tokenizers and packed corpora are cached, and how a cache entry is published atomically."""
+"""Where tokenizers and packed corpora are cached, and how a cache entry is built once and published atomically."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+logger = logging.getLogger(__name__)
 
 
 def cache_root(cache_dir: str | None) -> Path:
@@ -17,20 +22,36 @@ def cache_root(cache_dir: str | None) -> Path:
 def build_once(target: Path, build: Callable[[Path], None]) -> Path:
     """Build a cache folder at `target` unless it exists: `build(tmp)` fills a temporary folder that is then renamed.
 
-    Several processes may race to build the same entry: each builds privately and the first rename wins, so a
-    reader never sees a half-written entry.
+    A lock file beside the entry (`<target>.lock`) lets one process build it, among processes and machines sharing
+    the filesystem; the others wait for the lock, then read what it published. The rename makes publishing atomic,
+    so a reader never sees a half-written entry.
     """
     if target.is_dir():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(target.parent / f"{target.name}.lock"))
+    try:
+        lock.acquire(blocking=False)
+    except Timeout:
+        logger.info("waiting for another process to build %s", target)
+        lock.acquire()
+    try:
+        if not target.is_dir():
+            _build_atomically(target, build)
+    finally:
+        lock.release()
+    return target
+
+
+def _build_atomically(target: Path, build: Callable[[Path], None]) -> None:
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
         build(tmp)
         try:
             os.rename(tmp, target)
         except OSError:
+            # Where the filesystem ignores locks, a racing process may have published first: its entry stands.
             if not target.is_dir():
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return target

@@ -45,12 +45,20 @@ def local_corpus_files(corpus: str) -> list[Path]:
     return files
 
 
+def _num_proc(workers: int) -> int | None:
+    """`num_proc` for `load_dataset`, which converts corpus files to Arrow in parallel (None: in this process)."""
+    return workers if workers > 1 else None
+
+
 def load_corpus(args: DataArguments) -> datasets.Dataset | datasets.IterableDataset:
     """The documents of the corpus, in a fixed order, with a `text` column."""
     if _looks_local(args.corpus):
         files = local_corpus_files(args.corpus)
         builder = BUILDER_BY_SUFFIX[files[0].suffix]
-        dataset = datasets.load_dataset(builder, data_files=[str(p) for p in files], split="train")
+        dataset = datasets.load_dataset(
+            builder, data_files=[str(p) for p in files], split="train",
+            num_proc=_num_proc(min(args.preprocessing_num_workers, len(files))),
+        )
     else:
         dataset = datasets.load_dataset(
             args.corpus,
@@ -58,6 +66,7 @@ def load_corpus(args: DataArguments) -> datasets.Dataset | datasets.IterableData
             split=args.corpus_split,
             revision=args.corpus_revision,
             streaming=args.streaming,
+            num_proc=None if args.streaming else _num_proc(args.preprocessing_num_workers),
         )
     columns = dataset.column_names
     if columns is not None and args.text_column not in columns:

@@ -7,19 +7,29 @@ The packed stream is the corpus's documents in order, each followed by EOS, cut 
   short (its `length` says how many tokens count).
 A trained BPE tokenizer learns only from text after a safety margin past the validation documents, and packing checks
 that the validation rows end before that text begins.
+
+Memory stays bounded whatever the corpus size: `datasets` tokenizes the documents into Arrow files on disk
+(`preprocessing_num_workers` processes), the rows are cut from them a batch of documents at a time and appended to an
+Arrow file, and training memory-maps that file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
+import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from datasets.arrow_writer import ArrowWriter
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
@@ -27,29 +37,40 @@ from hf_infcompute.data.arguments import DataArguments
 from hf_infcompute.data.cache import build_once, cache_root
 from hf_infcompute.data.corpus import corpus_fingerprint, load_corpus
 from hf_infcompute.data.tokenizer import (
+    TOKENIZE_BATCH_DOCS,
     load_pretrained_tokenizer,
     skip_chars,
     take_chars,
+    tokenize_documents,
+    tokenize_stream,
     tokenizer_fingerprint,
     train_bpe_tokenizer,
 )
 from hf_infcompute.errors import InputError
 
+logger = logging.getLogger(__name__)
+
 # No byte-level BPE on natural text averages more than this many characters per token; skipping this many
 # characters per validation token before training a tokenizer keeps it off the validation text.
 MAX_CHARS_PER_TOKEN = 8
-TOKENIZE_BATCH_DOCS = 1000
+# Under `max_corpus_tokens`, a corpus is tokenized in windows of documents: the first this long, each next one sized
+# from the tokens per document so far, with this margin, to reach the limit.
+FIRST_WINDOW_DOCS = TOKENIZE_BATCH_DOCS
+WINDOW_MARGIN = 1.1
 META_FILE = "packing.json"
+ROWS_FILE = "rows.arrow"
+# The layout of a packed cache entry, part of its key (1: a `save_to_disk` folder; 2: one Arrow file of rows).
+PACKING_FORMAT = 2
 
 
 @dataclass(frozen=True)
 class PretrainingData:
-    """The splits of one run: `train` holds exactly `train_tokens` tokens, `validation` `val_sequences` full rows."""
+    """The splits of one run: `train` holds exactly `token_budget` tokens, `validation` `val_sequences` full rows."""
 
     train: datasets.Dataset
     validation: datasets.Dataset
     tokenizer: PreTrainedTokenizerBase
-    train_tokens: int
+    token_budget: int
     corpus_tokens: int
     cache_key: str
 
@@ -92,64 +113,100 @@ def prepare_tokenizer(args: DataArguments) -> tuple[PreTrainedTokenizerBase, int
     return PreTrainedTokenizerFast.from_pretrained(folder), first_doc
 
 
-def _packed_rows(
-    dataset: datasets.Dataset | datasets.IterableDataset,
-    args: DataArguments,
-    tokenizer: PreTrainedTokenizerBase,
-    meta: dict,
-) -> Iterator[dict]:
-    """Yield rows of `seq_len` tokens from the EOS-separated document stream; fill `meta` as it goes."""
-    seq_len, eos = args.seq_len, tokenizer.eos_token_id
+def _document_batches(
+    args: DataArguments, tokenizer: PreTrainedTokenizerBase, workdir: Path
+) -> Iterator[pa.ChunkedArray]:
+    """The corpus's documents as token ids ending in EOS, in corpus order, a batch of documents at a time.
+
+    Under `max_corpus_tokens`, a local or downloaded corpus is tokenized window by window (see `FIRST_WINDOW_DOCS`),
+    so that little more than the limit is tokenized; a streamed one is tokenized as it is read.
+    """
+    corpus = load_corpus(args)
+    if isinstance(corpus, datasets.IterableDataset):
+        tokenized = tokenize_stream(corpus, tokenizer, args.text_column).with_format("arrow")
+        for table in tokenized.iter(batch_size=TOKENIZE_BATCH_DOCS):
+            yield table["input_ids"]
+        return
+    limit = args.max_corpus_tokens
+    start = tokens = 0
+    size = FIRST_WINDOW_DOCS if limit else len(corpus)
+    while start < len(corpus):
+        stop = min(start + size, len(corpus))
+        window = tokenize_documents(
+            corpus.select(range(start, stop)), tokenizer, args.text_column,
+            num_proc=args.preprocessing_num_workers, cache_file=workdir / f"tokens-{start}.arrow",
+        )
+        for table in window.with_format("arrow").iter(batch_size=TOKENIZE_BATCH_DOCS):
+            tokens += int(pc.sum(pc.list_value_length(table["input_ids"])).as_py())
+            yield table["input_ids"]
+        start = stop
+        if limit:
+            size = max(FIRST_WINDOW_DOCS, math.ceil(WINDOW_MARGIN * (limit - tokens) * start / max(tokens, 1)))
+
+
+def _write_rows(documents: Iterator[pa.ChunkedArray], args: DataArguments, path: Path, meta: dict) -> int:
+    """Cut the stream of `documents` into rows of `seq_len` tokens, appended to the Arrow file `path` a batch at a
+    time, up to `max_corpus_tokens`; fill `meta` with the document bookkeeping. Returns the number of rows."""
+    seq_len = args.seq_len
     val_tokens = args.val_sequences * seq_len
     limit = args.max_corpus_tokens or math.inf
-    buffer = np.empty(0, dtype=np.int64)
-    seen = documents = 0
+    max_rows = args.max_corpus_tokens // seq_len if args.max_corpus_tokens else math.inf
+    features = datasets.Features({"input_ids": datasets.List(datasets.Value("int32"), length=seq_len)})
+    carry = np.empty(0, dtype=np.int32)
+    seen = n_documents = rows = 0
     meta["validation_end_document"] = None
-    progress = tqdm(desc="tokenizing corpus", unit=" tok", unit_scale=True)
-    for batch in dataset.iter(batch_size=TOKENIZE_BATCH_DOCS):
-        encoded = tokenizer(batch[args.text_column], add_special_tokens=False)["input_ids"]
-        pieces = []
-        for ids in encoded:
-            pieces.append(np.asarray(ids + [eos], dtype=np.int64))
-            seen += len(ids) + 1
-            if meta["validation_end_document"] is None and seen >= val_tokens:
-                meta["validation_end_document"] = documents
-            documents += 1
-        progress.update(sum(len(p) for p in pieces))
-        buffer = np.concatenate([buffer, *pieces])
-        n_rows = len(buffer) // seq_len
-        for row in buffer[: n_rows * seq_len].reshape(n_rows, seq_len):
-            yield {"input_ids": row}
-        buffer = buffer[n_rows * seq_len :]
-        if seen >= limit:
-            break
+    progress = tqdm(desc="tokenizing and packing corpus", unit=" tok", unit_scale=True, total=args.max_corpus_tokens)
+    with ArrowWriter(features=features, path=str(path)) as writer:
+        for ids in documents:
+            ends = seen + np.cumsum(pc.list_value_length(ids).to_numpy())
+            if meta["validation_end_document"] is None and ends[-1] >= val_tokens:
+                meta["validation_end_document"] = n_documents + int(np.searchsorted(ends, val_tokens))
+            # Documents up to the one that reaches the limit count; the rest of the batch is not read.
+            taken = int(np.searchsorted(ends, limit)) + 1 if ends[-1] >= limit else len(ends)
+            tokens = pc.list_flatten(ids).to_numpy()[: ends[taken - 1] - seen]
+            n_documents += taken
+            progress.update(len(tokens))
+            seen += len(tokens)
+            stream = np.concatenate([carry, tokens])
+            n_rows = int(min(len(stream) // seq_len, max_rows - rows))
+            if n_rows:
+                packed = pa.FixedSizeListArray.from_arrays(pa.array(stream[: n_rows * seq_len]), seq_len)
+                writer.write_table(pa.table({"input_ids": packed}))
+            rows += n_rows
+            carry = stream[n_rows * seq_len :]
+            if seen >= limit:
+                break
+        writer.finalize()
     progress.close()
-    meta["documents"] = documents
+    meta["documents"] = n_documents
+    return rows
 
 
 def pack_corpus(args: DataArguments, tokenizer: PreTrainedTokenizerBase) -> tuple[datasets.Dataset, dict, str]:
-    """The packed corpus (rows of `seq_len` tokens) from the on-disk cache, building it on first use."""
-    key = f"{corpus_fingerprint(args)}-{tokenizer_fingerprint(tokenizer)}-L{args.seq_len}"
+    """The packed corpus (rows of `seq_len` tokens), memory-mapped from the on-disk cache, built on first use."""
+    key = f"{corpus_fingerprint(args)}-{tokenizer_fingerprint(tokenizer)}-L{args.seq_len}-p{PACKING_FORMAT}"
     folder = cache_root(args.cache_dir) / "packed" / key
 
     def build(tmp: Path) -> None:
         meta: dict = {}
-        features = datasets.Features({"input_ids": datasets.Sequence(datasets.Value("int32"), length=args.seq_len)})
-        rows = list(_packed_rows(load_corpus(args), args, tokenizer, meta))
-        if args.max_corpus_tokens:
-            rows = rows[: args.max_corpus_tokens // args.seq_len]
+        started = time.perf_counter()
+        workdir = tmp / "tokenized"
+        workdir.mkdir()
+        rows = _write_rows(_document_batches(args, tokenizer, workdir), args, tmp / ROWS_FILE, meta)
+        shutil.rmtree(workdir, ignore_errors=True)
         if not rows:
             raise InputError(f"corpus {args.corpus!r} holds fewer than {args.seq_len} tokens: nothing to train on")
-        packed = datasets.Dataset.from_dict(
-            {"input_ids": np.stack([r["input_ids"] for r in rows]).astype(np.int32)}, features=features
+        seconds = time.perf_counter() - started
+        logger.info(
+            "packed %s documents into %s rows of %s tokens in %.1f s (%.0f tokens/s)",
+            f"{meta['documents']:,}", f"{rows:,}", args.seq_len, seconds, rows * args.seq_len / seconds,
         )
-        packed.save_to_disk(str(tmp / "rows"))
-        meta.update(rows=len(packed), seq_len=args.seq_len, eos_token_id=tokenizer.eos_token_id)
+        meta.update(rows=rows, seq_len=args.seq_len, eos_token_id=tokenizer.eos_token_id)
         (tmp / META_FILE).write_text(json.dumps(meta))
 
     build_once(folder, build)
     meta = json.loads((folder / META_FILE).read_text())
-    return datasets.load_from_disk(str(folder / "rows")), meta, key
+    return datasets.Dataset.from_file(str(folder / ROWS_FILE)), meta, key
 
 
 def split_rows(packed: datasets.Dataset, args: DataArguments) -> tuple[datasets.Dataset, datasets.Dataset]:
@@ -186,7 +243,7 @@ def prepare_data(args: DataArguments) -> PretrainingData:
         train=train,
         validation=validation,
         tokenizer=tokenizer,
-        train_tokens=args.token_budget,
+        token_budget=args.token_budget,
         corpus_tokens=len(packed) * args.seq_len,
         cache_key=key,
     )

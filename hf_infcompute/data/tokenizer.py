@@ -1,4 +1,5 @@
-"""Tokenizers: a pretrained one by path or hub id, or a byte-level BPE trained on the corpus's training text."""
+"""Tokenizers: a pretrained one by path or hub id, or a byte-level BPE trained on the corpus's training text; and
+tokenizing a corpus into documents of token ids with `datasets`."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import hashlib
 import itertools
 import json
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
+import datasets
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
@@ -14,6 +17,8 @@ from hf_infcompute.errors import InputError
 
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
+TOKENIZE_BATCH_DOCS = 1000
+DOCUMENT_FEATURES = datasets.Features({"input_ids": datasets.List(datasets.Value("int32"))})
 
 
 def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
@@ -75,3 +80,50 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     extra = json.dumps([tokenizer.eos_token, tokenizer.bos_token, tokenizer.pad_token, type(tokenizer).__name__])
     return hashlib.sha256((vocab + extra).encode()).hexdigest()[:16]
 
+
+def encode_documents(texts: list[str], tokenizer: PreTrainedTokenizerBase, eos_token_id: int) -> dict[str, list]:
+    """A batch of documents as token ids, each followed by EOS."""
+    encoded = tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+    return {"input_ids": [ids + [eos_token_id] for ids in encoded]}
+
+
+def _map_settings(
+    documents: datasets.Dataset | datasets.IterableDataset, tokenizer: PreTrainedTokenizerBase, text_column: str
+) -> dict:
+    return {
+        "function": encode_documents,
+        "batched": True,
+        "batch_size": TOKENIZE_BATCH_DOCS,
+        "input_columns": [text_column],
+        "remove_columns": documents.column_names,
+        "features": DOCUMENT_FEATURES,
+        "fn_kwargs": {"tokenizer": tokenizer, "eos_token_id": tokenizer.eos_token_id},
+    }
+
+
+def tokenize_documents(
+    documents: datasets.Dataset,
+    tokenizer: PreTrainedTokenizerBase,
+    text_column: str,
+    *,
+    num_proc: int,
+    cache_file: Path,
+) -> datasets.Dataset:
+    """Each document as its token ids followed by EOS (column `input_ids`), in order, memory-mapped from Arrow files
+    that `map(batched=True, num_proc=...)` writes at `cache_file` (one per process, each a contiguous shard)."""
+    return documents.map(
+        **_map_settings(documents, tokenizer, text_column),
+        num_proc=num_proc if num_proc > 1 else None,
+        cache_file_name=str(cache_file),
+        # Named after the output file, new for each build, so that `datasets` need not hash the tokenizer.
+        new_fingerprint=hashlib.sha256(str(cache_file).encode()).hexdigest()[:16],
+        load_from_cache_file=False,
+        desc="tokenizing corpus",
+    )
+
+
+def tokenize_stream(
+    documents: datasets.IterableDataset, tokenizer: PreTrainedTokenizerBase, text_column: str
+) -> datasets.IterableDataset:
+    """`tokenize_documents` for a streamed corpus: tokenized lazily, in this process, as it is read."""
+    return documents.map(**_map_settings(documents, tokenizer, text_column))

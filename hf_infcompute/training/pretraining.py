@@ -119,7 +119,7 @@ def _base_record(run: RunConfig, data: PretrainingData, trainer: RegularizedTrai
         "data_seed": args.data_seed,
         "batch_size": run.global_batch_size,
         "precision": "bf16" if args.bf16 else "fp32",
-        "tokens_seen": int(round(args.num_train_epochs * data.train_tokens)),
+        "tokens_seen": int(round(args.num_train_epochs * data.token_budget)),
         "version": __version__,
         "config": run.identity(),
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
