@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hf_infcompute.ensemble.members import train_ensemble
+from hf_infcompute.ensemble.members import train_ensemble, train_members
 from hf_infcompute.errors import InputError
 from hf_infcompute.evaluation import EvalResult, evaluate_model
 from hf_infcompute.evaluation.results import comparison_markdown, comparison_rows
 from hf_infcompute.records import iter_records, write_json_atomic, write_text_atomic
-from hf_infcompute.workers import WorkerSlot
+from hf_infcompute.workers import WorkerSlot, end_launch
 
 REPORT_STEM = "cpt_scores"
 
@@ -48,10 +48,19 @@ def continued_pretraining(
     `config` holds the usual run settings (corpus, token_budget, seq_len, num_train_epochs, learning_rate, ...;
     `lora_r > 0` for LoRA). Members differ in data order by default (`vary="data"`: same starting weights).
     Returns the records and the benchmark rows; the table goes to `output_dir/cpt_scores.{json,md}`.
+
+    Under a multi-process launch, either each member trains data-parallel (or sharded) on every process (`slot` None):
+    then every rank trains all members, the launch ends on every rank (`end_launch`), and rank 0 alone builds the
+    K-curve and the soup and scores in one plain process while the others return empty results; or each independent
+    worker (`slot`) trains its own members and worker 0 goes on once all are recorded.
     """
     if not config.get("base_model"):
         raise InputError("continued pre-training needs `base_model` (a causal LM folder or hub id)")
-    records = train_ensemble(config, output_dir, k, vary=vary, soup=True, slot=slot)
+    if slot is None:
+        train_members(config, output_dir, k, vary=vary)
+        if not end_launch():
+            return CPTResult(records=[], scores=[], report=None)
+    records = train_ensemble(config, output_dir, k, vary=vary, soup=True, slot=slot)  # finds finished members
     if not records or not evaluate:
         return CPTResult(records=records, scores=[], report=None)
     ensemble = next(r for r in records if r["kind"] == "ensemble" and r["k"] == k)
