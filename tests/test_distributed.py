@@ -23,8 +23,12 @@ from hf_infcompute.data import PackedCollator, prepare_data
 from hf_infcompute.data.tokenizer import train_bpe_tokenizer
 from hf_infcompute.hub import read_run_record
 from hf_infcompute.records import iter_records
-from hf_infcompute.training import RegularizedTrainer, RegularizedTrainingArguments, decay_parameter_names
-from hf_infcompute.training import parse_run_config
+from hf_infcompute.training import (
+    RegularizedTrainer,
+    RegularizedTrainingArguments,
+    decay_parameter_names,
+    parse_run_config,
+)
 from hf_infcompute.training.pretraining import save_final_model
 
 from conftest import BENCH_DATA
