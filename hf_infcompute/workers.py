@@ -55,10 +55,7 @@ def detach_from_launcher() -> WorkerSlot | None:
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
     local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
     _keep_own_gpu(rank, local_rank)
-    if os.environ.get("OMP_NUM_THREADS") == "1":  # accelerate's default for each process
-        threads = cpu_share(local_world_size)
-        os.environ["OMP_NUM_THREADS"] = str(threads)
-        torch.set_num_threads(threads)
+    _take_cpu_share(local_world_size)
     clear_launcher_environment()
     return WorkerSlot(rank=rank, world_size=world_size)
 
@@ -67,6 +64,14 @@ def cpu_share(processes: int) -> int:
     """This process's share of the CPU cores it may run on, with `processes` processes on the machine (at least 1)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, cores // max(1, processes))
+
+
+def _take_cpu_share(processes: int) -> None:
+    """Run on this process's share of the cores where the launcher left it accelerate's default of one thread."""
+    if os.environ.get("OMP_NUM_THREADS") == "1":
+        threads = cpu_share(processes)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
 
 
 def _keep_own_gpu(rank: int, local_rank: int) -> None:
@@ -102,10 +107,11 @@ def clear_launcher_environment() -> None:
 def end_launch() -> bool:
     """End this process's part in a multi-process launch; True on the process that carries on alone.
 
-    Every rank waits for the others, destroys the process group and drops the launch's environment and accelerate's
-    shared state (and transformers' DeepSpeed config), so that what follows runs as one plain process: lm-eval and
-    `from_pretrained` see no launch and wait on no one. Rank 0, or the only process outside a launch, carries on; the
-    others should return. Call on every rank, after the data-parallel work.
+    Every rank waits for the others, destroys the process group, drops the launch's environment and accelerate's
+    shared state (and transformers' DeepSpeed config) and takes back the cores the launch's one thread left idle, so
+    that what follows runs as one plain process: lm-eval and `from_pretrained` see no launch and wait on no one.
+    Rank 0, or the only process outside a launch, carries on; the others should return. Call on every rank, after
+    the data-parallel work.
     """
     from accelerate.state import AcceleratorState, GradientState
     from transformers.integrations.deepspeed import unset_hf_deepspeed_config
@@ -118,6 +124,7 @@ def end_launch() -> bool:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     clear_launcher_environment()
+    _take_cpu_share(1)  # the process that carries on runs alone
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
     unset_hf_deepspeed_config()

@@ -112,7 +112,9 @@ def test_one_process_never_wraps_the_model_in_data_parallel(tmp_path):
 def test_end_launch_leaves_one_plain_process(launch_env, tmp_path):
     """After the launch ends, an `Accelerator` (as lm-eval builds one) sees a single process and no job settings."""
     set_env(launch_env, {"WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
-                         "MASTER_PORT": "29617", "ACCELERATE_MIXED_PRECISION": "bf16", "ACCELERATE_USE_CPU": "True"})
+                         "MASTER_PORT": "29617", "ACCELERATE_MIXED_PRECISION": "bf16", "ACCELERATE_USE_CPU": "True",
+                         "OMP_NUM_THREADS": "1"})
+    launch_env.setattr(os, "sched_getaffinity", lambda pid: set(range(3)))
     torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
     PartialState(cpu=True)
     assert end_launch()
@@ -120,4 +122,5 @@ def test_end_launch_leaves_one_plain_process(launch_env, tmp_path):
     assert not any(name in os.environ for name in ("WORLD_SIZE", "RANK", "ACCELERATE_MIXED_PRECISION"))
     accelerator = Accelerator(cpu=True)
     assert accelerator.num_processes == 1 and accelerator.mixed_precision == "no"
+    assert torch.get_num_threads() == 3  # alone now: every core
     assert end_launch()  # outside a launch: nothing to end
