@@ -125,6 +125,7 @@ def end_launch() -> bool:
         torch.distributed.destroy_process_group()
     clear_launcher_environment()
     _take_cpu_share(1)  # the process that carries on runs alone
+    # accelerate keeps its state in process-wide singletons and has no public reset; TrainingArguments resets it so too.
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
     unset_hf_deepspeed_config()
