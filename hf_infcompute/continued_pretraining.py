@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hf_infcompute.ensemble.members import train_ensemble
+from hf_infcompute.ensemble.members import member_config, record_curve, train_ensemble, train_members
 from hf_infcompute.errors import InputError
 from hf_infcompute.evaluation import EvalResult, evaluate_model
 from hf_infcompute.evaluation.results import comparison_markdown, comparison_rows
 from hf_infcompute.records import iter_records, write_json_atomic, write_text_atomic
-from hf_infcompute.workers import WorkerSlot
+from hf_infcompute.training import parse_run_config
+from hf_infcompute.workers import WorkerSlot, end_launch
 
 REPORT_STEM = "cpt_scores"
 
@@ -48,10 +49,21 @@ def continued_pretraining(
     `config` holds the usual run settings (corpus, token_budget, seq_len, num_train_epochs, learning_rate, ...;
     `lora_r > 0` for LoRA). Members differ in data order by default (`vary="data"`: same starting weights).
     Returns the records and the benchmark rows; the table goes to `output_dir/cpt_scores.{json,md}`.
+
+    Under a multi-process launch, either each member trains data-parallel (or sharded) on every process (`slot` None):
+    then every rank trains all members, the launch ends on every rank (`end_launch`), and rank 0 alone builds the
+    K-curve and the soup and scores in one plain process while the others return empty results; or each independent
+    worker (`slot`) trains its own members and worker 0 goes on once all are recorded.
     """
     if not config.get("base_model"):
         raise InputError("continued pre-training needs `base_model` (a causal LM folder or hub id)")
-    records = train_ensemble(config, output_dir, k, vary=vary, soup=True, slot=slot)
+    if slot is None:
+        members = train_members(config, output_dir, k, vary=vary)
+        if not end_launch():
+            return CPTResult(records=[], scores=[], report=None)
+        records = record_ensemble_and_soup(config, members, output_dir, vary=vary)
+    else:
+        records = train_ensemble(config, output_dir, k, vary=vary, soup=True, slot=slot)
     if not records or not evaluate:
         return CPTResult(records=records, scores=[], report=None)
     ensemble = next(r for r in records if r["kind"] == "ensemble" and r["k"] == k)
@@ -71,3 +83,20 @@ def continued_pretraining(
     write_json_atomic(report.with_suffix(".json"), rows)
     write_text_atomic(report, comparison_markdown(rows))
     return CPTResult(records=records, scores=rows, report=report)
+
+
+def record_ensemble_and_soup(
+    config: dict[str, Any], members: list[dict[str, Any]], output_dir: str | Path, *, vary: str
+) -> list[dict[str, Any]]:
+    """Record the K-curve and the soup of data-parallel `members` (their records, in order) in this one process.
+
+    The members' records are used as they are: their run ids count every process of the launch in the batch size,
+    so a single process would not find them again by their settings.
+    """
+    failed = [m["run_id"] for m in members if m["status"] != "finished"]
+    if failed:
+        raise InputError(f"members failed to train ({', '.join(failed)}); see their records and lower the learning "
+                         "rate, then delete those records to retrain")
+    run = parse_run_config(member_config(config, 0, vary=vary))
+    rule = {"member_rule": "none", "vary": vary}
+    return record_curve(run, members, output_dir, combine="logits", soup=True, rule=rule)

@@ -31,7 +31,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-eval", action="store_true", help="train and build the ensemble and soup only")
     parser.add_argument("--parallel", choices=["members", "data"], default="data",
                         help="under a multi-process launch: 'data' trains each member on all processes (FSDP, "
-                        "DeepSpeed, DDP), 'members' gives each process its own members")
+                        "DeepSpeed, DDP), then ends the launch and scores on rank 0 alone; 'members' gives each "
+                        "process its own members")
     parser.set_defaults(func=run)
 
 

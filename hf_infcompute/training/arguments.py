@@ -101,3 +101,9 @@ class RegularizedTrainingArguments(TrainingArguments):
             # Trainer runs bf16, and data parallelism over gloo, without a GPU only when told it is on the CPU.
             self.use_cpu = True
         super().__post_init__()
+
+    @property
+    def n_gpu(self) -> int:
+        """At most one GPU per process: without a launcher, `Trainer` would wrap the model in `nn.DataParallel` over
+        every visible GPU, multiplying the batch the record states. One worker per GPU: `accelerate launch`."""
+        return min(super().n_gpu, 1)

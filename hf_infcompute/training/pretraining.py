@@ -199,8 +199,12 @@ def save_final_model(trainer: RegularizedTrainer, model_dir: Path, record: dict[
         # LoRA: save the adapters merged into the weights, an ordinary checkpoint.
         merged(trainer.model).save_pretrained(model_dir)
         trainer.processing_class.save_pretrained(model_dir)
+    elif trainer.is_fsdp_enabled:
+        # `Trainer.save_model` writes FSDP weights only under FULL_STATE_DICT: gather the full state dict on every
+        # rank whatever the config's (sharded checkpoints stay cheap), so that `model/` is a `from_pretrained` folder.
+        trainer._save(str(model_dir), state_dict=trainer.accelerator.get_state_dict(trainer.model))
     else:
-        trainer.save_model(str(model_dir))
+        trainer.save_model(str(model_dir))  # under ZeRO-3 it gathers 16-bit weights (zero3_save_16bit_model)
     if trainer.is_world_process_zero():
         write_json_atomic(model_dir / RUN_RECORD_FILE, record)
         (model_dir / INCOMPLETE_MARKER).unlink()

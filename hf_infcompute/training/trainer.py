@@ -18,9 +18,10 @@ def decay_parameter_names(model: nn.Module) -> list[str]:
 
     Decay pulls weights toward zero, which regularises the linear maps that hold the model's capacity. Norm gains
     and biases (vectors) only rescale or shift activations: decaying them changes what the network computes without
-    regularising it, so they are exempt (as in nanoGPT and the paper's Levanter setup).
+    regularising it, so they are exempt (as in nanoGPT and the paper's Levanter setup). The full shape decides: under
+    DeepSpeed ZeRO-3 a partitioned parameter's local tensor is empty and `ds_shape` holds its shape.
     """
-    return [name for name, param in model.named_parameters() if param.ndim >= 2]
+    return [name for name, param in model.named_parameters() if len(getattr(param, "ds_shape", param.shape)) >= 2]
 
 
 class RegularizedTrainer(Trainer):
