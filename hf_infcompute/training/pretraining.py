@@ -25,6 +25,7 @@ from hf_infcompute.models.checkpoint import (
     load_base_model,
     merged,
 )
+from hf_infcompute.models.flops import flops_per_token
 from hf_infcompute.records import RUN_RECORD_FILE, append_record, read_record, write_json_atomic
 from hf_infcompute.training.config import RunConfig, parse_run_config
 from hf_infcompute.training.trainer import RegularizedTrainer
@@ -97,6 +98,7 @@ def _base_record(run: RunConfig, data: PretrainingData, trainer: RegularizedTrai
 
     counts = count_parameters(trainer.model.config)
     args = run.training
+    tokens_seen = int(round(args.num_train_epochs * data.train_tokens))
     return {
         "run_id": run.run_id(),
         "kind": kind,
@@ -118,8 +120,14 @@ def _base_record(run: RunConfig, data: PretrainingData, trainer: RegularizedTrai
         "seed": args.seed,
         "data_seed": args.data_seed,
         "batch_size": run.global_batch_size,
+        "micro_batch": args.per_device_train_batch_size,
+        "grad_accum": args.gradient_accumulation_steps,
+        "world_size": args.world_size,
+        "global_batch": run.global_batch_size,
         "precision": "bf16" if args.bf16 else "fp32",
-        "tokens_seen": int(round(args.num_train_epochs * data.train_tokens)),
+        "tokens_seen": tokens_seen,
+        # Training FLOPs (forward and backward matmuls, LM head, attention) of the tokens seen; evaluation excluded.
+        "train_flops": flops_per_token(trainer.model.config, run.data.seq_len).training * tokens_seen,
         "version": __version__,
         "config": run.identity(),
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
