@@ -159,3 +159,27 @@ def test_record_carries_batch_split_and_flops(tiny_run, tmp_path):
     assert record["steps"] == tiny_run["token_budget"] // tiny_run["seq_len"] // 16
     config = LlamaConfig.from_pretrained(record["model_dir"])
     assert record["train_flops"] == flops_per_token(config, tiny_run["seq_len"]).training * record["tokens_seen"]
+
+
+def test_auto_micro_batch_fits_the_free_gpu_memory(corpus_dir, monkeypatch):
+    """Simulated on the CPU: a GPU with 20 GiB free gets the largest micro-batch the memory model fits there."""
+    from hf_infcompute.models.presets import get_preset
+    from hf_infcompute.planning.device import fit_micro_batch
+    from hf_infcompute.training.arguments import RegularizedTrainingArguments
+
+    run = parse_run_config({"corpus": str(corpus_dir), "token_budget": 8192, "seq_len": 4096, "global_batch_size": 64,
+                            "per_device_train_batch_size": 64, "auto_micro_batch": True, "precision": "bf16"},
+                           "/tmp/unused")
+    config = get_preset("llama-150m").build_config(vocab_size=LLAMA3_VOCAB)
+    assert fit_micro_batch(run.training, config, 4096) == 64  # off a GPU the given micro-batch is kept
+    free = 20 * 1024**3
+    monkeypatch.setattr(RegularizedTrainingArguments, "device", property(lambda self: torch.device("cuda", 0)))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (free, 80 * 1024**3))
+    micro = fit_micro_batch(run.training, config, 4096)
+    assert micro * run.training.gradient_accumulation_steps == 64 and micro < 64
+    memory = step_memory(config, count_parameters(config).total, micro, 4096, bf16=True)
+    doubled = step_memory(config, count_parameters(config).total, 2 * micro, 4096, bf16=True)
+    assert memory.total <= 0.9 * free < doubled.total
+    assert run.global_batch_size == 64
+    with pytest.raises(InputError, match="set `global_batch_size` too"):
+        parse_run_config({"corpus": str(corpus_dir), "token_budget": 8192, "auto_micro_batch": True}, "/tmp/unused")

@@ -81,6 +81,14 @@ class RegularizedTrainingArguments(TrainingArguments):
             "as global / (per_device_train_batch_size x world size). None: set by those two keys instead."
         },
     )
+    auto_micro_batch: bool = field(
+        default=False,
+        metadata={
+            "help": "On a GPU, replace per_device_train_batch_size by the largest micro-batch that fits the device's "
+            "free memory (the memory model of `hf-infcompute plan`) and divides the device's share of "
+            "global_batch_size (required). Elsewhere per_device_train_batch_size is kept."
+        },
+    )
     per_device_eval_batch_size: int = field(default=16, metadata={"help": "Sequences per device in evaluation."})
     seed: int = field(default=0, metadata={"help": "Seed of the initial weights."})
     logging_steps: float = field(default=10, metadata={"help": "Log every this many steps."})
@@ -111,8 +119,16 @@ class RegularizedTrainingArguments(TrainingArguments):
             # Trainer runs bf16, and data parallelism over gloo, without a GPU only when told it is on the CPU.
             self.use_cpu = True
         super().__post_init__()
+        if self.auto_micro_batch and self.global_batch_size is None:
+            raise InputError("`auto_micro_batch` keeps the global batch: set `global_batch_size` too")
         if self.global_batch_size is not None:
             self._derive_accumulation()
+
+    def set_micro_batch(self, micro_batch: int) -> None:
+        """Use `micro_batch` sequences per device, the accumulation keeping `global_batch_size`."""
+        self.per_device_train_batch_size = micro_batch
+        self.gradient_accumulation_steps = 1
+        self._derive_accumulation()
 
     def _derive_accumulation(self) -> None:
         """Accumulation steps keeping `global_batch_size` (the paper: 64 sequences) on any number of processes."""
