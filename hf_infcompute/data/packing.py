@@ -38,6 +38,7 @@ from hf_infcompute.data.cache import build_once, cache_root
 from hf_infcompute.data.corpus import corpus_fingerprint, load_corpus
 from hf_infcompute.data.tokenizer import (
     TOKENIZE_BATCH_DOCS,
+    check_text,
     load_pretrained_tokenizer,
     skip_chars,
     take_chars,
@@ -82,8 +83,11 @@ class PretrainingData:
 
 
 def _texts(dataset: datasets.Dataset | datasets.IterableDataset, column: str) -> Iterator[str]:
+    index = 0
     for batch in dataset.iter(batch_size=TOKENIZE_BATCH_DOCS):
-        yield from batch[column]
+        for text in batch[column]:
+            yield check_text(text, index)
+            index += 1
 
 
 def _margin_chars(args: DataArguments) -> int:
@@ -135,6 +139,7 @@ def _document_batches(
         window = tokenize_documents(
             corpus.select(range(start, stop)), tokenizer, args.text_column,
             num_proc=args.preprocessing_num_workers, cache_file=workdir / f"tokens-{start}.arrow",
+            first_document=start,
         )
         for table in window.with_format("arrow").iter(batch_size=TOKENIZE_BATCH_DOCS):
             tokens += int(pc.sum(pc.list_value_length(table["input_ids"])).as_py())
