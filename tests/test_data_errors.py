@@ -21,7 +21,7 @@ def write_jsonl(path: Path, texts: list, tail: str = "") -> Path:
     return path
 
 
-def pretrain(tmp_path: Path, corpus: Path, capsys, workers: int = 1) -> str:
+def pretrain(tmp_path: Path, corpus: Path | str, capsys, workers: int = 1) -> str:
     """Run `pretrain` on `corpus`; assert exit code 2 and no traceback; return stderr."""
     settings = {
         "corpus": str(corpus), "cache_dir": str(tmp_path / "cache"), "vocab_size": 300, "seq_len": 16,
@@ -93,3 +93,16 @@ def test_missing_corpus_path(tmp_path, capsys):
     err = pretrain(tmp_path, missing, capsys)
     assert f"corpus {str(missing)!r} not found" in err
     assert "check the path in `corpus`" in err
+
+
+def test_text_column_of_numbers(tmp_path, capsys):
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"text": i, "body": text}) + "\n" for i, text in enumerate(DOCUMENTS)))
+    err = pretrain(tmp_path, corpus, capsys)
+    assert "column 'text' holds int64 values, not text; set `text_column`" in err
+
+
+def test_unreachable_hub_dataset(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    err = pretrain(tmp_path, "nobody-here/no-such-corpus", capsys)
+    assert "'nobody-here/no-such-corpus' is neither a local path nor a hub dataset that can be reached" in err

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import datasets
+import pyarrow as pa
 import pyarrow.compute as pc
 from datasets.exceptions import DatasetGenerationError, DatasetNotFoundError
 
@@ -106,7 +107,7 @@ def _load(args: DataArguments, files: list[Path]) -> datasets.Dataset | datasets
             streaming=args.streaming,
             num_proc=None if args.streaming else _num_proc(args.preprocessing_num_workers),
         )
-    except DatasetNotFoundError as error:
+    except (DatasetNotFoundError, ConnectionError) as error:
         raise InputError(
             f"corpus {args.corpus!r} is neither a local path nor a hub dataset that can be reached ({error}): give "
             "existing local files, a folder or a glob, or a hub dataset id (online, or already in the hub cache)"
@@ -118,6 +119,11 @@ def _check_texts(dataset: datasets.Dataset, args: DataArguments, files: list[Pat
     if len(dataset) == 0:
         raise InputError(f"corpus {args.corpus!r} holds no documents: fill it with {FORMATS_HELP}")
     texts = dataset.data.column(args.text_column)
+    if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
+        raise InputError(
+            f"corpus {args.corpus!r}: column {args.text_column!r} holds {texts.type} values, not text; set "
+            f"`text_column` to the column that holds the documents' text (columns: {dataset.column_names})"
+        )
     if texts.null_count:
         index = pc.index(pc.is_null(texts), True).as_py()
         where = first_null_text(files, args.text_column)
