@@ -17,7 +17,7 @@ from hf_infcompute.errors import InputError
 
 N_DOCUMENTS = 1200
 MARKER = re.compile(r"zq(\d{4})zq")
-WORDS = "the a small quiet house garden river morning evening friend letter window road".split()
+WORDS = ["the", "a", "small", "quiet", "house", "garden", "river", "morning", "evening", "friend", "letter", "road"]
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,8 @@ class DataArguments:
     tokenizer: str = field(
         default="bpe",
         metadata={
-            "help": "'bpe' trains a byte-level BPE on the corpus (offline default); otherwise a tokenizer path or hub id."
+            "help": "'bpe' trains a byte-level BPE on the corpus (offline default); otherwise a tokenizer path or "
+            "hub id."
         },
     )
     vocab_size: int = field(default=4096, metadata={"help": "Vocabulary size of a trained BPE tokenizer."})
@@ -68,7 +69,9 @@ class DataArguments:
     validation_seed: int = field(default=0, metadata={"help": "Seed of the 'random' validation split's documents."})
     cache_dir: str | None = field(
         default=None,
-        metadata={"help": "Cache of tokenizers and packed corpora (default: $HF_INFCOMPUTE_CACHE or ~/.cache/hf_infcompute)."},
+        metadata={
+            "help": "Cache of tokenizers and packed corpora (default: $HF_INFCOMPUTE_CACHE or ~/.cache/hf_infcompute)."
+        },
     )
 
     def __post_init__(self) -> None:
