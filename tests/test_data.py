@@ -41,9 +41,9 @@ def test_validation_is_fixed_across_budgets_and_disjoint_from_training(tiny_run)
 
 def test_tokenizer_never_saw_validation_text(tiny_run):
     args = data_args(tiny_run)
-    tokenizer, first_tokenizer_document = packing.prepare_tokenizer(args)
-    _, meta, _ = packing.pack_corpus(args, tokenizer)
-    assert 0 <= meta["validation_end_document"] < first_tokenizer_document
+    tokenizer, trained_from = packing.prepare_tokenizer(args)
+    meta = packing.pack_corpus(args, tokenizer).meta
+    assert 0 <= meta["validation_end_document"] < trained_from["first_document"]
 
 
 def test_packed_corpus_is_cached(tiny_run, monkeypatch):

@@ -67,10 +67,10 @@ def test_packed_rows_are_the_document_stream(mode, corpus_dir, tokenizer_dir, tm
     args = prep_args(corpus_dir, tokenizer_dir, tmp_path / "cache", preprocessing_num_workers=workers)
     if mode == "streamed":
         monkeypatch.setattr(packing, "load_corpus", lambda a: load_corpus(a).to_iterable_dataset())
-    packed, meta, _ = packing.pack_corpus(args, packing.prepare_tokenizer(args)[0])
+    packed = packing.pack_corpus(args, packing.prepare_tokenizer(args)[0])
     expected_rows, expected_meta = reference_stream(args)
-    np.testing.assert_array_equal(np.asarray(packed["input_ids"], dtype=np.int32), expected_rows)
-    assert {key: meta[key] for key in expected_meta} == expected_meta
+    np.testing.assert_array_equal(np.asarray(packed.rows["input_ids"], dtype=np.int32), expected_rows)
+    assert {key: packed.meta[key] for key in expected_meta} == expected_meta
     assert not list((tmp_path / "cache" / "packed").glob("*/tokenized")), "the tokenized documents were kept"
 
 

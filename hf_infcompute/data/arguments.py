@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from hf_infcompute.errors import InputError
 
 MAX_DEFAULT_WORKERS = 8
+VALIDATION_SPLITS = ("head", "random")
 
 
 @dataclass
@@ -34,7 +35,8 @@ class DataArguments:
     tokenizer: str = field(
         default="bpe",
         metadata={
-            "help": "'bpe' trains a byte-level BPE on the corpus (offline default); otherwise a tokenizer path or hub id."
+            "help": "'bpe' trains a byte-level BPE on the corpus (offline default); otherwise a tokenizer path or "
+            "hub id."
         },
     )
     vocab_size: int = field(default=4096, metadata={"help": "Vocabulary size of a trained BPE tokenizer."})
@@ -55,9 +57,21 @@ class DataArguments:
     val_sequences: int = field(
         default=64, metadata={"help": "Held-out validation sequences (of `seq_len` tokens), the same for every run."}
     )
+    validation_split: str = field(
+        default="head",
+        metadata={
+            "help": "How validation is chosen. 'head': the first `val_sequences` rows of the packed corpus (its first "
+            "documents). 'random': a seeded random sample of whole documents from across the corpus (or the part "
+            "`max_corpus_tokens` reads), held out from training and from a trained tokenizer, the same for every run "
+            "whatever D, the model or `seed`; an i.i.d. sample even when the corpus is ordered by source or time."
+        },
+    )
+    validation_seed: int = field(default=0, metadata={"help": "Seed of the 'random' validation split's documents."})
     cache_dir: str | None = field(
         default=None,
-        metadata={"help": "Cache of tokenizers and packed corpora (default: $HF_INFCOMPUTE_CACHE or ~/.cache/hf_infcompute)."},
+        metadata={
+            "help": "Cache of tokenizers and packed corpora (default: $HF_INFCOMPUTE_CACHE or ~/.cache/hf_infcompute)."
+        },
     )
 
     def __post_init__(self) -> None:
@@ -73,6 +87,13 @@ class DataArguments:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise InputError(f"`{name}` must be a positive integer, got {value!r}")
+        if self.validation_split not in VALIDATION_SPLITS:
+            raise InputError(
+                f"`validation_split` must be one of {list(VALIDATION_SPLITS)}, got {self.validation_split!r}"
+            )
+        seed = self.validation_seed
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise InputError(f"`validation_seed` must be a non-negative integer, got {self.validation_seed!r}")
         if self.seq_len < 2:
             raise InputError(f"`seq_len` must be at least 2, got {self.seq_len}")
         if self.streaming and not self.max_corpus_tokens:

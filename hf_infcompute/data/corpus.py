@@ -9,15 +9,26 @@ import os
 from pathlib import Path
 
 import datasets
+import pyarrow as pa
+import pyarrow.compute as pc
+from datasets.exceptions import DatasetGenerationError, DatasetNotFoundError
 
 from hf_infcompute.data.arguments import DataArguments
+from hf_infcompute.data.corpus_errors import first_null_text, unreadable_corpus_message
 from hf_infcompute.errors import InputError
 
 BUILDER_BY_SUFFIX = {".jsonl": "json", ".json": "json", ".txt": "text", ".parquet": "parquet"}
+FORMATS_HELP = (
+    "one JSON object per line with a `text` field (.jsonl), UTF-8 text with one document per line (.txt), or a "
+    "Parquet file with a text column"
+)
 
 
 def _looks_local(corpus: str) -> bool:
-    return os.path.exists(corpus) or corpus.startswith((".", "/", "~")) or any(c in corpus for c in "*?")
+    return (
+        os.path.exists(corpus) or corpus.startswith((".", "/", "~")) or any(c in corpus for c in "*?")
+        or corpus.endswith(tuple(BUILDER_BY_SUFFIX))
+    )
 
 
 def local_corpus_files(corpus: str) -> list[Path]:
@@ -26,13 +37,19 @@ def local_corpus_files(corpus: str) -> list[Path]:
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.suffix in BUILDER_BY_SUFFIX and p.is_file())
         if not files:
-            raise InputError(f"corpus folder {path} holds no .jsonl, .json, .txt or .parquet files")
+            raise InputError(
+                f"corpus folder {path} holds no .jsonl, .json, .txt or .parquet files: put the corpus there as "
+                f"{FORMATS_HELP}, or point `corpus` at the folder that holds it"
+            )
     elif path.is_file():
         files = [path]
     else:
         files = sorted(Path(p) for p in glob.glob(str(path)) if Path(p).is_file())
         if not files:
-            raise InputError(f"corpus {corpus!r} not found: give existing files, a folder, a glob or a hub dataset id")
+            raise InputError(
+                f"corpus {corpus!r} not found (resolved to {path.absolute()}): check the path in `corpus`, or give "
+                "existing files, a folder, a glob or a Hugging Face Hub dataset id"
+            )
     suffixes = {p.suffix for p in files}
     unknown = suffixes - set(BUILDER_BY_SUFFIX)
     if unknown:
@@ -41,7 +58,7 @@ def local_corpus_files(corpus: str) -> list[Path]:
     if len(builders) > 1:
         raise InputError(f"corpus mixes file formats {sorted(suffixes)}: convert them to one format")
     if all(p.stat().st_size == 0 for p in files):
-        raise InputError(f"corpus {corpus!r} is empty")
+        raise InputError(f"corpus {corpus!r} is empty (its files hold 0 bytes): fill it with {FORMATS_HELP}")
     return files
 
 
@@ -52,15 +69,37 @@ def _num_proc(workers: int) -> int | None:
 
 def load_corpus(args: DataArguments) -> datasets.Dataset | datasets.IterableDataset:
     """The documents of the corpus, in a fixed order, with a `text` column."""
-    if _looks_local(args.corpus):
-        files = local_corpus_files(args.corpus)
-        builder = BUILDER_BY_SUFFIX[files[0].suffix]
-        dataset = datasets.load_dataset(
-            builder, data_files=[str(p) for p in files], split="train",
+    files = local_corpus_files(args.corpus) if _looks_local(args.corpus) else []
+    try:
+        dataset = _load(args, files)
+    except DatasetGenerationError as error:
+        if not files:
+            raise InputError(
+                f"cannot read hub dataset {args.corpus!r} ({error.__cause__ or error}): check `corpus`, "
+                "`corpus_config` and `corpus_split`, or download it and give the local files"
+            ) from error
+        raise InputError(unreadable_corpus_message(files, args.text_column, error)) from error
+    except ValueError as error:
+        # `datasets` refuses files that hold only blank lines with a ValueError about the split.
+        if not files or "corresponds to no data" not in str(error):
+            raise
+        raise InputError(f"corpus {args.corpus!r} holds no documents: fill it with {FORMATS_HELP}") from error
+    columns = dataset.column_names
+    if columns is not None and args.text_column not in columns:
+        raise InputError(f"corpus has no column {args.text_column!r} (columns: {columns}); set `text_column`")
+    if isinstance(dataset, datasets.Dataset):
+        _check_texts(dataset, args, files)
+    return dataset
+
+
+def _load(args: DataArguments, files: list[Path]) -> datasets.Dataset | datasets.IterableDataset:
+    if files:
+        return datasets.load_dataset(
+            BUILDER_BY_SUFFIX[files[0].suffix], data_files=[str(p) for p in files], split="train",
             num_proc=_num_proc(min(args.preprocessing_num_workers, len(files))),
         )
-    else:
-        dataset = datasets.load_dataset(
+    try:
+        return datasets.load_dataset(
             args.corpus,
             name=args.corpus_config,
             split=args.corpus_split,
@@ -68,13 +107,36 @@ def load_corpus(args: DataArguments) -> datasets.Dataset | datasets.IterableData
             streaming=args.streaming,
             num_proc=None if args.streaming else _num_proc(args.preprocessing_num_workers),
         )
-    columns = dataset.column_names
-    if columns is not None and args.text_column not in columns:
-        raise InputError(f"corpus has no column {args.text_column!r} (columns: {columns}); set `text_column`")
-    if isinstance(dataset, datasets.Dataset) and len(dataset) == 0:
-        raise InputError(f"corpus {args.corpus!r} holds no documents")
-    return dataset
+    except (DatasetNotFoundError, ConnectionError) as error:
+        raise InputError(
+            f"corpus {args.corpus!r} is neither a local path nor a hub dataset that can be reached ({error}): give "
+            "existing local files, a folder or a glob, or a hub dataset id (online, or already in the hub cache)"
+        ) from error
 
+
+def _check_texts(dataset: datasets.Dataset, args: DataArguments, files: list[Path]) -> None:
+    """Every document has text, and some have more than nothing; errors name the file and line where known."""
+    if len(dataset) == 0:
+        raise InputError(f"corpus {args.corpus!r} holds no documents: fill it with {FORMATS_HELP}")
+    texts = dataset.data.column(args.text_column)
+    if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
+        raise InputError(
+            f"corpus {args.corpus!r}: column {args.text_column!r} holds {texts.type} values, not text; set "
+            f"`text_column` to the column that holds the documents' text (columns: {dataset.column_names})"
+        )
+    if texts.null_count:
+        index = pc.index(pc.is_null(texts), True).as_py()
+        where = first_null_text(files, args.text_column)
+        place = f"corpus file {where[0]}, line {where[1]}" if where else f"corpus {args.corpus!r}"
+        raise InputError(
+            f"{place}: document {index} (counting from 0) has no text (`{args.text_column}` is null or missing), "
+            f"and {texts.null_count} document(s) in all: drop those documents or fill their `{args.text_column}`"
+        )
+    if not pc.sum(pc.utf8_length(texts)).as_py():
+        raise InputError(
+            f"corpus {args.corpus!r} holds {len(dataset)} documents but no text (every `{args.text_column}` is "
+            f"empty): fill it with {FORMATS_HELP}, or set `text_column` to the column that holds the text"
+        )
 
 def corpus_fingerprint(args: DataArguments) -> str:
     """A key that changes when the corpus content may have changed (local files: names, sizes, mtimes)."""

@@ -81,23 +81,43 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     return hashlib.sha256((vocab + extra).encode()).hexdigest()[:16]
 
 
-def encode_documents(texts: list[str], tokenizer: PreTrainedTokenizerBase, eos_token_id: int) -> dict[str, list]:
-    """A batch of documents as token ids, each followed by EOS."""
+def check_text(text: str | None, index: int) -> str:
+    """`text`, the document numbered `index` (from 0) in corpus order; a null one is refused, naming the fix."""
+    if text is None:
+        raise InputError(
+            f"document {index} (counting from 0) of the corpus has no text (null or missing): drop that document "
+            "or fill its text"
+        )
+    return text
+
+
+def encode_documents(
+    texts: list[str], indices: list[int], tokenizer: PreTrainedTokenizerBase, eos_token_id: int, first_document: int
+) -> dict[str, list]:
+    """A batch of documents as token ids, each followed by EOS. A document's number in the corpus, for errors, is
+    `first_document` plus its index in the dataset mapped."""
+    texts = [check_text(text, first_document + index) for text, index in zip(texts, indices)]
     encoded = tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
     return {"input_ids": [ids + [eos_token_id] for ids in encoded]}
 
 
 def _map_settings(
-    documents: datasets.Dataset | datasets.IterableDataset, tokenizer: PreTrainedTokenizerBase, text_column: str
+    documents: datasets.Dataset | datasets.IterableDataset,
+    tokenizer: PreTrainedTokenizerBase,
+    text_column: str,
+    first_document: int = 0,
 ) -> dict:
     return {
         "function": encode_documents,
         "batched": True,
+        "with_indices": True,
         "batch_size": TOKENIZE_BATCH_DOCS,
         "input_columns": [text_column],
         "remove_columns": documents.column_names,
         "features": DOCUMENT_FEATURES,
-        "fn_kwargs": {"tokenizer": tokenizer, "eos_token_id": tokenizer.eos_token_id},
+        "fn_kwargs": {
+            "tokenizer": tokenizer, "eos_token_id": tokenizer.eos_token_id, "first_document": first_document
+        },
     }
 
 
@@ -108,11 +128,13 @@ def tokenize_documents(
     *,
     num_proc: int,
     cache_file: Path,
+    first_document: int = 0,
 ) -> datasets.Dataset:
     """Each document as its token ids followed by EOS (column `input_ids`), in order, memory-mapped from Arrow files
-    that `map(batched=True, num_proc=...)` writes at `cache_file` (one per process, each a contiguous shard)."""
+    that `map(batched=True, num_proc=...)` writes at `cache_file` (one per process, each a contiguous shard).
+    `documents` start at document `first_document` of the corpus."""
     return documents.map(
-        **_map_settings(documents, tokenizer, text_column),
+        **_map_settings(documents, tokenizer, text_column, first_document),
         num_proc=num_proc if num_proc > 1 else None,
         cache_file_name=str(cache_file),
         # Named after the output file, new for each build, so that `datasets` need not hash the tokenizer.
