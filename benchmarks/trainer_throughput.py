@@ -2,8 +2,11 @@
 
     python benchmarks/trainer_throughput.py [--preset tiny-2m] [--steps 60] [--precision fp32|bf16]
 
-Prints both throughputs and their ratio (target: Trainer / loop >= 0.9). On a CUDA machine, `--preset llama-150m
---precision bf16 --seq-len 4096` also prints the model FLOPs utilisation (6 N tokens/s over the GPU's bf16 peak).
+Prints both throughputs and their ratio (target: Trainer / loop >= 0.9), and the Trainer's model FLOPs per second:
+tokens/s x training FLOPs per token (`hf_infcompute.models.flops`: the blocks' matmuls, the LM head and causal
+attention, 3 x forward; embedding lookups not counted). The utilisation (MFU) divides them by the dense peak of the
+detected GPU in the run's dtype (e.g. `--preset llama-150m --precision bf16 --seq-len 4096` on an H100); on a CPU or an
+unknown device the peak is unknown, and `--measure-peak` times a large matmul in that dtype to divide by instead.
 """
 
 from __future__ import annotations
@@ -19,11 +22,11 @@ from transformers import TrainerCallback, get_cosine_schedule_with_warmup
 
 from hf_infcompute.data import PackedCollator, prepare_data
 from hf_infcompute.models import count_parameters
+from hf_infcompute.models.flops import device_peak_flops, flops_per_token
 from hf_infcompute.training import decay_parameter_names, parse_run_config
 from hf_infcompute.training.pretraining import build_trainer
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "pretrain"
-H100_BF16_PEAK_FLOPS = 989e12
 
 
 class StepTimer(TrainerCallback):
@@ -91,6 +94,40 @@ def loop_tokens_per_second(run, data, steps: int, warmup: int) -> float:
     return (steps - warmup) * args.per_device_train_batch_size * run.data.seq_len / (time.perf_counter() - start)
 
 
+def measured_matmul_flops(device: torch.device, dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
+    """FLOP/s of square `size` matmuls in `dtype` on `device`, the best of `repeats`: a measured stand-in for a peak."""
+    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
+    best = math.inf
+    for _ in range(repeats + 1):  # the first call warms up
+        _sync()
+        start = time.perf_counter()
+        a @ b
+        _sync()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def print_utilisation(run, config, tokens_per_second: float, measure_peak: bool) -> None:
+    """Model FLOPs per second of the Trainer, by term, over the device's peak (or a measured matmul peak)."""
+    flops = flops_per_token(config, run.data.seq_len)
+    achieved = tokens_per_second * flops.training
+    dtype = torch.bfloat16 if run.training.bf16 else torch.float32
+    print(
+        f"training FLOPs/token: {flops.training:.4g} = 3 x (blocks' matmuls {flops.non_embedding:.4g} + LM head "
+        f"{flops.lm_head:.4g} + causal attention {flops.attention:.4g}); embedding lookups not counted"
+    )
+    print(f"model FLOP/s (Trainer): {achieved / 1e12:.4f} TFLOP/s")
+    device = run.training.device
+    peak = device_peak_flops(device, dtype)
+    source = torch.cuda.get_device_name(device) if peak is not None else None
+    if peak is None and measure_peak:
+        peak, source = measured_matmul_flops(device, dtype), f"measured matmul peak on {device}"
+    if peak is None:
+        print(f"MFU: peak unknown for {device} (pass --measure-peak to divide by a measured matmul peak)")
+    else:
+        print(f"MFU: {achieved / peak:.1%} of {peak / 1e12:.4g} TFLOP/s ({source}, {dtype})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="tiny-2m")
@@ -100,6 +137,8 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--corpus", default=str(CORPUS))
+    parser.add_argument("--measure-peak", action="store_true",
+                        help="where the device's peak is unknown (a CPU), divide by a measured matmul peak")
     cli = parser.parse_args()
     budget = cli.steps * cli.batch_size * cli.seq_len
     with tempfile.TemporaryDirectory() as tmp:
@@ -114,15 +153,13 @@ def main() -> None:
         trainer = trainer_tokens_per_second(run, data, cli.steps, cli.warmup)
         loop_again = loop_tokens_per_second(run, data, cli.steps, cli.warmup)
     loop = (loop + loop_again) / 2  # bracket the Trainer between two loop runs against drift
-    params = count_parameters(build_trainer(run, data).model.config)
+    config = build_trainer(run, data).model.config
+    params = count_parameters(config)
     print(f"preset {cli.preset} ({params.total:,} parameters), batch {cli.batch_size} x {cli.seq_len}, {cli.precision}")
     print(f"plain loop:         {loop:,.0f} tokens/s")
     print(f"RegularizedTrainer: {trainer:,.0f} tokens/s")
     print(f"ratio trainer/loop: {trainer / loop:.3f} (target >= 0.9)")
-    if torch.cuda.is_available():
-        mfu = 6 * params.total * trainer / H100_BF16_PEAK_FLOPS
-        print(f"model FLOPs utilisation (6N tokens/s over 989 TFLOP/s): {mfu:.1%}")
-
+    print_utilisation(run, config, trainer, cli.measure_peak)
 
 if __name__ == "__main__":
     main()

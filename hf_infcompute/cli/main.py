@@ -13,7 +13,7 @@ import sys
 from hf_infcompute.errors import InputError
 
 # Subcommand modules, in the order of the pipeline they drive.
-COMMANDS = ("study", "pretrain", "search", "ensemble", "generate", "distill", "eval", "fit", "cpt", "push")
+COMMANDS = ("plan", "study", "pretrain", "search", "ensemble", "generate", "distill", "eval", "fit", "cpt", "push")
 
 
 class IntermixedParser(argparse.ArgumentParser):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import time
 import traceback
 from numbers import Real
@@ -86,8 +87,9 @@ def coordinate_descent(
     cap stops the search early the result is not locally optimal. Failed points (an exception, or a non-finite loss)
     are stored as failed and count as infinitely bad; `retry_failed` evaluates again those that failed before this
     call began. While other workers hold claims on the points it needs, it evaluates what it can and then polls every
-    `poll_interval` seconds. An `InputError`, `KeyboardInterrupt` or `SystemExit` from the objective stops the search
-    (the point is left unclaimed, not failed); re-running resumes it.
+    `poll_interval` seconds. An `InputError`, a device out-of-memory error (re-raised as an `InputError` naming the
+    fixes), `KeyboardInterrupt` or `SystemExit` from the objective stops the search (the point is left unclaimed, not
+    failed); re-running resumes it.
     """
     if max_evaluations is not None and max_evaluations < 0:
         raise InputError(f"max_evaluations must be 0 or more, got {max_evaluations}")
@@ -214,6 +216,15 @@ class _Search:
         except InputError:
             raise  # the settings are wrong, not this point: every other point would fail the same way
         except Exception as error:
+            if _is_out_of_memory(error):
+                # The device, not the point, is at fault: steering around it would bias the search to cheap points.
+                raise InputError(
+                    f"{point_label(point)} ran out of device memory ({error}); the search stops instead of counting "
+                    "it as a failed point. Lower `per_device_train_batch_size` (with `global_batch_size` set, the "
+                    "accumulation keeps the global batch), turn on `gradient_checkpointing`, set "
+                    "`loss_implementation=chunked`, or run `hf-infcompute plan RECIPE.yaml` to see what fits; then "
+                    "re-run the search, which resumes."
+                ) from error
             outcome = {"status": FAILED, "error": f"{type(error).__name__}: {error}"}
             extra = {"traceback": traceback.format_exc()}
         else:
@@ -287,6 +298,12 @@ def _split_output(output: Any) -> tuple[float, dict[str, Any]]:
     if isinstance(output, bool) or not isinstance(output, Real):
         raise TypeError(f"an objective must return a loss (a number) or a dict with 'val_loss', got {output!r}")
     return float(output), extra
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    """A torch device out-of-memory error. torch is looked up, not imported: an objective that raised one loaded it."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(error, torch.OutOfMemoryError)
 
 
 def _loss_text(result: PointResult) -> str:

@@ -9,6 +9,7 @@ import torch
 from transformers import TrainingArguments
 
 from hf_infcompute.errors import InputError
+from hf_infcompute.planning import gradient_accumulation
 
 RECIPES = ("standard", "regularized")
 STANDARD_WEIGHT_DECAY = 0.1
@@ -70,7 +71,24 @@ class RegularizedTrainingArguments(TrainingArguments):
     warmup_steps: float = field(default=0.01, metadata={"help": "Warmup: a fraction of all steps if below 1."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient-norm clipping."})
     adam_beta2: float = field(default=0.95, metadata={"help": "AdamW beta2."})
-    per_device_train_batch_size: int = field(default=16, metadata={"help": "Sequences per device per step."})
+    per_device_train_batch_size: int = field(
+        default=16, metadata={"help": "Sequences per device per forward pass (the micro-batch)."}
+    )
+    global_batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Sequences per optimizer step over all processes; gradient_accumulation_steps is then derived "
+            "as global / (per_device_train_batch_size x world size). None: set by those two keys instead."
+        },
+    )
+    auto_micro_batch: bool = field(
+        default=False,
+        metadata={
+            "help": "On a GPU, replace per_device_train_batch_size by the largest micro-batch that fits the device's "
+            "free memory (the memory model of `hf-infcompute plan`) and divides the device's share of "
+            "global_batch_size (required). Elsewhere per_device_train_batch_size is kept."
+        },
+    )
     per_device_eval_batch_size: int = field(default=16, metadata={"help": "Sequences per device in evaluation."})
     seed: int = field(default=0, metadata={"help": "Seed of the initial weights."})
     logging_steps: float = field(default=10, metadata={"help": "Log every this many steps."})
@@ -101,9 +119,33 @@ class RegularizedTrainingArguments(TrainingArguments):
             # Trainer runs bf16, and data parallelism over gloo, without a GPU only when told it is on the CPU.
             self.use_cpu = True
         super().__post_init__()
+<<<<<<< HEAD
 
     @property
     def n_gpu(self) -> int:
         """At most one GPU per process: without a launcher, `Trainer` would wrap the model in `nn.DataParallel` over
         every visible GPU, multiplying the batch the record states. One worker per GPU: `accelerate launch`."""
         return min(super().n_gpu, 1)
+=======
+        if self.auto_micro_batch and self.global_batch_size is None:
+            raise InputError("`auto_micro_batch` keeps the global batch: set `global_batch_size` too")
+        if self.global_batch_size is not None:
+            self._derive_accumulation()
+
+    def set_micro_batch(self, micro_batch: int) -> None:
+        """Use `micro_batch` sequences per device, the accumulation keeping `global_batch_size`."""
+        self.per_device_train_batch_size = micro_batch
+        self.gradient_accumulation_steps = 1
+        self._derive_accumulation()
+
+    def _derive_accumulation(self) -> None:
+        """Accumulation steps keeping `global_batch_size` (the paper: 64 sequences) on any number of processes."""
+        steps = gradient_accumulation(self.global_batch_size, self.per_device_train_batch_size, self.world_size)
+        if self.gradient_accumulation_steps not in (1, steps):
+            raise InputError(
+                f"gradient_accumulation_steps={self.gradient_accumulation_steps} contradicts global_batch_size="
+                f"{self.global_batch_size} (which needs {steps} with {self.per_device_train_batch_size} sequences per "
+                f"device on {self.world_size} process(es)); set only one of them"
+            )
+        self.gradient_accumulation_steps = steps
+>>>>>>> d12plan

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from accelerate import PartialState
-from transformers import PreTrainedModel, TrainerCallback
+from transformers import PretrainedConfig, PreTrainedModel, TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from hf_infcompute.data import PackedCollator, PretrainingData, prepare_data
@@ -25,6 +25,8 @@ from hf_infcompute.models.checkpoint import (
     load_base_model,
     merged,
 )
+from hf_infcompute.models.flops import flops_per_token
+from hf_infcompute.planning.device import fit_micro_batch
 from hf_infcompute.records import RUN_RECORD_FILE, append_record, read_record, write_json_atomic
 from hf_infcompute.training.config import RunConfig, parse_run_config
 from hf_infcompute.training.trainer import RegularizedTrainer
@@ -52,6 +54,21 @@ def check_model_fits(run: RunConfig) -> None:
         )
 
 
+def model_config_for(run: RunConfig, data: PretrainingData) -> PretrainedConfig:
+    """The config of the run's model: the base model's, or its preset's at the tokenizer's vocabulary."""
+    if run.model.base_model:
+        return load_base_config(run.model.base_model)
+    tokenizer = data.tokenizer
+    config = get_preset(run.model.preset).build_config(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    config._attn_implementation = run.model.attn_implementation
+    return config
+
+
 def build_model_for(run: RunConfig, data: PretrainingData) -> PreTrainedModel:
     """A fresh model of `run.model.preset` initialised from `run.training.seed`, or the base model to continue."""
     model_args = run.model
@@ -60,15 +77,7 @@ def build_model_for(run: RunConfig, data: PretrainingData) -> PreTrainedModel:
             model_args.base_model, lora_r=model_args.lora_r, lora_alpha=model_args.lora_alpha,
             lora_dropout=model_args.lora_dropout, attn_implementation=model_args.attn_implementation,
         )
-    tokenizer = data.tokenizer
-    config = get_preset(model_args.preset).build_config(
-        vocab_size=len(tokenizer),
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    config._attn_implementation = model_args.attn_implementation
-    return build_model(config, seed=run.training.seed)
+    return build_model(model_config_for(run, data), seed=run.training.seed)
 
 
 def build_trainer(
@@ -97,6 +106,7 @@ def _base_record(run: RunConfig, data: PretrainingData, trainer: RegularizedTrai
 
     counts = count_parameters(trainer.model.config)
     args = run.training
+    tokens_seen = int(round(args.num_train_epochs * data.token_budget))
     return {
         "run_id": run.run_id(),
         "kind": kind,
@@ -118,8 +128,14 @@ def _base_record(run: RunConfig, data: PretrainingData, trainer: RegularizedTrai
         "seed": args.seed,
         "data_seed": args.data_seed,
         "batch_size": run.global_batch_size,
+        "micro_batch": args.per_device_train_batch_size,
+        "grad_accum": args.gradient_accumulation_steps,
+        "world_size": args.world_size,
+        "global_batch": run.global_batch_size,
         "precision": "bf16" if args.bf16 else "fp32",
-        "tokens_seen": int(round(args.num_train_epochs * data.token_budget)),
+        "tokens_seen": tokens_seen,
+        # Training FLOPs (forward and backward matmuls, LM head, attention) of the tokens seen; evaluation excluded.
+        "train_flops": flops_per_token(trainer.model.config, run.data.seq_len).training * tokens_seen,
         "version": __version__,
         "config": run.identity(),
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -156,6 +172,8 @@ def pretrain(
     state = PartialState()
     with state.main_process_first():
         data = prepare_data(run.data)
+    if run.training.auto_micro_batch:
+        fit_micro_batch(run.training, model_config_for(run, data), run.data.seq_len)
     trainer = trainer_factory(run, data, callbacks)
     record = {**_base_record(run, data, trainer, kind), **(record_extra or {})}
     checkpoint = get_last_checkpoint(str(folder)) if folder.is_dir() else None

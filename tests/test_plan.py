@@ -1,0 +1,185 @@
+"""`hf-infcompute plan`, the FLOPs and memory models behind it, the global batch split and out-of-memory searches."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from hf_infcompute.cli.main import main
+from hf_infcompute.errors import InputError
+from hf_infcompute.models import count_parameters
+from hf_infcompute.models.flops import device_peak_flops, flops_per_token, gpu_peak_flops
+from hf_infcompute.planning import gradient_accumulation, step_memory
+from hf_infcompute.search import SearchGrid, SweepStore, coordinate_descent
+from hf_infcompute.training.config import parse_run_config
+
+REPO = Path(__file__).resolve().parents[1]
+LLAMA3_VOCAB = 128_256
+
+
+def run_plan(capsys: pytest.CaptureFixture, *args: str) -> dict:
+    assert main(["plan", *args, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_paper_presets_fit_80gb_at_the_paper_batch(capsys):
+    plan = run_plan(capsys, str(REPO / "recipes" / "paper-200M.yaml"), "--vocab-size", str(LLAMA3_VOCAB))
+    assert set(plan["presets"]) == {"llama-150m", "llama-300m", "llama-600m", "llama-1.4b"}
+    for name, preset in plan["presets"].items():
+        assert preset["fits"] and 0 < preset["memory_gib"] <= 0.9 * 80, name
+        assert preset["micro_batch"] * preset["grad_accum"] * plan["world_size"] == 64 == preset["global_batch"]
+    # llama-300m by hand: hidden 768, intermediate 2688, 12 layers, 12 heads of 64 (no grouping), 4096 tokens.
+    per_layer = 4 * 768 * 768 + 3 * 768 * 2688  # q, k, v, o and gate, up, down
+    forward = 2 * 12 * per_layer + 2 * 768 * LLAMA3_VOCAB + 2 * 2 * 12 * 768 * 4096 / 2
+    assert plan["presets"]["llama-300m"]["flops_per_token"] == pytest.approx(3 * forward, rel=1e-12)
+    assert plan["total_flops"] <= plan["total_flops_upper"]
+    assert plan["device_hours"] == pytest.approx(plan["total_flops"] / (0.4 * 989.4e12) / 3600, rel=1e-9)
+
+
+def test_plan_of_a_run_recipe_with_a_global_batch(capsys, tmp_path):
+    recipe = tmp_path / "run.yaml"
+    recipe.write_text("preset: llama-150m\nseq_len: 4096\ntoken_budget: 1_000_000\nnum_train_epochs: 2\n"
+                      "global_batch_size: 64\nprecision: bf16\n")
+    plan = run_plan(capsys, str(recipe), "--vocab-size", str(LLAMA3_VOCAB), "--gpu-memory", "24", "--world-size", "2")
+    preset = plan["presets"]["llama-150m"]
+    assert preset["micro_batch"] * preset["grad_accum"] * 2 == 64 and preset["memory_gib"] <= 0.9 * 24
+    assert plan["tokens_trained"] == 2_000_000
+    assert plan["total_flops"] == pytest.approx(2_000_000 * preset["flops_per_token"])
+
+
+def test_flops_match_torch_flop_counter():
+    """torch's counter sees every matmul (the eager attention's full square, masked half included)."""
+    config = LlamaConfig(hidden_size=64, intermediate_size=224, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=512, tie_word_embeddings=True)
+    config._attn_implementation = "eager"
+    model = LlamaForCausalLM(config)
+    ids = torch.randint(0, 512, (2, 32))
+    with FlopCounterMode(display=False) as forward:
+        loss = model(input_ids=ids, labels=ids).loss
+    with FlopCounterMode(display=False) as backward:
+        loss.backward()
+    ours = flops_per_token(config, 32)
+    assert forward.get_total_flops() / ids.numel() == ours.non_embedding + ours.lm_head + 2 * ours.attention
+    assert backward.get_total_flops() == 2 * forward.get_total_flops()
+    assert ours.training == 3 * ours.forward
+
+
+def test_device_peaks():
+    assert gpu_peak_flops("NVIDIA H100 80GB HBM3", torch.bfloat16) == 989.4e12
+    assert gpu_peak_flops("NVIDIA H100 PCIe", torch.bfloat16) == 756.5e12
+    assert gpu_peak_flops("NVIDIA A100-SXM4-80GB", torch.float32, tf32=False) == 19.5e12
+    assert gpu_peak_flops("NVIDIA A100-SXM4-80GB", torch.float32) == 156e12
+    assert gpu_peak_flops("Some Future Accelerator", torch.bfloat16) is None
+    assert device_peak_flops("cpu", torch.float32) is None
+
+
+MEASURE = """
+import json, resource, sys, torch
+from transformers import LlamaConfig, LlamaForCausalLM
+h, inter, layers, heads, kv, vocab, batch, seq = map(int, sys.argv[1:])
+config = LlamaConfig(hidden_size=h, intermediate_size=inter, num_hidden_layers=layers, num_attention_heads=heads,
+                     num_key_value_heads=kv, vocab_size=vocab, tie_word_embeddings=True)
+config._attn_implementation = "sdpa"
+model = LlamaForCausalLM(config)
+ids = torch.randint(0, vocab, (batch, seq))
+before = int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()
+model(input_ids=ids, labels=ids).loss.backward()
+print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads the process's memory from /proc")
+def test_memory_model_within_a_factor_of_a_measured_step():
+    """Peak RSS growth of one fp32 forward and backward (gradients, activations, loss; weights were already there)
+    against the model: within 0.75-1.5x for a logit-bound and an activation-bound shape, measured in parallel."""
+    shapes = {"logits": (128, 448, 2, 4, 4, 4096, 4, 512), "activations": (256, 896, 4, 4, 2, 512, 2, 1024)}
+    jobs = {
+        name: subprocess.Popen([sys.executable, "-c", MEASURE, *map(str, shape)], stdout=subprocess.PIPE, text=True)
+        for name, shape in shapes.items()
+    }
+    for name, (h, inter, layers, heads, kv, vocab, batch, seq) in shapes.items():
+        out, _ = jobs[name].communicate(timeout=300)
+        assert jobs[name].returncode == 0
+        config = LlamaConfig(hidden_size=h, intermediate_size=inter, num_hidden_layers=layers,
+                             num_attention_heads=heads, num_key_value_heads=kv, vocab_size=vocab,
+                             tie_word_embeddings=True)
+        memory = step_memory(config, count_parameters(config).total, batch, seq, bf16=False,
+                             loss_implementation="full")
+        modelled = memory.gradients + memory.activations + memory.loss
+        assert 0.75 <= json.loads(out) / modelled <= 1.5, (name, json.loads(out), modelled)
+
+
+def test_global_batch_split_and_identity(corpus_dir):
+    assert gradient_accumulation(64, 8, 2) == 4
+    with pytest.raises(InputError, match="per_device_train_batch_size"):
+        gradient_accumulation(64, 6, 1)
+    base = {"corpus": str(corpus_dir), "token_budget": 8192, "global_batch_size": 64}
+    small = parse_run_config({**base, "per_device_train_batch_size": 8}, "/tmp/unused")
+    large = parse_run_config({**base, "per_device_train_batch_size": 32}, "/tmp/unused")
+    assert small.training.gradient_accumulation_steps == 8 and large.training.gradient_accumulation_steps == 2
+    assert small.run_id() == large.run_id()  # the same run on a device that fits a different micro-batch
+    with pytest.raises(InputError, match="choose a per_device_train_batch_size that divides 64"):
+        parse_run_config({**base, "per_device_train_batch_size": 24}, "/tmp/unused")
+    with pytest.raises(InputError, match="set only one of them"):
+        parse_run_config({**base, "per_device_train_batch_size": 8, "gradient_accumulation_steps": 2}, "/tmp/unused")
+
+
+def test_out_of_memory_stops_the_search(tmp_path):
+    grid = SearchGrid({"learning_rate": [1e-3, 3e-3, 1e-2]})
+    seen = []
+
+    def objective(point):
+        seen.append(point)
+        if point["learning_rate"] == 3e-3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 33.60 GiB")
+        return 1.0
+
+    store = SweepStore(tmp_path / "sweep")
+    with pytest.raises(InputError, match="ran out of device memory") as error:
+        coordinate_descent(objective, grid, {"learning_rate": 3e-3}, store)
+    for fix in ("per_device_train_batch_size", "gradient_checkpointing", "loss_implementation=chunked", "plan"):
+        assert fix in str(error.value)
+    assert seen == [{"learning_rate": 3e-3}]  # stopped at once, not steered around
+    assert store.result({"learning_rate": 3e-3}) is None  # left for a re-run, not recorded as failed
+
+
+def test_record_carries_batch_split_and_flops(tiny_run, tmp_path):
+    from hf_infcompute.training import pretrain
+
+    record = pretrain({**tiny_run, "num_train_epochs": 1, "global_batch_size": 16}, tmp_path)
+    assert (record["micro_batch"], record["grad_accum"], record["world_size"]) == (8, 2, 1)
+    assert record["global_batch"] == record["batch_size"] == 16
+    assert record["steps"] == tiny_run["token_budget"] // tiny_run["seq_len"] // 16
+    config = LlamaConfig.from_pretrained(record["model_dir"])
+    assert record["train_flops"] == flops_per_token(config, tiny_run["seq_len"]).training * record["tokens_seen"]
+
+
+def test_auto_micro_batch_fits_the_free_gpu_memory(corpus_dir, monkeypatch):
+    """Simulated on the CPU: a GPU with 20 GiB free gets the largest micro-batch the memory model fits there."""
+    from hf_infcompute.models.presets import get_preset
+    from hf_infcompute.planning.device import fit_micro_batch
+    from hf_infcompute.training.arguments import RegularizedTrainingArguments
+
+    run = parse_run_config({"corpus": str(corpus_dir), "token_budget": 8192, "seq_len": 4096, "global_batch_size": 64,
+                            "per_device_train_batch_size": 64, "auto_micro_batch": True, "precision": "bf16"},
+                           "/tmp/unused")
+    config = get_preset("llama-150m").build_config(vocab_size=LLAMA3_VOCAB)
+    assert fit_micro_batch(run.training, config, 4096) == 64  # off a GPU the given micro-batch is kept
+    free = 20 * 1024**3
+    monkeypatch.setattr(RegularizedTrainingArguments, "device", property(lambda self: torch.device("cuda", 0)))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (free, 80 * 1024**3))
+    micro = fit_micro_batch(run.training, config, 4096)
+    assert micro * run.training.gradient_accumulation_steps == 64 and micro < 64
+    memory = step_memory(config, count_parameters(config).total, micro, 4096, bf16=True)
+    doubled = step_memory(config, count_parameters(config).total, 2 * micro, 4096, bf16=True)
+    assert memory.total <= 0.9 * free < doubled.total
+    assert run.global_batch_size == 64
+    with pytest.raises(InputError, match="set `global_batch_size` too"):
+        parse_run_config({"corpus": str(corpus_dir), "token_budget": 8192, "auto_micro_batch": True}, "/tmp/unused")
