@@ -119,14 +119,6 @@ class RegularizedTrainingArguments(TrainingArguments):
             # Trainer runs bf16, and data parallelism over gloo, without a GPU only when told it is on the CPU.
             self.use_cpu = True
         super().__post_init__()
-<<<<<<< HEAD
-
-    @property
-    def n_gpu(self) -> int:
-        """At most one GPU per process: without a launcher, `Trainer` would wrap the model in `nn.DataParallel` over
-        every visible GPU, multiplying the batch the record states. One worker per GPU: `accelerate launch`."""
-        return min(super().n_gpu, 1)
-=======
         if self.auto_micro_batch and self.global_batch_size is None:
             raise InputError("`auto_micro_batch` keeps the global batch: set `global_batch_size` too")
         if self.global_batch_size is not None:
@@ -148,4 +140,9 @@ class RegularizedTrainingArguments(TrainingArguments):
                 f"device on {self.world_size} process(es)); set only one of them"
             )
         self.gradient_accumulation_steps = steps
->>>>>>> d12plan
+
+    @property
+    def n_gpu(self) -> int:
+        """At most one GPU per process: without a launcher, `Trainer` would wrap the model in `nn.DataParallel` over
+        every visible GPU, multiplying the batch the record states. One worker per GPU: `accelerate launch`."""
+        return min(super().n_gpu, 1)
