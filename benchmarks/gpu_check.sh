@@ -31,7 +31,7 @@ checks="$python benchmarks/gpu_checks.py"
 budget="${GPU_CHECK_BUDGET_S:-540}"
 started=$SECONDS
 # Seconds each step may take at most (the install downloads vLLM and the torch it pins).
-declare -A limit=([install]=300 [memory]=120 [throughput]=90 [pretrain]=60 [vllm]=150 [fsdp2]=60 [ensemble]=90)
+declare -A limit=([install]=240 [memory]=150 [throughput]=60 [pretrain]=90 [vllm]=150 [fsdp2]=90 [ensemble]=60)
 
 # Run "$@" under the step's timeout (cut to the budget left); echo why it did not finish, if it did not.
 timed() {

@@ -46,8 +46,9 @@ def run_command(command: list[str], *, timeout: float = 600, env: dict[str, str]
     """Run `command` from the repository root with this checkout first on the path; its stdout, or RuntimeError
     carrying the end of its output."""
     full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPOSITORY), str(BENCHMARKS)]), **(env or {})}
-    done = subprocess.run(command, cwd=REPOSITORY, env=full_env, capture_output=True, text=True, timeout=timeout,
-                          check=False)
+    done = subprocess.run(
+        command, cwd=REPOSITORY, env=full_env, capture_output=True, text=True, timeout=timeout, check=False
+    )
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} exited {done.returncode}:\n{(done.stdout + done.stderr)[-3000:]}")
     return done.stdout
@@ -83,10 +84,22 @@ def make_corpus(folder: Path, n_chars: int, seed: int = 0) -> Path:
 def write_run_recipe(path: Path, corpus: Path, device: str, **settings: Any) -> Path:
     """A tiny `pretrain` recipe: a 1M-parameter model on a few steps of `corpus`, bf16 on a GPU."""
     values = {
-        "recipe": "regularized", "corpus": str(corpus), "cache_dir": str(path.parent / "cache"), "tokenizer": "bpe",
-        "vocab_size": 1024, "seq_len": 128, "token_budget": 65_536, "val_sequences": 32, "preset": "tiny-1m",
-        "num_train_epochs": 1, "learning_rate": 3e-3, "weight_decay": 0.1, "per_device_train_batch_size": 16,
-        "precision": "bf16" if device == "cuda" else "fp32", "disable_tqdm": True, **settings,
+        "recipe": "regularized",
+        "corpus": str(corpus),
+        "cache_dir": str(path.parent / "cache"),
+        "tokenizer": "bpe",
+        "vocab_size": 1024,
+        "seq_len": 128,
+        "token_budget": 65_536,
+        "val_sequences": 32,
+        "preset": "tiny-1m",
+        "num_train_epochs": 1,
+        "learning_rate": 3e-3,
+        "weight_decay": 0.1,
+        "per_device_train_batch_size": 16,
+        "precision": "bf16" if device == "cuda" else "fp32",
+        "disable_tqdm": True,
+        **settings,
     }
     path.write_text("\n".join(f"{key}: {json.dumps(value)}" for key, value in values.items()) + "\n")
     return path
@@ -111,15 +124,18 @@ def loads_back(record: dict[str, Any]) -> dict[str, Any]:
 
     model = AutoModelForCausalLM.from_pretrained(record["model_dir"], dtype=torch.float32)
     finite = all(torch.isfinite(p).all() for p in model.parameters())
-    return {"loaded_parameters": sum(p.numel() for p in model.parameters()), "weights_finite": bool(finite),
-            "record_saved_with_model": read_run_record(record["model_dir"]) == record}
+    return {
+        "loaded_parameters": sum(p.numel() for p in model.parameters()),
+        "weights_finite": bool(finite),
+        "record_saved_with_model": read_run_record(record["model_dir"]) == record,
+    }
 
 
 def tiny_members(folder: Path, k: int) -> list[Path]:
     """`k` tiny Llamas sharing one tokenizer (generation_backends' teacher, its output head redrawn per seed)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from generation_backends import build_tiny_teacher
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     first = build_tiny_teacher(folder / "member-0")
     paths = [first]
@@ -149,8 +165,19 @@ def unigram_of(output: Path, vocab_size: int):
 
 def sample(teacher: Path, output: Path, num_tokens: int, device: str, *extra: str) -> dict[str, Any]:
     """`hf-infcompute generate`, its tokens/s as printed."""
-    text = cli("generate", str(teacher), "--output", str(output), "--num-tokens", str(num_tokens), "--seq-len", "128",
-               "--device", device, *extra)
+    text = cli(
+        "generate",
+        str(teacher),
+        "--output",
+        str(output),
+        "--num-tokens",
+        str(num_tokens),
+        "--seq-len",
+        "128",
+        "--device",
+        device,
+        *extra,
+    )
     return {"tokens_per_second": number(r"\(([\d,.]+) tokens/s\)", text)}
 
 
@@ -172,34 +199,65 @@ def check_memory(device: str, work: Path) -> dict[str, Any]:
     whether the next larger micro-batch fits. One preset per subprocess, so each starts with the device empty."""
     import torch
 
-    if device == "cuda":
-        memory_gib = torch.cuda.get_device_properties(0).total_memory / GIB
-    else:
-        memory_gib = 80.0
-    plan = json.loads(cli("plan", str(PAPER_RECIPE), "--vocab-size", str(LLAMA3_VOCAB), "--gpu-memory",
-                          f"{memory_gib:.1f}", "--json", timeout=120))
+    # The device's memory; 80 GiB (an H100's) for the toy run on a CPU.
+    memory_gib = torch.cuda.get_device_properties(0).total_memory / GIB if device == "cuda" else 80.0
+    plan = json.loads(
+        cli(
+            "plan",
+            str(PAPER_RECIPE),
+            "--vocab-size",
+            str(LLAMA3_VOCAB),
+            "--gpu-memory",
+            f"{memory_gib:.1f}",
+            "--json",
+            timeout=120,
+        )
+    )
+    seq_len, vocab_size = (PAPER_SEQ_LEN, LLAMA3_VOCAB) if device == "cuda" else (64, 4096)  # toy size on a CPU
     presets: dict[str, Any] = {}
     for name, planned in plan["presets"].items():
-        entry: dict[str, Any] = {"plan_micro_batch": planned["micro_batch"], "plan_gib": planned["memory_gib"],
-                                 "plan_fits": planned["fits"], "gradient_checkpointing": planned["gradient_checkpointing"]}
-        if device == "cpu":  # a toy step of one preset: the path, not the figures
-            entry.update(measure_step(name, 1, 64, 4096, device, planned["gradient_checkpointing"]))
-            presets[name] = entry
-            break
-        for micro_batch, key in ((planned["micro_batch"], "measured"), (2 * planned["micro_batch"], "next")):
-            measured = json.loads(run_command([
-                sys.executable, __file__, "--measure-step", name, "--micro-batch", str(micro_batch),
-                "--device", device, *(["--gradient-checkpointing"] if planned["gradient_checkpointing"] else []),
-            ], timeout=300).strip().splitlines()[-1])
-            entry[key] = {"micro_batch": micro_batch, **measured}
-        entry["measured_over_plan"] = (entry["measured"].get("peak_gib") or 0) / planned["memory_gib"]
+        entry: dict[str, Any] = {
+            "plan_micro_batch": planned["micro_batch"],
+            "plan_gib": planned["memory_gib"],
+            "plan_fits": planned["fits"],
+            "gradient_checkpointing": planned["gradient_checkpointing"],
+        }
+        micro_batch = planned["micro_batch"] if device == "cuda" else 1
+        for size, key in ((micro_batch, "measured"), (2 * micro_batch, "next")):
+            measured = json.loads(
+                run_command(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--measure-step",
+                        name,
+                        "--micro-batch",
+                        str(size),
+                        "--seq-len",
+                        str(seq_len),
+                        "--vocab-size",
+                        str(vocab_size),
+                        "--device",
+                        device,
+                        *(["--gradient-checkpointing"] if planned["gradient_checkpointing"] else []),
+                    ],
+                    timeout=300,
+                )
+                .strip()
+                .splitlines()[-1]
+            )
+            entry[key] = {"micro_batch": size, **measured}
+        if entry["measured"].get("peak_gib") is not None:
+            entry["measured_over_plan"] = round(entry["measured"]["peak_gib"] / planned["memory_gib"], 3)
         presets[name] = entry
-    return {"device_memory_gib": round(memory_gib, 1), "seq_len": PAPER_SEQ_LEN, "vocab_size": LLAMA3_VOCAB,
-            "presets": presets}
+        if device == "cpu":  # one preset rehearses the path
+            break
+    return {"device_memory_gib": round(memory_gib, 1), "seq_len": seq_len, "vocab_size": vocab_size, "presets": presets}
 
 
-def measure_step(preset: str, micro_batch: int, seq_len: int, vocab_size: int, device: str,
-                 gradient_checkpointing: bool) -> dict[str, Any]:
+def measure_step(
+    preset: str, micro_batch: int, seq_len: int, vocab_size: int, device: str, gradient_checkpointing: bool
+) -> dict[str, Any]:
     """Peak memory and seconds of one bf16 training step of `preset` through `RegularizedTrainer.compute_loss` (the
     loss the trainer trains with, chunked where the arguments choose it); `fits` False on out-of-memory."""
     import dataclasses
@@ -210,8 +268,12 @@ def measure_step(preset: str, micro_batch: int, seq_len: int, vocab_size: int, d
     from hf_infcompute.models.presets import get_preset
     from hf_infcompute.training import RegularizedTrainer, RegularizedTrainingArguments
 
-    options: dict[str, Any] = {"output_dir": tempfile.mkdtemp(), "report_to": "none", "precision": "bf16",
-                               "per_device_train_batch_size": micro_batch}
+    options: dict[str, Any] = {
+        "output_dir": tempfile.mkdtemp(),
+        "report_to": "none",
+        "precision": "bf16",
+        "per_device_train_batch_size": micro_batch,
+    }
     if "loss_implementation" in {f.name for f in dataclasses.fields(RegularizedTrainingArguments)}:
         options["loss_implementation"] = "chunked"
     args = RegularizedTrainingArguments(**options)
@@ -236,21 +298,54 @@ def measure_step(preset: str, micro_batch: int, seq_len: int, vocab_size: int, d
     except torch.OutOfMemoryError:
         return {"fits": False, "peak_gib": None}
     peak = torch.cuda.max_memory_allocated() / GIB if device == "cuda" else None
-    return {"fits": True, "peak_gib": None if peak is None else round(peak, 2),
-            "step_seconds": round(time.perf_counter() - start, 3), "loss": round(float(loss), 4),
-            "loss_implementation": options.get("loss_implementation", "the model's own")}
+    return {
+        "fits": True,
+        "peak_gib": None if peak is None else round(peak, 2),
+        "step_seconds": round(time.perf_counter() - start, 3),
+        "loss": round(float(loss), 4),
+        "loss_implementation": options.get("loss_implementation", "the model's own"),
+    }
 
 
 def check_throughput(device: str, work: Path) -> dict[str, Any]:
     """The 150M preset's tokens/s and MFU in bf16 at 4,096 tokens (benchmarks/trainer_throughput.py)."""
     corpus = make_corpus(work / "corpus", 8_000_000 if device == "cuda" else 400_000)
-    flags = (["--preset", "llama-150m", "--precision", "bf16", "--seq-len", "4096", "--batch-size", "16",
-              "--steps", "8", "--warmup", "3"] if device == "cuda" else
-             ["--preset", "tiny-1m", "--precision", "fp32", "--seq-len", "128", "--batch-size", "8", "--steps", "6",
-              "--warmup", "2", "--measure-peak"])
+    flags = (
+        [
+            "--preset",
+            "llama-150m",
+            "--precision",
+            "bf16",
+            "--seq-len",
+            "4096",
+            "--batch-size",
+            "16",
+            "--steps",
+            "8",
+            "--warmup",
+            "3",
+        ]
+        if device == "cuda"
+        else [
+            "--preset",
+            "tiny-1m",
+            "--precision",
+            "fp32",
+            "--seq-len",
+            "128",
+            "--batch-size",
+            "8",
+            "--steps",
+            "6",
+            "--warmup",
+            "2",
+            "--measure-peak",
+        ]
+    )
     text = run_command([sys.executable, str(BENCHMARKS / "trainer_throughput.py"), *flags, "--corpus", str(corpus)])
     return {
         "flags": " ".join(flags),
+        "parameters": number(r"\(([\d,]+) parameters\)", text),  # at the script's BPE vocabulary
         "trainer_tokens_per_second": number(r"RegularizedTrainer:\s+([\d,.]+) tokens/s", text),
         "loop_tokens_per_second": number(r"plain loop:\s+([\d,.]+) tokens/s", text),
         "ratio": number(r"ratio trainer/loop:\s+([\d.]+)", text),
@@ -262,49 +357,71 @@ def check_throughput(device: str, work: Path) -> dict[str, Any]:
 
 def check_pretrain(device: str, work: Path) -> dict[str, Any]:
     """`hf-infcompute pretrain` (bf16 on a GPU) on a corpus made on the spot, a few steps; its record read back."""
-    recipe = write_run_recipe(work / "run.yaml", make_corpus(work / "corpus", 1_500_000), device)
+    recipe = write_run_recipe(work / "run.yaml", make_corpus(work / "corpus", 600_000), device)
     cli("pretrain", str(recipe), "--output", str(work / "out"))
     record = finished_record(work / "out")
     if device == "cuda" and record["precision"] != "bf16":
         raise RuntimeError(f"the run trained in {record['precision']}, not bf16")
-    return {key: record.get(key) for key in ("precision", "steps", "val_loss", "tokens_seen", "micro_batch",
-                                             "train_flops", "world_size")} | loads_back(record)
+    return {
+        key: record.get(key)
+        for key in ("precision", "steps", "val_loss", "tokens_seen", "micro_batch", "train_flops", "world_size")
+    } | loads_back(record)
 
 
 def check_vllm(device: str, work: Path) -> dict[str, Any]:
     """vLLM against transformers sampling at one dtype: one model (benchmarks/generation_backends.py), and a K = 2
     ensemble in both modes against the transformers ensemble sampler (unigram total-variation distances)."""
     import numpy as np
-
     from generation_backends import total_variation
 
     missing = vllm_missing(device)
     num_tokens = 200_000 if device == "cuda" else 4_000
     dtype = "bfloat16" if device == "cuda" else "float32"
-    text = run_command([sys.executable, str(BENCHMARKS / "generation_backends.py"), "--num-tokens", str(num_tokens),
-                        "--seq-len", "128", "--dtype", dtype])
+    text = run_command(
+        [
+            sys.executable,
+            str(BENCHMARKS / "generation_backends.py"),
+            "--num-tokens",
+            str(num_tokens),
+            "--seq-len",
+            "128",
+            "--dtype",
+            dtype,
+        ]
+    )
     rows = {}
     for line in text.splitlines():
         found = re.match(r"(\w+ seed \d)\s+([\d,]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", line.strip())
         if found:
-            rows[found.group(1)] = {"tokens_per_second": float(found.group(2).replace(",", "")),
-                                    "entropy": float(found.group(4)), "tv_vs_transformers_seed_0": float(found.group(5))}
+            rows[found.group(1)] = {
+                "tokens_per_second": float(found.group(2).replace(",", "")),
+                "entropy": float(found.group(4)),
+                "tv_vs_transformers_seed_0": float(found.group(5)),
+            }
     figures: dict[str, Any] = {"dtype": dtype, "num_tokens": num_tokens, "single_model": rows}
     ensemble = ensemble_of(tiny_members(work / "members", 2), work / "ensemble")
-    runs = {"transformers seed 0": ["--backend", "transformers", "--seed", "0"],
-            "transformers seed 1": ["--backend", "transformers", "--seed", "1"]}
+    runs = {
+        "transformers seed 0": ["--backend", "transformers", "--seed", "0"],
+        "transformers seed 1": ["--backend", "transformers", "--seed", "1"],
+    }
     if missing is None:
         runs["vllm logit_average"] = ["--backend", "vllm", "--ensemble-mode", "logit_average"]
         runs["vllm pooled"] = ["--backend", "vllm", "--ensemble-mode", "pooled"]
-    speeds = {name: sample(ensemble, work / name.replace(" ", "-"), num_tokens // 4, device, "--dtype", dtype, *flags)
-              for name, flags in runs.items()}
+    speeds = {
+        name: sample(ensemble, work / name.replace(" ", "-"), num_tokens // 4, device, "--dtype", dtype, *flags)
+        for name, flags in runs.items()
+    }
     from hf_infcompute.generation import load_synthetic
 
     vocab = max(int(np.asarray(load_synthetic(work / n.replace(" ", "-"))["input_ids"]).max()) for n in runs) + 1
     dists = {name: unigram_of(work / name.replace(" ", "-"), vocab) for name in runs}
-    figures["ensemble_k2"] = {name: {**speeds[name], "tv_vs_transformers_seed_0":
-                                     round(total_variation(dists[name], dists["transformers seed 0"]), 4)}
-                              for name in runs}
+    figures["ensemble_k2"] = {
+        name: {
+            **speeds[name],
+            "tv_vs_transformers_seed_0": round(total_variation(dists[name], dists["transformers seed 0"]), 4),
+        }
+        for name in runs
+    }
     if missing is not None:
         figures["vllm"] = f"skipped: {missing}"
     return figures
@@ -314,12 +431,29 @@ def check_fsdp2(device: str, work: Path) -> dict[str, Any]:
     """`accelerate launch --num_processes 1 --config_file recipes/accelerate/fsdp2.yaml` of a tiny pretrain; the
     saved model loaded back with `from_pretrained`."""
     if device != "cuda":
-        raise CheckSkipped("accelerate 1.15 turns FSDP on only for GPU distributed types; on a CPU the launch trains "
-                           "without sharding, so it would not test the sharded save")
-    recipe = write_run_recipe(work / "run.yaml", make_corpus(work / "corpus", 1_500_000), device)
-    run_command([sys.executable, "-m", "accelerate.commands.accelerate_cli", "launch", "--num_processes", "1",
-                 "--config_file", str(FSDP2_CONFIG), "-m", "hf_infcompute", "pretrain", str(recipe),
-                 "--output", str(work / "out")])
+        raise CheckSkipped(
+            "accelerate 1.15 turns FSDP on only for GPU distributed types; on a CPU the launch trains "
+            "without sharding, so it would not test the sharded save"
+        )
+    recipe = write_run_recipe(work / "run.yaml", make_corpus(work / "corpus", 600_000), device)
+    run_command(
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.accelerate_cli",
+            "launch",
+            "--num_processes",
+            "1",
+            "--config_file",
+            str(FSDP2_CONFIG),
+            "-m",
+            "hf_infcompute",
+            "pretrain",
+            str(recipe),
+            "--output",
+            str(work / "out"),
+        ]
+    )
     record = finished_record(work / "out")
     return {key: record.get(key) for key in ("precision", "steps", "val_loss", "world_size")} | loads_back(record)
 
@@ -329,15 +463,32 @@ def check_ensemble(device: str, work: Path) -> dict[str, Any]:
     (benchmarks/ensemble_speed.py; its batched path was removed, so there is no batched figure) and sampling
     tokens/s of `hf-infcompute generate`."""
     ks = [2, 4, 8] if device == "cuda" else [2]
-    text = run_command([sys.executable, str(BENCHMARKS / "ensemble_speed.py"), "--device", device, "--members",
-                        *map(str, ks), "--repeats", "10" if device == "cuda" else "2"])
+    text = run_command(
+        [
+            sys.executable,
+            str(BENCHMARKS / "ensemble_speed.py"),
+            "--device",
+            device,
+            "--members",
+            *map(str, ks),
+            "--repeats",
+            "10" if device == "cuda" else "2",
+        ]
+    )
     scoring = []
     for line in text.splitlines():
         parts = line.split()
         if len(parts) == 6 and parts[0] in ("float32", "bfloat16"):
-            scoring.append({"dtype": parts[0], "k": int(parts[1]), "member_s": float(parts[2]),
-                            "ensemble_s": float(parts[3]), "tokens_per_second": float(parts[4].replace(",", "")),
-                            "ensemble_over_k_members": float(parts[5])})
+            scoring.append(
+                {
+                    "dtype": parts[0],
+                    "k": int(parts[1]),
+                    "member_s": float(parts[2]),
+                    "ensemble_s": float(parts[3]),
+                    "tokens_per_second": float(parts[4].replace(",", "")),
+                    "ensemble_over_k_members": float(parts[5]),
+                }
+            )
     members = tiny_members(work / "members", max(ks))
     generation = {}
     for k in ks:
@@ -357,10 +508,24 @@ CHECKS: dict[str, Callable[[str, Path], dict[str, Any]]] = {
 
 
 # --------------------------------------------------------------------------------------------------------------- CLI
-def write_line(results: Path, name: str, status: str, figures: dict[str, Any] | None, seconds: float, error: str | None,
-               device: str) -> None:
-    line = {"name": name, "status": status, "figures": figures or {}, "seconds": round(seconds, 1), "error": error,
-            "device": device, "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+def write_line(
+    results: Path,
+    name: str,
+    status: str,
+    figures: dict[str, Any] | None,
+    seconds: float,
+    error: str | None,
+    device: str,
+) -> None:
+    line = {
+        "name": name,
+        "status": status,
+        "figures": figures or {},
+        "seconds": round(seconds, 1),
+        "error": error,
+        "device": device,
+        "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
     results.parent.mkdir(parents=True, exist_ok=True)
     with results.open("a") as file:
         file.write(json.dumps(line) + "\n")
@@ -401,20 +566,34 @@ def main() -> int:
     parser.add_argument("--work", type=Path, help="folder for the check's scratch files (default: the system's)")
     parser.add_argument("--measure-step", metavar="PRESET", help=argparse.SUPPRESS)
     parser.add_argument("--micro-batch", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--seq-len", type=int, default=PAPER_SEQ_LEN, help=argparse.SUPPRESS)
+    parser.add_argument("--vocab-size", type=int, default=LLAMA3_VOCAB, help=argparse.SUPPRESS)
     parser.add_argument("--gradient-checkpointing", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.list:
         print("\n".join(CHECKS))
         return 0
     if args.measure_step:  # one preset's step in a fresh process, for check_memory
-        print(json.dumps(measure_step(args.measure_step, args.micro_batch, PAPER_SEQ_LEN, LLAMA3_VOCAB, args.device,
-                                      args.gradient_checkpointing)))
+        print(
+            json.dumps(
+                measure_step(
+                    args.measure_step,
+                    args.micro_batch,
+                    args.seq_len,
+                    args.vocab_size,
+                    args.device,
+                    args.gradient_checkpointing,
+                )
+            )
+        )
         return 0
     if args.results is None or not (args.check or args.record):
         parser.error("give --results and one of --check or --record (or --list)")
     if args.record:
         note = {"note": args.reason} if args.status == "ok" else None
-        write_line(args.results, args.record, args.status, note, 0.0, None if note else args.reason or None, args.device)
+        write_line(
+            args.results, args.record, args.status, note, 0.0, None if note else args.reason or None, args.device
+        )
         return 0
     return run_check(args.check, args.device, args.results, args.work)
 

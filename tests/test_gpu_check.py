@@ -12,16 +12,29 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 
 
 def check_names() -> list[str]:
-    listed = subprocess.run([sys.executable, "benchmarks/gpu_checks.py", "--list"], cwd=REPOSITORY,
-                            capture_output=True, text=True, timeout=60, check=True)
+    listed = subprocess.run(
+        [sys.executable, "benchmarks/gpu_checks.py", "--list"],
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     return listed.stdout.split()
 
 
 def test_dry_run_writes_one_skipped_line_per_check(tmp_path):
     results = tmp_path / "gpu.jsonl"
     env = {**os.environ, "PYTHON": sys.executable}
-    done = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--dry-run", str(results)], cwd=REPOSITORY, env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        ["bash", "benchmarks/gpu_check.sh", "--dry-run", str(results)],
+        cwd=REPOSITORY,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     lines = [json.loads(line) for line in results.read_text().splitlines()]
     names = check_names()
@@ -37,6 +50,13 @@ def test_results_file_from_the_environment(tmp_path):
     results = tmp_path / "nested" / "gpu.jsonl"
     env = {**os.environ, "PYTHON": sys.executable, "GPU_CHECK_RESULTS": str(results)}
     for _ in range(2):
-        subprocess.run(["bash", "benchmarks/gpu_check.sh", "--dry-run"], cwd=REPOSITORY, env=env,
-                       capture_output=True, text=True, timeout=120, check=True)
+        subprocess.run(
+            ["bash", "benchmarks/gpu_check.sh", "--dry-run"],
+            cwd=REPOSITORY,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
     assert len(results.read_text().splitlines()) == 2 * (1 + len(check_names()))
