@@ -561,6 +561,7 @@ def main() -> int:
     parser.add_argument("--record", choices=CHECKS | {"install": None}, help="write a line without running anything")
     parser.add_argument("--status", choices=["ok", "skipped", "failed"], default="skipped")
     parser.add_argument("--reason", default="", help="the reason `--record` writes")
+    parser.add_argument("--seconds", type=float, default=0.0, help="the seconds `--record` writes")
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     parser.add_argument("--results", type=Path, help="the JSONL file the line is appended to")
     parser.add_argument("--work", type=Path, help="folder for the check's scratch files (default: the system's)")
@@ -592,7 +593,13 @@ def main() -> int:
     if args.record:
         note = {"note": args.reason} if args.status == "ok" else None
         write_line(
-            args.results, args.record, args.status, note, 0.0, None if note else args.reason or None, args.device
+            args.results,
+            args.record,
+            args.status,
+            note,
+            args.seconds,
+            None if note else args.reason or None,
+            args.device,
         )
         return 0
     return run_check(args.check, args.device, args.results, args.work)

@@ -60,3 +60,43 @@ def test_results_file_from_the_environment(tmp_path):
             check=True,
         )
     assert len(results.read_text().splitlines()) == 2 * (1 + len(check_names()))
+
+
+def test_a_failing_check_writes_its_line_and_the_script_goes_on(tmp_path):
+    """On a machine with a GPU (a stand-in nvidia-smi), a check that dies without writing still gets a failed line."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nvidia-smi").write_text("#!/bin/sh\necho 'GPU 0: stand-in'\n")
+    # pip succeeds at once; every check process dies before writing its line; the rest is the real interpreter.
+    (bin_dir / "python").write_text(
+        "#!/bin/bash\n"
+        'case " $* " in\n'
+        '  *" -m pip "*) exit 0 ;;\n'
+        '  *" --check "*) echo "died early" >&2; exit 3 ;;\n'
+        "esac\n"
+        f'exec {sys.executable} "$@"\n'
+    )
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    results = tmp_path / "gpu.jsonl"
+    env = {
+        **os.environ,
+        "PYTHON": str(bin_dir / "python"),
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "GPU_CHECK_LOGS": str(tmp_path / "logs"),
+    }
+    done = subprocess.run(
+        ["bash", "benchmarks/gpu_check.sh", str(results)],
+        cwd=REPOSITORY,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    install, *checks = [json.loads(line) for line in results.read_text().splitlines()]
+    assert install["name"] == "install" and install["status"] == "ok"
+    assert [line["name"] for line in checks] == check_names()
+    for line in checks:
+        assert line["status"] == "failed" and "exit code 3" in line["error"] and "died early" in line["error"], line
