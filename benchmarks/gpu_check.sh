@@ -34,7 +34,7 @@ budget="${GPU_CHECK_BUDGET_S:-540}"
 SECONDS=0
 started=$SECONDS
 # Seconds each step may take at most (the install downloads vLLM and the torch it pins).
-declare -A limit=([install]=240 [memory]=150 [throughput]=60 [pretrain]=90 [vllm]=150 [fsdp2]=90 [ensemble]=60)
+declare -A limit=([install]=240 [memory]=150 [throughput]=90 [pretrain]=90 [vllm]=150 [fsdp2]=90 [ensemble]=90)
 
 # Run "$@" under the step's timeout (cut to the budget left); echo why it did not finish, if it did not.
 timed() {
