@@ -42,10 +42,10 @@ class CheckSkipped(Exception):
 
 
 # ----------------------------------------------------------------------------------------------------------- helpers
-def run_command(command: list[str], *, timeout: float = 600, env: dict[str, str] | None = None) -> str:
+def run_command(command: list[str], *, timeout: float = 600) -> str:
     """Run `command` from the repository root with this checkout first on the path; its stdout, or RuntimeError
     carrying the end of its output."""
-    full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPOSITORY), str(BENCHMARKS)]), **(env or {})}
+    full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPOSITORY), str(BENCHMARKS)])}
     done = subprocess.run(
         command, cwd=REPOSITORY, env=full_env, capture_output=True, text=True, timeout=timeout, check=False
     )
@@ -81,7 +81,7 @@ def make_corpus(folder: Path, n_chars: int, seed: int = 0) -> Path:
     return folder
 
 
-def write_run_recipe(path: Path, corpus: Path, device: str, **settings: Any) -> Path:
+def write_run_recipe(path: Path, corpus: Path, device: str) -> Path:
     """A tiny `pretrain` recipe: a 1M-parameter model on a few steps of `corpus`, bf16 on a GPU."""
     values = {
         "recipe": "regularized",
@@ -99,7 +99,6 @@ def write_run_recipe(path: Path, corpus: Path, device: str, **settings: Any) -> 
         "per_device_train_batch_size": 16,
         "precision": "bf16" if device == "cuda" else "fp32",
         "disable_tqdm": True,
-        **settings,
     }
     path.write_text("\n".join(f"{key}: {json.dumps(value)}" for key, value in values.items()) + "\n")
     return path
@@ -116,13 +115,18 @@ def finished_record(output: Path) -> dict[str, Any]:
 
 
 def loads_back(record: dict[str, Any]) -> dict[str, Any]:
-    """`from_pretrained` of a record's saved model, and how its weights compare with the run's record."""
+    """`from_pretrained` of a record's saved model: every weight found (RuntimeError otherwise), all finite, and the
+    run's record saved beside it."""
     import torch
     from transformers import AutoModelForCausalLM
 
     from hf_infcompute.hub import read_run_record
 
-    model = AutoModelForCausalLM.from_pretrained(record["model_dir"], dtype=torch.float32)
+    model, info = AutoModelForCausalLM.from_pretrained(
+        record["model_dir"], dtype=torch.float32, output_loading_info=True
+    )
+    if info["missing_keys"]:
+        raise RuntimeError(f"{record['model_dir']} lacks weights: {sorted(info['missing_keys'])[:5]}")
     finite = all(torch.isfinite(p).all() for p in model.parameters())
     return {
         "loaded_parameters": sum(p.numel() for p in model.parameters()),
