@@ -1,8 +1,10 @@
 """Compare the sampling backends: tokens/s and token statistics of vLLM vs transformers on one teacher.
 
     python benchmarks/generation_backends.py [--teacher MODEL_DIR] [--num-tokens N] [--seq-len L]
+                                             [--dtype bfloat16|float32]
 
-Both backends should sample the same distribution: the total-variation distance between their unigram
+Both backends run the teacher at one dtype (`--dtype`; default bfloat16 on a GPU, float32 on CPU), so their speeds
+compare like for like. Both backends should sample the same distribution: the total-variation distance between their unigram
 distributions should be no larger than between two transformers runs with different seeds (the noise floor).
 Without a teacher a tiny random Llama is built (its output head widened so its distribution is far from uniform).
 vLLM is skipped, with the reason, where it is not installed or no CUDA device is visible.
@@ -64,12 +66,16 @@ def main() -> None:
     parser.add_argument("--num-tokens", type=int, default=None, help="tokens per run (default 1M on GPU, 20K on CPU)")
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=None, help="transformers rows per generate call")
-    parser.add_argument("--dtype", default="auto")
+    parser.add_argument(
+        "--dtype", choices=["bfloat16", "float32"], default=None,
+        help="the teacher's dtype in both backends (default: bfloat16 on a GPU, float32 on CPU)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     cuda = torch.cuda.is_available()
+    dtype = args.dtype or ("bfloat16" if cuda else "float32")
     num_tokens = args.num_tokens or (1_000_000 if cuda else 20_000)
     batch_size = args.batch_size or (256 if cuda else 32)
 
@@ -93,14 +99,14 @@ def main() -> None:
                 backend=backend,
                 seed=seed,
                 batch_size=batch,
-                dtype=args.dtype,
+                dtype=dtype,
             )
 
         vocab = max(int(np.asarray(load_synthetic(r.output_dir)["input_ids"]).max()) for r in results.values()) + 1
         dists = {name: unigram(r.output_dir, vocab) for name, r in results.items()}
         reference = dists["transformers seed 0"]
         device = torch.cuda.get_device_name() if cuda else f"CPU ({torch.get_num_threads()} threads)"
-        print(f"\nteacher {teacher}, {num_tokens:,} tokens per run, rows of {args.seq_len}, {device}")
+        print(f"\nteacher {teacher}, {num_tokens:,} tokens per run, rows of {args.seq_len}, {dtype}, {device}")
         print(f"{'run':<20} {'tokens/s':>12} {'seconds':>9} {'entropy':>9} {'TV vs transformers seed 0':>26}")
         for name, result in results.items():
             p = dists[name]

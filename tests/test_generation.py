@@ -18,6 +18,9 @@ from hf_infcompute.data.tokenizer import train_bpe_tokenizer
 from hf_infcompute.errors import InputError
 from hf_infcompute.generation import check_same_tokenizer, generate_synthetic, load_synthetic
 from hf_infcompute.generation import synthetic as synthetic_module
+from hf_infcompute.generation import vllm_ensemble
+from hf_infcompute.generation.backends import pooled_assignment, row_seeds
+from hf_infcompute.generation.budget import kv_batch_size, kv_bytes_per_token, resolve_dtype
 
 TEXT = [f"document {i}: the quick brown fox jumps over the lazy dog, then naps {i % 7} hours. " * 3 for i in range(60)]
 SAMPLES = 2000  # first tokens drawn in the distribution tests
@@ -273,11 +276,86 @@ def test_vllm_backend_without_vllm_names_the_fix(teacher_dir, tmp_path):
         generate_synthetic(teacher_dir, tmp_path / "out", num_tokens=64, seq_len=8, backend="vllm")
 
 
-def test_vllm_backend_refuses_ensembles_with_the_fix(tmp_path):
+def test_ensemble_modes_are_checked_before_sampling(tokenizer, tmp_path):
     (tmp_path / "ensemble").mkdir()
-    (tmp_path / "ensemble" / "config.json").write_text(json.dumps({"model_type": "logit_ensemble"}))
-    with pytest.raises(InputError, match="--backend transformers"):
-        generate_synthetic(tmp_path / "ensemble", tmp_path / "out", num_tokens=64, seq_len=8, backend="vllm")
+    config = {"model_type": "logit_ensemble", "member_configs": [tiny_llama(tokenizer, 0).config.to_dict()]}
+    (tmp_path / "ensemble" / "config.json").write_text(json.dumps(config))
+    run = dict(num_tokens=64, seq_len=8)
+    with pytest.raises(InputError, match="pooled.*vllm backend only.*logit_average or --backend vllm"):
+        generate_synthetic(tmp_path / "ensemble", tmp_path / "out", **run, ensemble_mode="pooled")
+    with pytest.raises(InputError, match="ensemble_mode='mean'"):
+        generate_synthetic(tmp_path / "ensemble", tmp_path / "out", **run, ensemble_mode="mean")
+    config["member_configs"].append({"model_type": "gpt2", "n_embd": 32})
+    (tmp_path / "ensemble" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(InputError, match="member 1 is a 'gpt2' model.*Llama members only.*pooled"):
+        generate_synthetic(tmp_path / "ensemble", tmp_path / "out", **run, backend="vllm")
+    assert not (tmp_path / "out").exists()
+
+
+def test_teacher_dtype_and_batch_follow_the_device(teacher_dir, tmp_path):
+    result = generate_synthetic(teacher_dir, tmp_path / "out", num_tokens=64, seq_len=8)
+    assert result.manifest["settings"]["dtype"] == "float32" and result.manifest["batch_size_used"] == 64
+    assert (resolve_dtype("auto", "cuda"), resolve_dtype("auto", "cpu")) == ("bfloat16", "float32")
+    assert resolve_dtype("float32", "cuda:0") == "float32"
+    with pytest.raises(InputError, match="dtype='fp8'"):
+        resolve_dtype("fp8", "cpu")
+
+
+def test_kv_budget_batch_size():
+    preset_300m = LlamaConfig(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, num_key_value_heads=12)
+    per_token = kv_bytes_per_token([preset_300m] * 8, dtype_bytes=4)
+    assert per_token == 8 * 2 * 12 * 12 * 64 * 4
+    # The issue's figure: 8 x 300M at batch 64 x 4,096 tokens in float32 needs about 155 GB of KV cache.
+    assert 64 * 4096 * per_token == pytest.approx(155e9, rel=0.01)
+    bf16 = kv_bytes_per_token([preset_300m] * 8, dtype_bytes=2)
+    assert kv_batch_size(40 * 2**30, bf16, 4096) == 40 * 2**30 // (bf16 * 4096) == 35
+    grouped = LlamaConfig(hidden_size=256, num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=2)
+    assert kv_bytes_per_token([grouped], dtype_bytes=2) == 2 * 2 * 2 * 32 * 2
+    assert kv_batch_size(10, 1000, 4096) == 1  # never below one row
+    assert kv_batch_size(2**50, 1, 16, max_batch=512) == 512
+
+
+def test_pooled_mode_splits_rows_across_members_with_distinct_seeds():
+    for rows, k in ((10, 3), (7, 8), (4096, 8)):
+        owners = pooled_assignment(rows, k)
+        shares = np.bincount(owners, minlength=k)
+        assert shares.sum() == rows and shares.max() - shares.min() <= 1
+    assert pooled_assignment(5, 2) == [0, 1, 0, 1, 0]
+    seeds = row_seeds(3, 1000)
+    assert len(set(seeds)) == 1000 and row_seeds(3, 1000) == seeds and row_seeds(4, 1000) != seeds
+
+
+def test_vllm_ensemble_routes_weights_and_averages_logits():
+    weights = [("members.0.model.norm.weight", torch.zeros(2)), ("members.1.lm_head.weight", torch.ones(3)),
+               ("members.10.model.embed_tokens.weight", torch.full((1,), 2.0))]
+    routed = vllm_ensemble.route_weights(weights, num_members=11)
+    assert [name for name, _ in routed[0]] == ["model.norm.weight"] and routed[1][0][0] == "lm_head.weight"
+    assert routed[10][0][0] == "model.embed_tokens.weight" and all(not part for part in routed[2:10])
+    for bad in ("model.norm.weight", "members.2.x", "members.x.y"):
+        with pytest.raises(ValueError, match="belongs to no member"):
+            vllm_ensemble.route_weights([(bad, torch.zeros(1))], num_members=2)
+
+    logits = [torch.randn(4, 9, generator=torch.Generator().manual_seed(s)).bfloat16() for s in range(3)]
+    mean = vllm_ensemble.combine_logits(logits, "logits")
+    assert mean.dtype == torch.float32
+    torch.testing.assert_close(mean, torch.stack([x.float() for x in logits]).mean(0), atol=1e-6, rtol=0)
+    probs = vllm_ensemble.combine_logits(logits, "probs").exp()
+    torch.testing.assert_close(probs, torch.stack([x.float().softmax(-1) for x in logits]).mean(0), atol=1e-6, rtol=0)
+
+    member = {"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2,
+              "num_hidden_layers": 3}
+    overrides = vllm_ensemble.engine_overrides({"member_configs": [member, {**member, "num_hidden_layers": 2}]})
+    assert overrides == {"hidden_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+                         "num_hidden_layers": 5, "architectures": ["LogitEnsembleForCausalLM"]}
+    with pytest.raises(InputError, match="member 1's attention shape"):
+        vllm_ensemble.check_members([member, {**member, "num_key_value_heads": 4}], "ens")
+
+
+def test_vllm_plugin_is_declared_as_an_entry_point():
+    # This module imported `vllm_ensemble` above without vLLM: only `register` and the model class import it.
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    assert '[project.entry-points."vllm.general_plugins"]' in pyproject
+    assert 'logit_ensemble = "hf_infcompute.generation.vllm_ensemble:register"' in pyproject
 
 
 @pytest.mark.gpu
@@ -292,6 +370,31 @@ def test_vllm_samples_the_teacher_distribution(tokenizer, tmp_path):
     counts = first_token_counts(out, len(tokenizer))
     probs = first_token_probs(model, tokenizer.eos_token_id)
     assert chi_square_pvalue(counts, probs) > 1e-3
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", ["logit_average", "pooled"])
+def test_vllm_ensemble_modes_sample_their_distributions(tokenizer, tmp_path, mode):
+    pytest.importorskip("vllm", reason="vLLM is not installed (GPU machines only)")
+    if not torch.cuda.is_available():
+        pytest.skip("the vllm backend needs a CUDA GPU")
+    ensemble = pytest.importorskip("hf_infcompute.ensemble")
+    members = [tiny_llama(tokenizer, seed=s, logit_scale=0.3) for s in (1, 2)]
+    teacher = ensemble.LogitEnsembleForCausalLM.from_members(members, tokenizer=tokenizer)
+    teacher.save_pretrained(tmp_path / "ensemble")
+    out = tmp_path / "synthetic"
+    generate_synthetic(tmp_path / "ensemble", out, num_tokens=2 * SAMPLES, seq_len=2, backend="vllm",
+                       dtype="float32", ensemble_mode=mode, seed=1)
+    counts = first_token_counts(out, len(tokenizer))
+    member_probs = [first_token_probs(m, tokenizer.eos_token_id) for m in members]
+    with torch.no_grad():
+        start = torch.tensor([[tokenizer.eos_token_id]])
+        mean_logits = torch.stack([m(start).logits[0, -1] for m in members]).mean(0)
+    ensemble_probs = torch.softmax(mean_logits.double(), -1).numpy()
+    mixture = np.mean(member_probs, axis=0)
+    expected, other = (ensemble_probs, mixture) if mode == "logit_average" else (mixture, ensemble_probs)
+    assert chi_square_pvalue(counts, expected) > 1e-3
+    assert chi_square_pvalue(counts, other) < 1e-6
 
 
 def test_cli_generate(teacher_dir, tmp_path, capsys):

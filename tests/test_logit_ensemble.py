@@ -1,6 +1,6 @@
 """LogitEnsembleForCausalLM: logits are the member mean, saving round-trips (tied weights, remote code), generate
-with a per-member cache equals a naive decode, batched members equal the loop, the soup is the weight mean, and bad
-members are refused naming the member."""
+with a per-member cache equals a naive decode, scoring builds no cache and its chunked or streamed K-curve equals the
+naive mean, the soup is the weight mean, and bad members are refused naming the member."""
 
 from __future__ import annotations
 
@@ -11,11 +11,13 @@ import sys
 import textwrap
 from pathlib import Path
 
+import datasets
 import pytest
 import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
+from hf_infcompute.data import PackedCollator
 from hf_infcompute.data.tokenizer import train_bpe_tokenizer
 from hf_infcompute.ensemble import (
     EnsembleMemberError,
@@ -24,6 +26,8 @@ from hf_infcompute.ensemble import (
     average_weights,
     build_ensemble,
 )
+from hf_infcompute.ensemble.modeling_logit_ensemble import OUTPUT_CACHE_FIELD, EnsembleCache
+from hf_infcompute.ensemble.curve import MemberPlacement, ensemble_curve, members_fit, row_chunks
 from hf_infcompute.errors import InputError
 
 TEXT = [f"member {i} of the ensemble reads the quick brown fox, then sleeps {i % 5} hours. " * 2 for i in range(40)]
@@ -168,43 +172,102 @@ def test_gradients_reach_every_member(tokenizer):
         assert member.model.layers[0].mlp.up_proj.weight.grad.abs().sum() > 0
 
 
-# ------------------------------------------------------------------ batched members (vmap) against the loop
+# ------------------------------------------------------------------ scoring on the device: no caches, chunks, streaming
 
 
-@pytest.mark.filterwarnings("ignore:.*batching rule")  # CPU sdpa under vmap: slower, still exact
+class CallLog:
+    """Forward-hooks members to record (member index, use_cache) of every call."""
+
+    def __init__(self, members):
+        self.calls: list[tuple[int, object]] = []
+        self.handles = [
+            member.register_forward_pre_hook(self._hook(index), with_kwargs=True) for index, member in enumerate(members)
+        ]
+
+    def _hook(self, index: int):
+        def record(module, args, kwargs):
+            self.calls.append((index, kwargs.get("use_cache")))
+
+        return record
+
+    def __enter__(self) -> CallLog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+@torch.no_grad()
+def test_scoring_without_use_cache_builds_no_cache(members, tokenizer):
+    ensemble = LogitEnsembleForCausalLM.from_members(members).eval()
+    assert ensemble.config.use_cache  # what `generate` defaults to; a plain call still builds nothing
+    with CallLog(members) as log:
+        output = ensemble(token_batch(tokenizer), labels=token_batch(tokenizer))
+    assert getattr(output, OUTPUT_CACHE_FIELD) is None
+    assert log.calls == [(0, False), (1, False), (2, False)]
+
+
+def validation_rows(tokenizer, rows: int = 5, length: int = 12) -> datasets.Dataset:
+    ids = token_batch(tokenizer, batch=rows, length=length, seed=3)
+    lengths = [length] * (rows - 1) + [length - 4]  # a short last row: padding and an attention mask
+    return datasets.Dataset.from_dict({"input_ids": ids.tolist(), "length": lengths})
+
+
+@torch.no_grad()
+def naive_curve(members, data: datasets.Dataset, pad: int, combine: str) -> list[float]:
+    """Per-token NLL of each prefix ensemble, every row at once, mean of all members' logits then log-softmax."""
+    batch = PackedCollator(pad)([data[i] for i in range(len(data))])
+    inputs = {key: value for key, value in batch.items() if key != "labels"}
+    stacked = torch.stack([m(**inputs, use_cache=False).logits[:, :-1].float() for m in members])
+    targets = batch["labels"][:, 1:]
+    mask = targets != -100
+    curve = []
+    for k in range(1, len(members) + 1):
+        if combine == "logits":
+            log_probs = torch.log_softmax(stacked[:k].mean(0), -1)
+        else:
+            log_probs = torch.log(torch.softmax(stacked[:k], -1).mean(0))
+        picked = log_probs.gather(-1, targets.clamp(min=0)[..., None])[..., 0]
+        curve.append(float(-(picked * mask).sum() / mask.sum()))
+    return curve
+
+
+@torch.no_grad()
 @pytest.mark.parametrize("combine", ["logits", "probs"])
-def test_batched_members_equal_the_loop(members, tokenizer, combine):
-    input_ids = token_batch(tokenizer)
-    attention_mask = torch.ones_like(input_ids)
-    attention_mask[1, :4] = 0
-    looped = LogitEnsembleForCausalLM.from_members(members, combine=combine, member_execution="loop")
-    expected = looped(input_ids, attention_mask=attention_mask, labels=input_ids, use_cache=False)
-    expected.loss.backward()
-    expected_grads = [m.model.layers[1].self_attn.q_proj.weight.grad.clone() for m in members]
-    for chunk in (None, 2):  # all three members at once; a chunk of two, then one
-        for member in members:
-            member.zero_grad()
-        batched = LogitEnsembleForCausalLM.from_members(
-            members, combine=combine, member_execution="vmap", member_chunk_size=chunk
-        )
-        output = batched(input_ids, attention_mask=attention_mask, labels=input_ids, use_cache=False)
-        # Tied members included: their lm_head is their embedding, not the template's.
-        torch.testing.assert_close(output.logits, expected.logits, atol=1e-5, rtol=1e-5)
-        output.loss.backward()
-        for member, grad in zip(members, expected_grads):
-            torch.testing.assert_close(member.model.layers[1].self_attn.q_proj.weight.grad, grad, atol=1e-5, rtol=1e-4)
-        with torch.no_grad():
-            last = batched(input_ids, use_cache=False, logits_to_keep=1).logits
-        torch.testing.assert_close(last, looped(input_ids, use_cache=False).logits[:, -1:].detach(), atol=1e-5, rtol=0)
-    for member in members:
-        member.zero_grad(set_to_none=True)
+def test_chunked_and_streamed_curve_equals_the_naive_mean(members, tokenizer, combine):
+    data = validation_rows(tokenizer)
+    pad = tokenizer.pad_token_id
+    expected = naive_curve(members, data, pad, combine)
+    with CallLog(members) as log:
+        # Batches of 2 rows, reduced one row (12 tokens) at a time.
+        chunked = ensemble_curve(members, data, pad, combine=combine, batch_size=2, chunk_tokens=12, stream=False)
+    assert {use_cache for _, use_cache in log.calls} == {False}
+    assert [index for index, _ in log.calls[:6]] == [0, 1, 2, 0, 1, 2]  # resident: chunk by chunk
+    torch.testing.assert_close(chunked.ensemble, expected, atol=1e-5, rtol=0)
+    with CallLog(members) as log:
+        streamed = ensemble_curve(members, data, pad, combine=combine, batch_size=2, chunk_tokens=12, stream=True)
+    assert [index for index, _ in log.calls[:6]] == [0, 0, 1, 1, 2, 2]  # streamed: member by member in a batch
+    torch.testing.assert_close(streamed.ensemble, expected, atol=1e-5, rtol=0)
+    assert streamed.members == pytest.approx(chunked.members, abs=1e-6)
+    assert chunked.members[1] == pytest.approx(naive_curve(members[1:2], data, pad, combine)[0], abs=1e-5)
+    # The full-K point is the ensemble model's own loss.
+    if combine == "logits":
+        batch = PackedCollator(pad)([data[i] for i in range(len(data))])
+        loss = LogitEnsembleForCausalLM.from_members(members)(**batch).loss
+        assert float(loss) == pytest.approx(expected[-1], abs=1e-5)
 
 
-def test_auto_loops_on_cpu_and_vmap_refuses_mixed_architectures(members, tokenizer):
-    assert not LogitEnsembleForCausalLM.from_members(members)._runs_batched(torch.device("cpu"))
-    mixed = LogitEnsembleForCausalLM.from_members([members[0], tiny_gpt2(tokenizer, 3)], member_execution="vmap")
-    with pytest.raises(ValueError, match="one architecture.*member 1 is a GPT2LMHeadModel"):
-        mixed(token_batch(tokenizer), use_cache=False)
+def test_members_fit_keeps_headroom_and_chunks_cover_the_batch():
+    assert members_fit([30, 30], free_bytes=100, headroom=0.3)
+    assert not members_fit([40, 40], free_bytes=100, headroom=0.3)
+    assert not members_fit([1], free_bytes=0)
+    assert row_chunks(5, 12, chunk_tokens=24) == [slice(0, 2), slice(2, 4), slice(4, 5)]
+    assert row_chunks(3, 4096, chunk_tokens=1000) == [slice(0, 1), slice(1, 2), slice(2, 3)]
+
+
+def test_cpu_scoring_keeps_every_member_resident(members):
+    assert not MemberPlacement(members, torch.device("cpu")).streamed
 
 
 # ------------------------------------------------------------------ saving and loading
@@ -281,15 +344,18 @@ def position_sensitive_ensemble(members, tokenizer):
 @torch.no_grad()
 def test_cached_greedy_generation_equals_naive_decoding(position_sensitive_ensemble, tokenizer):
     prompt = token_batch(tokenizer, batch=2, length=5, seed=1)
-    output = position_sensitive_ensemble.generate(
-        prompt,
-        attention_mask=torch.ones_like(prompt),
-        max_new_tokens=10,
-        do_sample=False,
-        eos_token_id=None,
-        return_dict_in_generate=True,
-        output_logits=True,
-    )
+    with CallLog(position_sensitive_ensemble.members) as log:
+        output = position_sensitive_ensemble.generate(
+            prompt,
+            attention_mask=torch.ones_like(prompt),
+            max_new_tokens=10,
+            do_sample=False,
+            eos_token_id=None,
+            return_dict_in_generate=True,
+            output_logits=True,
+        )
+    assert len(log.calls) == 2 * 10 and {use_cache for _, use_cache in log.calls} == {True}  # members keep caches
+    assert isinstance(getattr(output, OUTPUT_CACHE_FIELD), EnsembleCache)
     assert torch.equal(output.sequences, naive_greedy(position_sensitive_ensemble, prompt, 10))
     # Each step's logits (from the members' caches) equal a full recompute over the same tokens.
     recomputed = position_sensitive_ensemble(output.sequences, use_cache=False).logits[:, prompt.shape[1] - 1 : -1]

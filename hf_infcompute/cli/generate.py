@@ -23,13 +23,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass; 1.0 disables (default)")
     parser.add_argument("--top-k", type=int, default=0, help="top-k sampling; 0 disables (default)")
     parser.add_argument(
-        "--batch-size", type=int, default=None, help="rows per generate call (default 64; vllm: requests, 4096)"
+        "--batch-size", type=int, default=None,
+        help="rows per generate call (default: sized to the KV-cache budget on a GPU, 64 on CPU; vllm: requests, 4096)",
     )
     parser.add_argument("--shard-tokens", type=int, default=None, help="tokens per shard (default 10M)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     parser.add_argument("--backend", choices=("transformers", "vllm"), default="transformers")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--dtype", default="auto", help="teacher dtype: auto (as saved), float32, bfloat16")
+    parser.add_argument(
+        "--dtype", default="auto", help="teacher dtype: auto (bfloat16 on a GPU, float32 on CPU), float32, bfloat16"
+    )
+    parser.add_argument(
+        "--ensemble-mode", choices=("logit_average", "pooled"), default="logit_average",
+        help="an ensemble teacher: logit_average samples the ensemble's own distribution (any backend); pooled "
+        "samples each member alone for its share of the rows, a mixture of the members (vllm only)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -51,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         backend=args.backend,
         device=args.device,
         dtype=args.dtype,
+        ensemble_mode=args.ensemble_mode,
     )
     teacher = result.manifest["teacher"]
     kind = f"logit ensemble of {teacher['members']}" if teacher["ensemble"] else "single model"

@@ -29,8 +29,6 @@ def build_ensemble(
     output_dir: str | os.PathLike | None = None,
     *,
     combine: str = "logits",
-    member_chunk_size: int | None = None,
-    member_execution: str = "auto",
     **load_kwargs: Any,
 ) -> LogitEnsembleForCausalLM:
     """`LogitEnsembleForCausalLM.from_members`, saved (with the members' tokenizer) to `output_dir` when given.
@@ -38,15 +36,12 @@ def build_ensemble(
     members: model folders (as `pretrain` saves them), hub ids or models in memory; they must share vocabulary,
         tokenizer and context length.
     combine: "logits" (mean of pre-softmax logits, the paper's ensemble) or "probs" (mean of probabilities).
-    member_chunk_size, member_execution: see `LogitEnsembleConfig`.
     load_kwargs: passed to each member's `from_pretrained` (e.g. `dtype`).
     """
     with members_as_input():
         ensemble = LogitEnsembleForCausalLM.from_members(
             members,
             combine=combine,
-            member_chunk_size=member_chunk_size,
-            member_execution=member_execution,
             **load_kwargs,
         )
     if output_dir is not None:

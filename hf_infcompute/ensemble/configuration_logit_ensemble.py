@@ -57,13 +57,6 @@ class LogitEnsembleConfig(PreTrainedConfig):
         `"logits"`: the ensemble's logits are the mean of the members' pre-softmax logits. `"probs"`: the ensemble
         predicts the mean of the members' probabilities, and its `logits` are the log of that mean (so softmax and
         cross-entropy downstream still apply).
-    member_chunk_size (`int`, *optional*):
-        How many members run together in one batched call (`member_execution="vmap"`); `None` runs all at once.
-        Members are reduced into running sums, so memory stays bounded however large K is.
-    member_execution (`str`, *optional*, defaults to `"auto"`):
-        `"loop"` runs members one after another; `"vmap"` runs members of one architecture as a single batched call
-        over stacked weights (`torch.func.vmap`); `"auto"` batches on GPU when the members share an architecture and no
-        KV cache is kept, and loops otherwise.
 
     `vocab_size`, `max_position_embeddings` and the special token ids are taken from the members, so tools that read
     them from the config (generation, lm-evaluation-harness) work unchanged.
@@ -74,8 +67,6 @@ class LogitEnsembleConfig(PreTrainedConfig):
 
     member_configs: list[dict | PreTrainedConfig] | None = None
     combine: Literal["logits", "probs"] = "logits"
-    member_chunk_size: int | None = None
-    member_execution: Literal["loop", "vmap", "auto"] = "auto"
     vocab_size: int | None = None
     max_position_embeddings: int | None = None
     bos_token_id: int | None = None
@@ -102,11 +93,6 @@ class LogitEnsembleConfig(PreTrainedConfig):
                 if getattr(self, attribute) is None:
                     setattr(self, attribute, getattr(first, attribute, None))
         super().__post_init__(**kwargs)
-
-    def validate_member_chunk_size(self):
-        """Part of `@strict` validation."""
-        if self.member_chunk_size is not None and self.member_chunk_size < 1:
-            raise ValueError(f"member_chunk_size must be None or 1 or more members, got {self.member_chunk_size}")
 
     @property
     def num_members(self) -> int:

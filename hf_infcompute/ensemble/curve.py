@@ -1,19 +1,30 @@
-"""The K-curve: validation loss of the ensemble of the first k members, for every k <= K, in one pass."""
+"""The K-curve: validation loss of the ensemble of the first k members, for every k <= K, in one pass.
+
+Scoring stays on the scoring device: each member's logits for a chunk of rows are added to a float32 running sum (or
+log-sum of probabilities) on that device, the log-softmax comes at the end, and only the summed NLLs leave the device.
+No member builds a KV cache. Members that do not all fit in the device's free memory are streamed: moved onto it one
+at a time and back, so memory is one member plus one chunk's logits whatever K is.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import datasets
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from transformers import PreTrainedModel
 
 from hf_infcompute.data import PackedCollator
+from hf_infcompute.ensemble.modeling_logit_ensemble import LogitCombiner
 
 COMBINE_MODES = ("logits", "probs")
+# Tokens whose logits are reduced at once: 8,192 x the Llama 3 vocabulary is 4.2 GB of float32 running sum.
+CHUNK_TOKENS = 8192
+# Share of the device's free memory kept for activations and logits when deciding whether all members fit.
+MEMORY_HEADROOM = 0.3
 
 
 @dataclass(frozen=True)
@@ -24,11 +35,72 @@ class EnsembleCurve:
     members: list[float]
 
 
-def combined_log_probs(running_sum: torch.Tensor, k: int, combine: str) -> torch.Tensor:
-    """Log-probabilities of the ensemble of k members from the running sum of their logits or probabilities."""
-    if combine == "logits":
-        return F.log_softmax(running_sum / k, dim=-1)
-    return torch.log(running_sum / k)
+def model_bytes(model: torch.nn.Module) -> int:
+    """Bytes of a model's parameters and buffers (tied weights counted once)."""
+    tensors = {id(t): t for t in (*model.parameters(), *model.buffers())}
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def members_fit(member_bytes: Sequence[int], free_bytes: int, headroom: float = MEMORY_HEADROOM) -> bool:
+    """Whether members of these sizes fit on a device at once, keeping `headroom` of its free memory for the rest."""
+    return sum(member_bytes) <= (1 - headroom) * free_bytes
+
+
+def free_device_memory(device: torch.device) -> int | None:
+    """Free bytes on a CUDA device (`torch.cuda.mem_get_info`); None elsewhere, where host memory holds everything."""
+    if device.type != "cuda":
+        return None
+    return torch.cuda.mem_get_info(device)[0]
+
+
+def row_chunks(rows: int, seq_len: int, chunk_tokens: int = CHUNK_TOKENS) -> list[slice]:
+    """Row ranges of a batch holding at most `chunk_tokens` tokens each (at least one row)."""
+    step = max(1, chunk_tokens // max(1, seq_len))
+    return [slice(start, min(start + step, rows)) for start in range(0, rows, step)]
+
+
+class MemberPlacement:
+    """Members on the scoring device: all at once when they fit (resident), else one at a time (streamed)."""
+
+    def __init__(self, members: Sequence[PreTrainedModel], device: torch.device, *, stream: bool | None = None):
+        self.members = list(members)
+        self.device = device
+        self.homes = [member.device for member in self.members]
+        if stream is None:
+            free = free_device_memory(device)
+            away = [model_bytes(m) for m in self.members if m.device != device]
+            stream = free is not None and not members_fit(away, free)
+        self.streamed = stream
+        self._loaded: int | None = None
+
+    def order(self, num_chunks: int) -> list[tuple[int, int]]:
+        """(chunk, member) pairs in the order that moves members least: chunk by chunk when resident (one chunk's
+        running sum alive at a time), member by member when streamed (each member moved once per batch)."""
+        if self.streamed:
+            return [(chunk, index) for index in range(len(self.members)) for chunk in range(num_chunks)]
+        return [(chunk, index) for chunk in range(num_chunks) for index in range(len(self.members))]
+
+    def get(self, index: int) -> PreTrainedModel:
+        """Member `index` on the device (the previously streamed member goes back home first)."""
+        if self.streamed and self._loaded != index:
+            if self._loaded is not None:
+                self.members[self._loaded].to(self.homes[self._loaded])
+            self.members[index].to(self.device)
+            self._loaded = index
+        return self.members[index]
+
+    @contextmanager
+    def placed(self) -> Iterator[MemberPlacement]:
+        """Resident members moved onto the device for the duration; every member back where it was afterwards."""
+        try:
+            if not self.streamed:
+                for member in self.members:
+                    member.to(self.device)
+            yield self
+        finally:
+            for member, home in zip(self.members, self.homes):
+                member.to(home)
+            self._loaded = None
 
 
 @torch.no_grad()
@@ -39,37 +111,51 @@ def ensemble_curve(
     *,
     combine: str = "logits",
     batch_size: int = 16,
+    device: str | torch.device | None = None,
+    stream: bool | None = None,
+    chunk_tokens: int = CHUNK_TOKENS,
 ) -> EnsembleCurve:
     """Evaluate every prefix ensemble (k = 1..K) of `members` on `validation` (packed rows) in one pass.
 
-    Each member runs once per batch; the prefix ensembles come from a running sum of member logits (or
-    probabilities), so the whole curve costs K forward passes, not K(K+1)/2. Written by hand because no library
-    evaluates nested ensembles; the full-K point equals `LogitEnsembleForCausalLM`'s loss.
+    Each member runs once per row; the prefix ensembles come from a running sum of member logits (or probabilities),
+    so the whole curve costs K forward passes, not K(K+1)/2. Written by hand because no library evaluates nested
+    ensembles; the full-K point equals `LogitEnsembleForCausalLM`'s loss. `device` defaults to member 0's;
+    `stream` (default: decided from the device's free memory) moves members onto it one at a time. Members run in
+    their own dtype; the reduction is float32. Members end where they started.
     """
     if combine not in COMBINE_MODES:
         raise ValueError(f"combine must be one of {COMBINE_MODES}, got {combine!r}")
+    device = torch.device(device) if device is not None else members[0].device
     k_total = len(members)
-    ensemble_nll = torch.zeros(k_total, dtype=torch.float64)
-    member_nll = torch.zeros(k_total, dtype=torch.float64)
-    tokens = 0
+    ensemble_nll = torch.zeros(k_total, dtype=torch.float64, device=device)
+    member_nll = torch.zeros(k_total, dtype=torch.float64, device=device)
+    tokens = torch.zeros((), dtype=torch.long, device=device)
     loader = DataLoader(validation, batch_size=batch_size, collate_fn=PackedCollator(pad_token_id))
-    for batch in loader:
-        targets = batch["labels"][:, 1:]
-        mask = targets != -100
-        running = None
-        for i, member in enumerate(members):
-            device = member.device
-            inputs = {key: value.to(device) for key, value in batch.items() if key != "labels"}
-            logits = member(**inputs).logits[:, :-1].float().cpu()
-            log_probs = F.log_softmax(logits, dim=-1)
-            piece = logits if combine == "logits" else log_probs.exp()
-            running = piece if running is None else running + piece
-            member_nll[i] += _nll(log_probs, targets, mask)
-            ensemble_nll[i] += _nll(combined_log_probs(running, i + 1, combine), targets, mask)
-        tokens += int(mask.sum())
-    return EnsembleCurve(ensemble=(ensemble_nll / tokens).tolist(), members=(member_nll / tokens).tolist())
+    with MemberPlacement(members, device, stream=stream).placed() as placement:
+        for batch in loader:
+            batch = {key: value.to(device) for key, value in batch.items()}
+            targets = batch.pop("labels")[:, 1:]
+            chunks = row_chunks(targets.shape[0], targets.shape[1], chunk_tokens)
+            combiners = [LogitCombiner(combine) for _ in chunks]
+            for chunk_index, index in placement.order(len(chunks)):
+                rows = chunks[chunk_index]
+                inputs = {key: value[rows] for key, value in batch.items()}
+                logits = placement.get(index)(**inputs, use_cache=False).logits[:, :-1].float()
+                chunk_targets = targets[rows]
+                member_nll[index] += _nll(torch.log_softmax(logits, dim=-1), chunk_targets)
+                combiner = combiners[chunk_index]
+                combiner.add(logits)
+                del logits
+                ensemble_nll[index] += _nll(torch.log_softmax(combiner.result(), dim=-1), chunk_targets)
+                if combiner.count == k_total:
+                    combiners[chunk_index] = None  # the chunk is done: free its running sum
+            tokens += (targets != -100).sum()
+    count = float(tokens)
+    return EnsembleCurve(ensemble=(ensemble_nll / count).tolist(), members=(member_nll / count).tolist())
 
 
-def _nll(log_probs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> float:
+def _nll(log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Summed NLL of `targets` (-100 ignored), as a float64 tensor on the device."""
+    mask = targets != -100
     picked = log_probs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return float(-(picked * mask).sum())
+    return -(picked * mask).sum(dtype=torch.float64)

@@ -142,10 +142,10 @@ def record_curve(
 
     data = prepare_data(run.data)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    models = [AutoModelForCausalLM.from_pretrained(m["model_dir"], dtype=torch.float32).to(device).eval()
-              for m in members]
+    # In the members' saved dtype, on the host: the scorer moves them onto the device (streamed if they do not fit).
+    models = [AutoModelForCausalLM.from_pretrained(m["model_dir"], dtype="auto").eval() for m in members]
     curve = ensemble_curve(models, data.validation, data.tokenizer.pad_token_id, combine=combine,
-                           batch_size=run.training.per_device_eval_batch_size)
+                           batch_size=run.training.per_device_eval_batch_size, device=device)
     first = members[0]
     shared = {key: first[key] for key in ("recipe", "corpus", "token_budget", "seq_len", "preset", "n_params",
                                           "n_params_total", "learning_rate", "weight_decay", "epochs",

@@ -10,7 +10,6 @@ This file is self-contained (torch and transformers only), so that a saved ensem
 
 from __future__ import annotations
 
-import copy
 import inspect
 import math
 import os
@@ -21,7 +20,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.func import functional_call, vmap
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationMixin, PreTrainedModel
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import CausalLMOutputWithPast
@@ -99,28 +97,28 @@ class EnsembleCache(Cache):
 
 
 class LogitCombiner:
-    """Running combination of member logits, so that memory stays that of one member's logits whatever K is."""
+    """Running combination of member logits on their device, so that memory stays that of one member's logits
+    whatever K is; `result()` is the ensemble of the members added so far."""
 
-    def __init__(self, combine: str, num_members: int):
+    def __init__(self, combine: str):
         self.combine = combine
-        self.num_members = num_members
-        self.total: torch.Tensor | None = None  # sum of logits, or log of the sum of probabilities
+        self.count = 0
+        self.total: torch.Tensor | None = None  # float32 sum of logits, or log of the sum of probabilities
 
-    def add(self, logits: torch.Tensor, member_dim: int | None = None) -> None:
-        """Add one member's logits, or a stack of members' logits along `member_dim`."""
+    def add(self, logits: torch.Tensor) -> None:
+        """Add one member's logits."""
         logits = logits.float()
         if self.combine == "logits":
-            part = logits if member_dim is None else logits.sum(member_dim)
-            self.total = part if self.total is None else self.total + part
+            self.total = logits if self.total is None else self.total + logits
         else:
             log_probs = torch.log_softmax(logits, dim=-1)
-            part = log_probs if member_dim is None else torch.logsumexp(log_probs, dim=member_dim)
-            self.total = part if self.total is None else torch.logaddexp(self.total, part)
+            self.total = log_probs if self.total is None else torch.logaddexp(self.total, log_probs)
+        self.count += 1
 
     def result(self) -> torch.Tensor:
         if self.combine == "logits":
-            return self.total / self.num_members
-        return self.total - math.log(self.num_members)
+            return self.total / self.count
+        return self.total - math.log(self.count)
 
 
 def accepts_logits_to_keep(model: nn.Module) -> bool:
@@ -228,7 +226,6 @@ class LogitEnsembleForCausalLM(PreTrainedModel, GenerationMixin):
                 module._is_hf_initialized = True
         self.members = nn.ModuleList(members)
         self.tokenizer: PreTrainedTokenizerBase | None = None
-        self._batched_template: tuple[PreTrainedModel, ...] = ()
         self.post_init()
 
     def post_init(self) -> None:
@@ -264,8 +261,6 @@ class LogitEnsembleForCausalLM(PreTrainedModel, GenerationMixin):
         members: Iterable[str | os.PathLike | PreTrainedModel],
         *,
         combine: str = "logits",
-        member_chunk_size: int | None = None,
-        member_execution: str = "auto",
         tokenizer: PreTrainedTokenizerBase | None = None,
         **load_kwargs: Any,
     ) -> LogitEnsembleForCausalLM:
@@ -300,8 +295,6 @@ class LogitEnsembleForCausalLM(PreTrainedModel, GenerationMixin):
         config = LogitEnsembleConfig(
             member_configs=[model.config for model in models],
             combine=combine,
-            member_chunk_size=member_chunk_size,
-            member_execution=member_execution,
             dtype=models[0].dtype,
         )
         ensemble = cls(config, members=models)
@@ -334,7 +327,9 @@ class LogitEnsembleForCausalLM(PreTrainedModel, GenerationMixin):
         if input_ids is None:
             raise ValueError("a logit ensemble takes `input_ids` (its members embed tokens each in their own way)")
         past_key_values = cache if cache is not None else past_key_values
-        use_cache = self.config.use_cache if use_cache is None else use_cache
+        # Caches only where asked for (`generate` always says) or carried in: scorers such as lm-eval and a KD
+        # teacher call without `use_cache`, and must not build K members' KV caches they never read.
+        use_cache = bool(use_cache) or past_key_values is not None
         if use_cache and past_key_values is None:
             past_key_values = EnsembleCache(self.num_members)
         if past_key_values is not None and not isinstance(past_key_values, EnsembleCache):
@@ -342,101 +337,24 @@ class LogitEnsembleForCausalLM(PreTrainedModel, GenerationMixin):
                 f"past_key_values must be the EnsembleCache this model returned, got {type(past_key_values).__name__}"
             )
         member_inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids}
-        combiner = LogitCombiner(self.config.combine, self.num_members)
-        if past_key_values is None and self._runs_batched(input_ids.device):
-            chunk = self.config.member_chunk_size or self.num_members
-            for start in range(0, self.num_members, chunk):
-                members = list(self.members[start : start + chunk])
-                combiner.add(self._batched_logits(members, member_inputs, logits_to_keep), member_dim=0)
-        else:
-            for index, member in enumerate(self.members):
-                cache = None if past_key_values is None else past_key_values.caches[index]
-                supports_keep = accepts_logits_to_keep(member)
-                output = member(
-                    **member_inputs,
-                    **{cache_argument(member): cache},
-                    use_cache=use_cache,
-                    **({"logits_to_keep": logits_to_keep} if supports_keep else {}),
-                )
-                if past_key_values is not None:
-                    past_key_values.caches[index] = getattr(output, OUTPUT_CACHE_FIELD)
-                combiner.add(output.logits if supports_keep else keep_last_logits(output.logits, logits_to_keep))
+        combiner = LogitCombiner(self.config.combine)
+        for index, member in enumerate(self.members):
+            cache = None if past_key_values is None else past_key_values.caches[index]
+            supports_keep = accepts_logits_to_keep(member)
+            output = member(
+                **member_inputs,
+                **{cache_argument(member): cache},
+                use_cache=use_cache,
+                **({"logits_to_keep": logits_to_keep} if supports_keep else {}),
+            )
+            if past_key_values is not None:
+                past_key_values.caches[index] = getattr(output, OUTPUT_CACHE_FIELD)
+            combiner.add(output.logits if supports_keep else keep_last_logits(output.logits, logits_to_keep))
         logits = combiner.result()
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
         return CausalLMOutputWithPast(loss=loss, logits=logits, **{OUTPUT_CACHE_FIELD: past_key_values})
-
-    # ------------------------------------------------------------------ batched members (torch.func.vmap)
-
-    def _runs_batched(self, device: torch.device) -> bool:
-        """Whether cache-free calls run members as one batched call over stacked weights.
-
-        On CPU a loop is as fast (sdpa has no vmap batching rule there, and the matrix products are already
-        compute-bound), so `auto` batches on GPU only, where small members leave the device idle between kernels.
-        """
-        execution = self.config.member_execution
-        if execution == "loop" or self.num_members == 1 or (execution == "auto" and device.type != "cuda"):
-            return False
-        difference = self._architecture_difference()
-        if difference is None:
-            return True
-        if execution == "vmap":
-            raise ValueError(
-                f"member_execution='vmap' needs members of one architecture, but {difference}; "
-                "use member_execution='loop' or 'auto'"
-            )
-        return False
-
-    def _architecture_difference(self) -> str | None:
-        """None if all members have the same class and parameter shapes, else what differs."""
-        first = self.members[0]
-        layout = [(name, tensor.shape, tensor.dtype) for name, tensor in first.state_dict(keep_vars=True).items()]
-        for index, member in enumerate(self.members[1:], start=1):
-            if type(member) is not type(first):
-                return f"member {index} is a {type(member).__name__} and member 0 a {type(first).__name__}"
-            other = [(name, tensor.shape, tensor.dtype) for name, tensor in member.state_dict(keep_vars=True).items()]
-            if other != layout:
-                return f"member {index}'s parameter shapes or dtypes differ from member 0's"
-        return None
-
-    def _template(self) -> PreTrainedModel:
-        """A weightless (meta-device) copy of member 0 that `functional_call` runs with each member's weights."""
-        if not self._batched_template:
-            first = self.members[0]
-            with torch.device("meta"):
-                template = type(first)._from_config(copy.deepcopy(first.config), dtype=first.dtype)
-            # Kept in a tuple so that it is not registered as a submodule (it must not be saved or moved).
-            self._batched_template = (template,)
-        template = self._batched_template[0]
-        template.train(self.training)
-        return template
-
-    def _batched_logits(
-        self, members: list[PreTrainedModel], member_inputs: dict[str, Any], logits_to_keep: int | torch.Tensor
-    ) -> torch.Tensor:
-        """Logits of `members` stacked along dim 0, computed by one vmapped call over their stacked weights."""
-        template = self._template()
-        # `torch.func.stack_module_state` would detach the weights (no gradients to the members) and skip tied
-        # aliases such as a tied `lm_head.weight`, which `functional_call` would then silently take from the template;
-        # stacking every name (duplicates included) keeps both right.
-        named = [dict(member.named_parameters(remove_duplicate=False)) for member in members]
-        named_buffers = [dict(member.named_buffers(remove_duplicate=False)) for member in members]
-        params = {name: torch.stack([entry[name] for entry in named]) for name in named[0]}
-        buffers = {name: torch.stack([entry[name] for entry in named_buffers]) for name in named_buffers[0]}
-        supports_keep = accepts_logits_to_keep(template)
-        call_kwargs = {**member_inputs, "use_cache": False}
-        if supports_keep:
-            call_kwargs["logits_to_keep"] = logits_to_keep
-
-        def member_logits(member_params: dict, member_buffers: dict) -> torch.Tensor:
-            output = functional_call(
-                template, (member_params, member_buffers), (), call_kwargs, tie_weights=False, strict=True
-            )
-            return output.logits
-
-        logits = vmap(member_logits, randomness="different")(params, buffers)
-        return logits if supports_keep else torch.stack([keep_last_logits(x, logits_to_keep) for x in logits])
 
 
 __all__ = ["EnsembleCache", "LogitEnsembleForCausalLM"]

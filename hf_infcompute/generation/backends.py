@@ -1,6 +1,14 @@
-"""Sampling backends: batched `transformers.generate` (any causal LM, CPU or GPU) and vLLM (GPU, single models).
+"""Sampling backends: batched `transformers.generate` (any causal LM, CPU or GPU) and vLLM (GPU).
 
-Both draw plain ancestral samples: every row starts with the start token and continues for `seq_len - 1` sampled
+A logit ensemble teacher is sampled in one of two modes (`ENSEMBLE_MODES`), side by side:
+- `logit_average`: every token from the ensemble's own distribution, the softmax of the members' mean logits (the
+  paper's teacher). The transformers backend always samples this way (`LogitEnsembleForCausalLM.generate`); vLLM does
+  through the out-of-tree model in `vllm_ensemble.py`, one engine holding all K members.
+- `pooled` (vLLM only): each member sampled alone for its share of the rows (row i from member i mod K), so the
+  corpus is a mixture of the members' distributions, not the ensemble's. The authors' released synthetic sets appear
+  to have been made this way. K engines, one per member.
+
+Both backends draw plain ancestral samples: every row starts with the start token and continues for `seq_len - 1` sampled
 tokens, through EOS (an EOS starts the next document, as in packed training data), with no warper other than the
 requested temperature / top-p / top-k. Rows come back as int32 arrays of shape (rows, seq_len).
 """
@@ -10,7 +18,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -19,6 +27,9 @@ from transformers import GenerationConfig, PreTrainedModel
 from hf_infcompute.errors import InputError
 
 BACKENDS = ("transformers", "vllm")
+ENSEMBLE_MODES = ("logit_average", "pooled")
+# Share of the GPU's memory vLLM may take (weights and KV cache), split evenly among pooled members' engines.
+VLLM_MEMORY_UTILIZATION = 0.9
 VLLM_FIX = (
     "install it on a machine with a CUDA GPU (`pip install hf-infcompute[vllm]`), or use `--backend transformers`"
 )
@@ -31,7 +42,7 @@ class SamplingSettings:
     temperature: float
     top_p: float
     top_k: int
-    batch_size: int
+    batch_size: int | None  # None: sized to the device's KV-cache budget once the teacher is loaded (transformers)
 
 
 class Sampler(Protocol):
@@ -104,42 +115,92 @@ def require_vllm() -> None:
         raise InputError(f"the vllm backend needs a CUDA GPU and none is visible: {VLLM_FIX}")
 
 
-class VLLMSampler:
-    """Ancestral sampling with vLLM's offline engine; each row has its own seed, so rows do not depend on batching."""
+def pooled_assignment(num_rows: int, num_members: int) -> list[int]:
+    """The member that samples each row in `pooled` mode: row i from member i mod K (shares differ by at most one)."""
+    return [row % num_members for row in range(num_rows)]
 
-    def __init__(self, model_name: str, settings: SamplingSettings, *, seed: int, dtype: str = "auto") -> None:
+
+class VLLMSampler:
+    """Ancestral sampling with vLLM's offline engine; each row has its own seed, so rows do not depend on batching.
+
+    `engine_kwargs` go to `vllm.LLM` (the ensemble's `hf_overrides`, a memory share for pooled members).
+    """
+
+    def __init__(
+        self,
+        model_name: str,
+        settings: SamplingSettings,
+        *,
+        seed: int,
+        dtype: str = "auto",
+        engine_kwargs: dict[str, Any] | None = None,
+    ) -> None:
         require_vllm()
         from vllm import LLM
 
         self.settings = settings
         # generation_config="vllm": ignore the teacher's generation_config.json sampling defaults.
         self.llm = LLM(
-            model=model_name, seed=seed, dtype=dtype, max_model_len=settings.seq_len, generation_config="vllm"
+            model=model_name,
+            seed=seed,
+            dtype=dtype,
+            max_model_len=settings.seq_len,
+            generation_config="vllm",
+            **(engine_kwargs or {}),
         )
 
-    def batches(self, num_rows: int, seed: int) -> Iterator[np.ndarray]:
+    def sample(self, seeds: list[int]) -> np.ndarray:
+        """One row per seed, in order."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
         s = self.settings
-        seeds = row_seeds(seed, num_rows)
         prompt = TokensPrompt(prompt_token_ids=[s.start_token_id])
-        for start in range(0, num_rows, s.batch_size):
-            params = [
-                SamplingParams(
-                    n=1,
-                    temperature=s.temperature,
-                    top_p=s.top_p,
-                    top_k=s.top_k if s.top_k > 0 else -1,  # -1 disables top-k in every vLLM release
-                    max_tokens=s.seq_len - 1,
-                    ignore_eos=True,  # continue past EOS into the next document; EOS logits are not altered
-                    seed=row_seed,
-                    detokenize=False,
-                )
-                for row_seed in seeds[start : start + s.batch_size]
-            ]
-            outputs = self.llm.generate([prompt] * len(params), params, use_tqdm=False)
-            rows = [[s.start_token_id, *output.outputs[0].token_ids] for output in outputs]
-            if any(len(row) != s.seq_len for row in rows):
-                raise RuntimeError(f"vLLM returned rows shorter than seq_len={s.seq_len}")
-            yield np.asarray(rows, dtype=np.int32)
+        params = [
+            SamplingParams(
+                n=1,
+                temperature=s.temperature,
+                top_p=s.top_p,
+                top_k=s.top_k if s.top_k > 0 else -1,  # -1 disables top-k in every vLLM release
+                max_tokens=s.seq_len - 1,
+                ignore_eos=True,  # continue past EOS into the next document; EOS logits are not altered
+                seed=row_seed,
+                detokenize=False,
+            )
+            for row_seed in seeds
+        ]
+        outputs = self.llm.generate([prompt] * len(params), params, use_tqdm=False)
+        rows = [[s.start_token_id, *output.outputs[0].token_ids] for output in outputs]
+        if any(len(row) != s.seq_len for row in rows):
+            raise RuntimeError(f"vLLM returned rows shorter than seq_len={s.seq_len}")
+        return np.asarray(rows, dtype=np.int32)
+
+    def batches(self, num_rows: int, seed: int) -> Iterator[np.ndarray]:
+        seeds = row_seeds(seed, num_rows)
+        for start in range(0, num_rows, self.settings.batch_size):
+            yield self.sample(seeds[start : start + self.settings.batch_size])
+
+
+class PooledVLLMSampler:
+    """`pooled` mode: member i mod K samples row i (its own engine, its own per-row seed); rows keep their order."""
+
+    def __init__(self, member_dirs: list[str], settings: SamplingSettings, *, seed: int, dtype: str = "auto") -> None:
+        share = {"gpu_memory_utilization": VLLM_MEMORY_UTILIZATION / len(member_dirs)}
+        self.settings = settings
+        self.members = [
+            VLLMSampler(member, settings, seed=seed + index, dtype=dtype, engine_kwargs=share)
+            for index, member in enumerate(member_dirs)
+        ]
+
+    def batches(self, num_rows: int, seed: int) -> Iterator[np.ndarray]:
+        seeds = row_seeds(seed, num_rows)
+        owners_of_rows = np.asarray(pooled_assignment(num_rows, len(self.members)))
+        for start in range(0, num_rows, self.settings.batch_size):
+            batch_seeds = seeds[start : start + self.settings.batch_size]
+            owners = owners_of_rows[start : start + len(batch_seeds)]
+            rows = np.empty((len(batch_seeds), self.settings.seq_len), dtype=np.int32)
+            for index, member in enumerate(self.members):
+                mine = np.flatnonzero(owners == index)
+                if len(mine):
+                    rows[mine] = member.sample([batch_seeds[i] for i in mine])
+            yield rows

@@ -22,6 +22,7 @@ same corpus as an uninterrupted run.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import json
 import logging
@@ -37,24 +38,28 @@ import datasets
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from hf_infcompute.data.cache import build_once
 from hf_infcompute.data.tokenizer import tokenizer_fingerprint
 from hf_infcompute.errors import InputError
 from hf_infcompute.generation.backends import (
     BACKENDS,
+    ENSEMBLE_MODES,
+    PooledVLLMSampler,
     Sampler,
     SamplingSettings,
     TransformersSampler,
     VLLMSampler,
     require_vllm,
 )
+from hf_infcompute.generation.budget import device_batch_size, resolve_dtype
 from hf_infcompute.generation.teacher import (
     TOKENIZER_DIRNAME,
     TeacherSpec,
     describe_teacher,
     ensemble_size,
+    export_members,
     load_teacher_model,
     load_tokenizer,
     trained_seq_len,
@@ -65,7 +70,9 @@ logger = logging.getLogger(__name__)
 
 MANIFEST_FILE = "generation.json"
 SHARD_PREFIX = "shard-"
-DEFAULT_BATCH_SIZE = {"transformers": 64, "vllm": 4096}
+# Requests handed to vLLM at once (it schedules its own KV cache); transformers sizes its batch to the KV budget.
+VLLM_BATCH_SIZE = 4096
+MEMBERS_DIRNAME = ".members"  # pooled mode: the ensemble's members as standalone folders
 DEFAULT_SHARD_TOKENS = 10_000_000
 
 
@@ -143,7 +150,7 @@ def _check_arguments(settings: dict[str, Any]) -> None:
         ("temperature", s["temperature"] > 0, "must be > 0; 1.0 samples the teacher's own distribution"),
         ("top_p", 0 < s["top_p"] <= 1, "must be in (0, 1]; 1.0 disables nucleus sampling"),
         ("top_k", s["top_k"] >= 0, "must be >= 0; 0 disables top-k"),
-        ("batch_size", s["batch_size"] >= 1, "must be >= 1"),
+        ("batch_size", s["batch_size"] is None or s["batch_size"] >= 1, "must be >= 1"),
         ("shard_tokens", s["shard_tokens"] >= 1, "must be >= 1"),
         ("seed", s["seed"] >= 0, "must be >= 0"),
         ("backend", s["backend"] in BACKENDS, f"must be one of: {', '.join(BACKENDS)}"),
@@ -185,17 +192,26 @@ def _required_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def _check_vllm_teacher(spec: TeacherSpec, in_memory: PreTrainedModel | None) -> None:
+def _check_ensemble_mode(spec: TeacherSpec, backend: str, ensemble_mode: str) -> None:
+    if ensemble_mode not in ENSEMBLE_MODES:
+        raise InputError(f"ensemble_mode={ensemble_mode!r} must be one of: {', '.join(ENSEMBLE_MODES)}")
+    if spec.is_ensemble and ensemble_mode == "pooled" and backend != "vllm":
+        raise InputError(
+            "ensemble_mode=pooled (each member sampled on its own) runs on the vllm backend only; the transformers "
+            "backend samples the ensemble's own distribution: use ensemble_mode=logit_average or --backend vllm"
+        )
+
+
+def _check_vllm_teacher(spec: TeacherSpec, in_memory: PreTrainedModel | None, ensemble_mode: str) -> None:
     if in_memory is not None:
         raise InputError(
             "the vllm backend loads its teacher from disk: save the model with `save_pretrained` and give its "
             "folder, or use `--backend transformers`"
         )
-    if spec.is_ensemble:
-        raise InputError(
-            "the vllm backend cannot sample a logit ensemble (vLLM runs one model per engine and has no logit "
-            "averaging across models): use `--backend transformers`, which samples ensembles on CPU or GPU"
-        )
+    if spec.is_ensemble and ensemble_mode == "logit_average":
+        from hf_infcompute.generation.vllm_ensemble import check_members
+
+        check_members(PreTrainedConfig.get_config_dict(spec.name)[0].get("member_configs", []), spec.name)
     require_vllm()
 
 
@@ -209,19 +225,42 @@ def _sampler(
     seed: int,
     device: str,
     dtype: str,
-) -> Iterator[tuple[Sampler, int | None]]:
-    """The backend's sampler and the ensemble size K (None for a single model); a model in memory is put back in
-    its training mode afterwards."""
+    ensemble_mode: str,
+    members_dir: Path,
+) -> Iterator[tuple[Sampler, int | None, int]]:
+    """The backend's sampler, the ensemble size K (None for a single model) and the batch size it samples at; a
+    model in memory is put back in its training mode afterwards."""
     if backend == "vllm":
-        yield VLLMSampler(spec.name, settings, seed=seed, dtype=dtype), None
+        yield _vllm_sampler(spec, settings, seed=seed, dtype=dtype, ensemble_mode=ensemble_mode,
+                            members_dir=members_dir)
         return
     model = in_memory.to(device) if in_memory is not None else load_teacher_model(spec, device=device, dtype=dtype)
+    if settings.batch_size is None:
+        settings = dataclasses.replace(settings, batch_size=device_batch_size(model, settings.seq_len))
     was_training = model.training
     model.eval()
     try:
-        yield TransformersSampler(model, settings), ensemble_size(model)
+        yield TransformersSampler(model, settings), ensemble_size(model), settings.batch_size
     finally:
         model.train(was_training)
+
+
+def _vllm_sampler(
+    spec: TeacherSpec, settings: SamplingSettings, *, seed: int, dtype: str, ensemble_mode: str, members_dir: Path
+) -> tuple[Sampler, int | None, int]:
+    if not spec.is_ensemble:
+        return VLLMSampler(spec.name, settings, seed=seed, dtype=dtype), None, settings.batch_size
+    if ensemble_mode == "pooled":
+        members = export_members(spec, members_dir)
+        return PooledVLLMSampler(members, settings, seed=seed, dtype=dtype), len(members), settings.batch_size
+    from hf_infcompute.generation import vllm_ensemble
+
+    vllm_ensemble.register()  # in this process; vLLM's workers load it through the entry point
+    config = PreTrainedConfig.get_config_dict(spec.name)[0]
+    # Eager: several members' compiled graphs in one model are unmeasured under vLLM's torch.compile.
+    engine = {"hf_overrides": vllm_ensemble.engine_overrides(config), "enforce_eager": True}
+    sampler = VLLMSampler(spec.name, settings, seed=seed, dtype=dtype, engine_kwargs=engine)
+    return sampler, len(config["member_configs"]), settings.batch_size
 
 
 def _manifest_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -288,18 +327,25 @@ def generate_synthetic(
     dtype: str = "auto",
     tokenizer: PreTrainedTokenizerBase | str | Path | None = None,
     start_token_id: int | None = None,
+    ensemble_mode: str = "logit_average",
 ) -> GenerationResult:
     """Sample exactly `num_tokens` tokens of synthetic text from `teacher` into `output_dir` (see the module doc).
 
     `teacher` is a model folder (a single model or a `LogitEnsembleForCausalLM`), a hub id, or a model in memory
     (transformers backend only). `seq_len` defaults to the length the teacher was trained on (its run record).
-    `batch_size` is the rows per `generate` call (transformers) or the requests handed to vLLM at once.
+    `batch_size` is the rows per `generate` call (transformers; default: sized to the KV-cache budget on a GPU, 64 on
+    CPU) or the requests handed to vLLM at once. `dtype="auto"` samples in bfloat16 on a GPU and float32 on CPU.
+    `ensemble_mode` says how an ensemble teacher is sampled (`logit_average` or `pooled`, see `backends`).
     A rerun into the same folder with the same settings resumes (or returns at once if finished); other settings
     raise `InputError` naming them.
     """
     output_dir = Path(output_dir)
     in_memory = teacher if isinstance(teacher, PreTrainedModel) else None
     spec = describe_teacher(teacher)
+    if device is None:
+        device = str(in_memory.device) if in_memory is not None else "cuda" if torch.cuda.is_available() else "cpu"
+    if backend == "vllm":
+        device = "cuda"
     settings = {
         "teacher": spec.name,
         "num_tokens": num_tokens,
@@ -309,14 +355,16 @@ def generate_synthetic(
         "top_k": top_k,
         "seed": seed,
         "backend": backend,
-        "batch_size": batch_size if batch_size is not None else DEFAULT_BATCH_SIZE.get(backend, 1),
+        "batch_size": batch_size if batch_size is not None else VLLM_BATCH_SIZE if backend == "vllm" else None,
         "shard_tokens": shard_tokens,
         "start_token_id": None,
-        "dtype": str(in_memory.dtype).removeprefix("torch.") if in_memory is not None else dtype,
+        "dtype": str(in_memory.dtype).removeprefix("torch.") if in_memory is not None else resolve_dtype(dtype, device),
+        "ensemble_mode": ensemble_mode if spec.is_ensemble else None,
     }
     _check_arguments(settings)
+    _check_ensemble_mode(spec, backend, ensemble_mode)
     if backend == "vllm":
-        _check_vllm_teacher(spec, in_memory)
+        _check_vllm_teacher(spec, in_memory, ensemble_mode)
     if isinstance(tokenizer, (str, Path)):
         tokenizer = _required_tokenizer(tokenizer)
     elif tokenizer is None and in_memory is None:
@@ -342,16 +390,17 @@ def generate_synthetic(
             write_json_atomic(output_dir / MANIFEST_FILE, manifest)
         return GenerationResult(output_dir, tokens_done, plan.rows, plan.num_shards, done, 0, 0.0, manifest)
 
-    if device is None:
-        device = str(in_memory.device) if in_memory is not None else "cuda" if torch.cuda.is_available() else "cpu"
     sampling = SamplingSettings(
         settings["seq_len"], settings["start_token_id"], temperature, top_p, top_k, settings["batch_size"]
     )
-    with _sampler(backend, spec, in_memory, sampling, seed=seed, device=device, dtype=dtype) as (sampler, members):
+    opened = _sampler(backend, spec, in_memory, sampling, seed=seed, device=device, dtype=settings["dtype"],
+                      ensemble_mode=ensemble_mode, members_dir=output_dir / MEMBERS_DIRNAME)
+    with opened as (sampler, members, rows_per_call):
         manifest.update(
             teacher={
                 "name": spec.name, "model_type": spec.model_type, "ensemble": spec.is_ensemble, "members": members
             },
+            batch_size_used=rows_per_call,
             tokens_requested=num_tokens,
             tokens_produced=tokens_done,
             rows=plan.rows,

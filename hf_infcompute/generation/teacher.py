@@ -19,6 +19,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from hf_infcompute.data.cache import build_once
 from hf_infcompute.errors import InputError
 from hf_infcompute.records import RUN_RECORD_FILE
 
@@ -85,6 +86,29 @@ def load_teacher_model(spec: TeacherSpec, *, device: str, dtype: str = "auto") -
         _register_ensemble()
     model = AutoModelForCausalLM.from_pretrained(spec.name, dtype=dtype)
     return model.to(device).eval()
+
+
+def export_members(spec: TeacherSpec, target: Path) -> list[str]:
+    """The members of an ensemble teacher as standalone model folders under `target` (written once), each with the
+    ensemble's tokenizer, for engines that load one model per folder (vLLM's `pooled` mode)."""
+    _register_ensemble()
+    ensemble = None
+    folders = []
+    for index in range(len(PreTrainedConfig.get_config_dict(spec.name)[0]["member_configs"])):
+        folder = target / f"member-{index}"
+        if not folder.is_dir():
+            if ensemble is None:
+                ensemble = AutoModelForCausalLM.from_pretrained(spec.name)
+            tokenizer = load_tokenizer(spec.name)
+
+            def save(tmp: Path, member: PreTrainedModel = ensemble.members[index]) -> None:
+                member.save_pretrained(tmp)
+                if tokenizer is not None:
+                    tokenizer.save_pretrained(tmp)
+
+            build_once(folder, save)
+        folders.append(str(folder))
+    return folders
 
 
 def ensemble_size(model: PreTrainedModel) -> int | None:
