@@ -16,6 +16,7 @@ from hf_infcompute.errors import InputError
 from hf_infcompute.evaluation import EvalResult, evaluate_model
 from hf_infcompute.evaluation.results import comparison_markdown, comparison_rows
 from hf_infcompute.records import iter_records, write_json_atomic, write_text_atomic
+from hf_infcompute.training.config import RunConfig
 from hf_infcompute.workers import WorkerSlot
 
 REPORT_STEM = "cpt_scores"
@@ -31,7 +32,7 @@ class CPTResult:
 
 
 def continued_pretraining(
-    config: dict[str, Any],
+    run: RunConfig,
     output_dir: str | Path,
     *,
     k: int = 4,
@@ -43,22 +44,22 @@ def continued_pretraining(
     evaluate: bool = True,
     slot: WorkerSlot | None = None,
 ) -> CPTResult:
-    """Continue `config["base_model"]` with K members, build their ensemble and soup, and score everything.
+    """Continue `run.model.base_model` with K members, build their ensemble and soup, and score everything.
 
-    `config` holds the usual run settings (corpus, token_budget, seq_len, num_train_epochs, learning_rate, ...;
+    `run` holds the usual run settings (corpus, token_budget, seq_len, num_train_epochs, learning_rate, ...;
     `lora_r > 0` for LoRA). Members differ in data order by default (`vary="data"`: same starting weights).
     Returns the records and the benchmark rows; the table goes to `output_dir/cpt_scores.{json,md}`.
     """
-    if not config.get("base_model"):
+    if not run.model.base_model:
         raise InputError("continued pre-training needs `base_model` (a causal LM folder or hub id)")
-    records = train_ensemble(config, output_dir, k, vary=vary, soup=True, slot=slot)
+    records = train_ensemble(run, output_dir, k, vary=vary, soup=True, slot=slot)
     if not records or not evaluate:
         return CPTResult(records=records, scores=[], report=None)
     ensemble = next(r for r in records if r["kind"] == "ensemble" and r["k"] == k)
     soup = next(r for r in records if r["kind"] == "soup")
     by_id = {r["run_id"]: r for r in iter_records(output_dir) if r["run_id"] in ensemble["members"]}
     members = [by_id[run_id] for run_id in ensemble["members"]]  # member order, not record-store order
-    candidates = [("base", config["base_model"], None)]
+    candidates = [("base", run.model.base_model, None)]
     candidates += [(f"member {m['member_index']}", m["model_dir"], m["val_loss"]) for m in members]
     candidates += [(f"ensemble K={k}", ensemble["model_dir"], ensemble["val_loss"]),
                    (f"soup K={k}", soup["model_dir"], soup["val_loss"])]

@@ -36,3 +36,9 @@ def detach_from_launcher() -> WorkerSlot | None:
     visible = [device for device in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if device.strip()]
     os.environ["CUDA_VISIBLE_DEVICES"] = visible[local_rank % len(visible)] if visible else str(local_rank)
     return WorkerSlot(rank=rank, world_size=world_size)
+
+
+def is_lead(slot: WorkerSlot | None = None) -> bool:
+    """Whether this process records, reports and distils: worker 0 of a detached launch (its `slot` from
+    `detach_from_launcher`), rank 0 of a data-parallel launch (`RANK`), or the only process."""
+    return (slot is None or slot.rank == 0) and int(os.environ.get("RANK", "0")) == 0

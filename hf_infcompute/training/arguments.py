@@ -9,9 +9,7 @@ import torch
 from transformers import TrainingArguments
 
 from hf_infcompute.errors import InputError
-
-RECIPES = ("standard", "regularized")
-STANDARD_WEIGHT_DECAY = 0.1
+from hf_infcompute.method import RECIPES, STANDARD_WEIGHT_DECAY
 
 
 @dataclass
