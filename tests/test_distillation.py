@@ -68,7 +68,8 @@ def test_distillation_trainer_reads_its_settings_from_args(tmp_path):
                                          kd_alpha=0.3, kd_temperature=2.0, synthetic_fraction=0.25)
     trainer = DistillationTrainer(model=student, args=args, train_dataset=rows, num_real=8, teacher=teacher_model)
     assert trainer._get_train_sampler().fraction == 0.25  # 8 real rows, 4 synthetic
-    assert DistillationTrainer(model=student, args=args, train_dataset=rows, num_real=12)._get_train_sampler().fraction == 0
+    real_only = DistillationTrainer(model=student, args=args, train_dataset=rows, num_real=12)
+    assert real_only._get_train_sampler().fraction == 0
     ids = torch.randint(0, 64, (2, 8))
     inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
     student.train()

@@ -29,7 +29,8 @@ def test_member_seeds_and_the_paper_rule():
     data_only = [member_config(base, i, vary="data").training for i in range(3)]
     assert {m.seed for m in data_only} == {10} and len({m.data_seed for m in data_only}) == 3
     paper = member_config(base, 0, member_rule="paper")
-    assert (paper.training.num_train_epochs, paper.training.weight_decay, paper.training.learning_rate) == (16, 0.8, 3e-3)
+    assert (paper.training.num_train_epochs, paper.training.weight_decay) == (16, 0.8)
+    assert paper.training.learning_rate == 3e-3
     # A member is the run its settings parse to: the same id as the recipe written out by hand.
     by_hand = parse_run_config({**settings, "seed": 11, "data_seed": 11, "num_train_epochs": 16, "weight_decay": 0.8})
     assert member_config(base, 1, member_rule="paper").run_id() == by_hand.run_id()

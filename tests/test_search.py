@@ -436,8 +436,10 @@ def test_cli_search_end_to_end(tmp_path, monkeypatch, capsys):
     assert "move" in printed and "weight_decay 3.2" in printed
     assert "grid's edge" not in printed  # 16 epochs and weight decay 1.6 lie inside the grid
     saved = json.loads((sweep / "search.json").read_text())
-    assert saved["best_point"] == OPTIMUM and saved["locally_optimal"] and saved["grid"]["num_train_epochs"] == [4, 8, 16, 32]
-    assert saved["path"][0] == {"learning_rate": 1e-3, "num_train_epochs": 8, "weight_decay": 0.8}  # the recipe's own values
+    assert saved["best_point"] == OPTIMUM and saved["locally_optimal"]
+    assert saved["grid"]["num_train_epochs"] == [4, 8, 16, 32]
+    # the recipe's own values
+    assert saved["path"][0] == {"learning_rate": 1e-3, "num_train_epochs": 8, "weight_decay": 0.8}
     assert all(run.data.token_budget == 2000 for run, _ in calls)
     assert {run.training.num_train_epochs for run, _ in calls} <= {4, 8, 16, 32}
 

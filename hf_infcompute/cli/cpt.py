@@ -60,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("give the base model and the domain corpus: `hf-infcompute cpt --base CKPT --data CORPUS`")
     limit = int(args.eval_limit) if args.eval_limit and args.eval_limit >= 1 else args.eval_limit
     result = continued_pretraining(
-        parse_run_config(config), args.output, k=args.k, tasks=args.tasks, eval_data_dir=args.eval_data_dir, eval_limit=limit,
+        parse_run_config(config), args.output, k=args.k, tasks=args.tasks, eval_data_dir=args.eval_data_dir,
+        eval_limit=limit,
         max_gen_toks=args.max_gen_toks, evaluate=not args.no_eval, slot=slot,
     )
     if result.report is not None:

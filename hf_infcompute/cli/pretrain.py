@@ -72,7 +72,8 @@ def print_summary(record: dict) -> None:
     print(
         f"  {record['recipe']} recipe, preset {record['preset']} ({record['n_params_total']:,} parameters, "
         f"{record['n_params']:,} non-embedding)\n"
-        f"  D = {record['token_budget']:,} tokens x {record['num_train_epochs']:g} epochs = {record['tokens_seen']:,} tokens seen\n"
+        f"  D = {record['token_budget']:,} tokens x {record['num_train_epochs']:g} epochs = "
+        f"{record['tokens_seen']:,} tokens seen\n"
         f"  lr {record['learning_rate']:g}, weight decay {record['weight_decay']:g}, batch {record['batch_size']}\n"
         f"  validation loss {record['val_loss']:.4f}, train loss {record['train_loss']:.4f}, "
         f"{record['wall_time_s']:.0f} s\n"

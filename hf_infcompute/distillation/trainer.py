@@ -62,7 +62,8 @@ class DistillationTrainer(RegularizedTrainer):
                 input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask")
             ).logits
         kd = token_kd_loss(
-            outputs.logits[:, :-1], teacher_logits[:, :-1], inputs["labels"][:, 1:], temperature=self.args.kd_temperature
+            outputs.logits[:, :-1], teacher_logits[:, :-1], inputs["labels"][:, 1:],
+            temperature=self.args.kd_temperature,
         )
         loss = (1 - self.args.kd_alpha) * outputs.loss + self.args.kd_alpha * kd
         return (loss, outputs) if return_outputs else loss

@@ -71,7 +71,8 @@ class RunConfig(Generic[Training]):
         t = self.training
         return training_run_id(
             self.identity(), recipe=t.recipe, model=self.model.name, token_budget=self.data.token_budget,
-            learning_rate=t.learning_rate, weight_decay=t.weight_decay, num_train_epochs=t.num_train_epochs, seed=t.seed,
+            learning_rate=t.learning_rate, weight_decay=t.weight_decay, num_train_epochs=t.num_train_epochs,
+            seed=t.seed,
         )
 
     def replace(self, training_class: type[RegularizedTrainingArguments] | None = None, **changes: Any) -> RunConfig:
