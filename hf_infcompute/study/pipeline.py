@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 STATE_FILE = "study.json"
 # Raised whenever what study.json holds changes, so that a report is never written from a state it cannot read.
-STATE_FORMAT = 2
+STATE_FORMAT = 3  # 3: search points keyed by run settings (num_train_epochs, not epochs)
 # Used when a study names no corpus and the Hub is reachable: a public, deduplicated, quality-filtered web sample.
 DEFAULT_CORPUS = {"corpus": "HuggingFaceFW/fineweb-edu", "corpus_config": "sample-10BT", "streaming": True}
 
