@@ -16,7 +16,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hf_infcompute.errors import InputError
 from hf_infcompute.method import STANDARD_WEIGHT_DECAY
@@ -25,8 +25,10 @@ from hf_infcompute.search import SearchGrid, SearchResult, SweepStore, coordinat
 from hf_infcompute.search.grid import LEARNING_RATE, NUM_TRAIN_EPOCHS, WEIGHT_DECAY
 from hf_infcompute.search.pretrain_objective import PretrainObjective
 from hf_infcompute.study.spec import SearchSpec, StudySpec
-from hf_infcompute.training.config import RunConfig, parse_run_config
 from hf_infcompute.workers import WorkerSlot, is_lead
+
+if TYPE_CHECKING:  # the training stack (torch) loads when a run is built, not when a study is read
+    from hf_infcompute.training.config import RunConfig
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +105,8 @@ def search_key(recipe: str, preset: str, budget: int) -> str:
 
 def study_run(run: dict[str, Any], recipe: str, token_budget: int, preset: str) -> RunConfig:
     """The run of `recipe` for (`token_budget`, `preset`) on the study's shared settings `run` (its YAML `run:`)."""
+    from hf_infcompute.training.config import parse_run_config
+
     return parse_run_config({**run, "recipe": recipe, "token_budget": token_budget, "preset": preset})
 
 
