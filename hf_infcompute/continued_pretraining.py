@@ -16,7 +16,7 @@ from hf_infcompute.errors import InputError
 from hf_infcompute.evaluation import EvalResult, evaluate_model
 from hf_infcompute.evaluation.results import comparison_markdown, comparison_rows
 from hf_infcompute.records import iter_records, write_json_atomic, write_text_atomic
-from hf_infcompute.training import parse_run_config
+from hf_infcompute.training.config import RunConfig
 from hf_infcompute.workers import WorkerSlot, end_launch
 
 REPORT_STEM = "cpt_scores"
@@ -32,7 +32,7 @@ class CPTResult:
 
 
 def continued_pretraining(
-    config: dict[str, Any],
+    run: RunConfig,
     output_dir: str | Path,
     *,
     k: int = 4,
@@ -44,9 +44,9 @@ def continued_pretraining(
     evaluate: bool = True,
     slot: WorkerSlot | None = None,
 ) -> CPTResult:
-    """Continue `config["base_model"]` with K members, build their ensemble and soup, and score everything.
+    """Continue `run.model.base_model` with K members, build their ensemble and soup, and score everything.
 
-    `config` holds the usual run settings (corpus, token_budget, seq_len, num_train_epochs, learning_rate, ...;
+    `run` holds the usual run settings (corpus, token_budget, seq_len, num_train_epochs, learning_rate, ...;
     `lora_r > 0` for LoRA). Members differ in data order by default (`vary="data"`: same starting weights).
     Returns the records and the benchmark rows; the table goes to `output_dir/cpt_scores.{json,md}`.
 
@@ -55,22 +55,22 @@ def continued_pretraining(
     K-curve and the soup and scores in one plain process while the others return empty results; or each independent
     worker (`slot`) trains its own members and worker 0 goes on once all are recorded.
     """
-    if not config.get("base_model"):
+    if not run.model.base_model:
         raise InputError("continued pre-training needs `base_model` (a causal LM folder or hub id)")
     if slot is None:
-        members = train_members(config, output_dir, k, vary=vary)
+        members = train_members(run, output_dir, k, vary=vary)
         if not end_launch():
             return CPTResult(records=[], scores=[], report=None)
-        records = record_ensemble_and_soup(config, members, output_dir, vary=vary)
+        records = record_ensemble_and_soup(run, members, output_dir, vary=vary)
     else:
-        records = train_ensemble(config, output_dir, k, vary=vary, soup=True, slot=slot)
+        records = train_ensemble(run, output_dir, k, vary=vary, soup=True, slot=slot)
     if not records or not evaluate:
         return CPTResult(records=records, scores=[], report=None)
     ensemble = next(r for r in records if r["kind"] == "ensemble" and r["k"] == k)
     soup = next(r for r in records if r["kind"] == "soup")
     by_id = {r["run_id"]: r for r in iter_records(output_dir) if r["run_id"] in ensemble["members"]}
     members = [by_id[run_id] for run_id in ensemble["members"]]  # member order, not record-store order
-    candidates = [("base", config["base_model"], None)]
+    candidates = [("base", run.model.base_model, None)]
     candidates += [(f"member {m['member_index']}", m["model_dir"], m["val_loss"]) for m in members]
     candidates += [(f"ensemble K={k}", ensemble["model_dir"], ensemble["val_loss"]),
                    (f"soup K={k}", soup["model_dir"], soup["val_loss"])]
@@ -86,7 +86,7 @@ def continued_pretraining(
 
 
 def record_ensemble_and_soup(
-    config: dict[str, Any], members: list[dict[str, Any]], output_dir: str | Path, *, vary: str
+    run: RunConfig, members: list[dict[str, Any]], output_dir: str | Path, *, vary: str
 ) -> list[dict[str, Any]]:
     """Record the K-curve and the soup of data-parallel `members` (their records, in order) in this one process.
 
@@ -97,6 +97,6 @@ def record_ensemble_and_soup(
     if failed:
         raise InputError(f"members failed to train ({', '.join(failed)}); see their records and lower the learning "
                          "rate, then delete those records to retrain")
-    run = parse_run_config(member_config(config, 0, vary=vary))
+    run = member_config(run, 0, vary=vary)
     rule = {"member_rule": "none", "vary": vary}
     return record_curve(run, members, output_dir, combine="logits", soup=True, rule=rule)

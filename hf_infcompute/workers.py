@@ -60,6 +60,12 @@ def detach_from_launcher() -> WorkerSlot | None:
     return WorkerSlot(rank=rank, world_size=world_size)
 
 
+def is_lead(slot: WorkerSlot | None = None) -> bool:
+    """Whether this process records, reports and distils: worker 0 of a detached launch (its `slot` from
+    `detach_from_launcher`), rank 0 of a data-parallel launch (`RANK`), or the only process."""
+    return (slot is None or slot.rank == 0) and int(os.environ.get("RANK", "0")) == 0
+
+
 def cpu_share(processes: int) -> int:
     """This process's share of the CPU cores it may run on, with `processes` processes on the machine (at least 1)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -72,6 +72,7 @@ def four_members(tmp_path_factory: pytest.TempPathFactory, corpus_dir: Path, cac
     """A 4-member ensemble of tiny models trained on the real corpus near their best epochs and weight decay,
     with its soup: (settings of member 0, output folder, the records `train_ensemble` returned)."""
     from hf_infcompute.ensemble.members import train_ensemble
+    from hf_infcompute.training import parse_run_config
 
     settings = {
         "corpus": str(corpus_dir), "cache_dir": str(cache_dir), "vocab_size": 1024, "tokenizer_train_chars": 1_000_000,
@@ -80,5 +81,5 @@ def four_members(tmp_path_factory: pytest.TempPathFactory, corpus_dir: Path, cac
         "disable_tqdm": True,
     }
     output = tmp_path_factory.mktemp("ensemble")
-    records = train_ensemble(settings, output, 4, soup=True)
+    records = train_ensemble(parse_run_config(settings), output, 4, soup=True)
     return settings, output, records

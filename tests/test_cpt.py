@@ -12,7 +12,7 @@ from hf_infcompute.continued_pretraining import continued_pretraining
 from hf_infcompute.data.tokenizer import train_bpe_tokenizer
 from hf_infcompute.errors import InputError
 from hf_infcompute.hub import model_card, read_run_record
-from hf_infcompute.training import pretrain
+from hf_infcompute.training import parse_run_config, pretrain
 
 from conftest import BENCH_DATA
 
@@ -58,8 +58,8 @@ def test_cpt_loss_falls_with_full_and_lora_training(domain_run, tmp_path, lora_r
 
 def test_cpt_members_ensemble_and_soup_load_and_score(domain_run, tmp_path):
     result = continued_pretraining(
-        domain_run, tmp_path, k=2, tasks=["gsm8k", "mathqa"], eval_data_dir=str(BENCH_DATA), eval_limit=3,
-        max_gen_toks=16,
+        parse_run_config(domain_run), tmp_path, k=2, tasks=["gsm8k", "mathqa"], eval_data_dir=str(BENCH_DATA),
+        eval_limit=3, max_gen_toks=16,
     )
     assert [row["model"] for row in result.scores] == ["base", "member 0", "member 1", "ensemble K=2", "soup K=2"]
     for row in result.scores:

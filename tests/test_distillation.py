@@ -4,13 +4,22 @@ from __future__ import annotations
 
 from collections import Counter
 
+import datasets
 import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from hf_infcompute import load_runs
-from hf_infcompute.distillation import MixedEpochSampler, distill
+from hf_infcompute.distillation import (
+    DistillationTrainer,
+    DistillationTrainingArguments,
+    MixedEpochSampler,
+    distill,
+    token_kd_loss,
+)
 from hf_infcompute.errors import InputError
 from hf_infcompute.generation import generate_synthetic
-from hf_infcompute.training import pretrain
+from hf_infcompute.training import RegularizedTrainingArguments, pretrain
 
 
 @pytest.mark.parametrize("fraction", [0.5, 0.75, 0.9])
@@ -47,6 +56,31 @@ def test_synthetic_stream_continues_across_epochs_and_epochs_are_reproducible():
 def test_synthetic_only_epoch_is_a_pass_over_synthetic_rows():
     sampler = MixedEpochSampler(num_real=10, num_synthetic=24, batch_size=8, synthetic_fraction=1.0, seed=0)
     assert sorted(sampler) == list(range(10, 34))
+
+
+def test_distillation_trainer_reads_its_settings_from_args(tmp_path):
+    config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2)
+    torch.manual_seed(0)
+    student, teacher_model = LlamaForCausalLM(config), LlamaForCausalLM(config)
+    rows = datasets.Dataset.from_dict({"input_ids": torch.randint(0, 64, (12, 8)).tolist()})
+    args = DistillationTrainingArguments(output_dir=str(tmp_path), precision="fp32", kd_mode="token", teacher="t",
+                                         kd_alpha=0.3, kd_temperature=2.0, synthetic_fraction=0.25)
+    trainer = DistillationTrainer(model=student, args=args, train_dataset=rows, num_real=8, teacher=teacher_model)
+    assert trainer._get_train_sampler().fraction == 0.25  # 8 real rows, 4 synthetic
+    real_only = DistillationTrainer(model=student, args=args, train_dataset=rows, num_real=12)
+    assert real_only._get_train_sampler().fraction == 0
+    ids = torch.randint(0, 64, (2, 8))
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+    student.train()
+    with torch.no_grad():
+        outputs, teacher_logits = student(**inputs), teacher_model(input_ids=ids).logits
+        kd = token_kd_loss(outputs.logits[:, :-1], teacher_logits[:, :-1], ids[:, 1:], temperature=2.0)
+        assert trainer.compute_loss(student, inputs).item() == pytest.approx((0.7 * outputs.loss + 0.3 * kd).item())
+        trainer.args.kd_alpha = 1.0
+        assert trainer.compute_loss(student, inputs).item() == pytest.approx(kd.item())
+    with pytest.raises(TypeError, match="DistillationTrainingArguments"):
+        DistillationTrainer(model=student, args=RegularizedTrainingArguments(output_dir=str(tmp_path)), num_real=1)
 
 
 @pytest.fixture

@@ -20,22 +20,27 @@ from hf_infcompute.training import parse_run_config
 
 
 def test_member_seeds_and_the_paper_rule():
-    base = {"seed": 10, "num_train_epochs": 8, "weight_decay": 1.6, "learning_rate": 3e-3}
-    both = [member_config(base, i) for i in range(3)]
-    assert [(m["seed"], m["data_seed"]) for m in both] == [(10, 10), (11, 11), (12, 12)]
-    init_only = [member_config(base, i, vary="init") for i in range(3)]
-    assert {m["data_seed"] for m in init_only} == {10} and len({m["seed"] for m in init_only}) == 3
-    data_only = [member_config(base, i, vary="data") for i in range(3)]
-    assert {m["seed"] for m in data_only} == {10} and len({m["data_seed"] for m in data_only}) == 3
+    settings = {"corpus": "c", "token_budget": 1000, "seed": 10, "num_train_epochs": 8, "weight_decay": 1.6}
+    base = parse_run_config(settings)
+    both = [member_config(base, i).training for i in range(3)]
+    assert [(m.seed, m.data_seed) for m in both] == [(10, 10), (11, 11), (12, 12)]
+    init_only = [member_config(base, i, vary="init").training for i in range(3)]
+    assert {m.data_seed for m in init_only} == {10} and len({m.seed for m in init_only}) == 3
+    data_only = [member_config(base, i, vary="data").training for i in range(3)]
+    assert {m.seed for m in data_only} == {10} and len({m.data_seed for m in data_only}) == 3
     paper = member_config(base, 0, member_rule="paper")
-    assert (paper["num_train_epochs"], paper["weight_decay"], paper["learning_rate"]) == (16, 0.8, 3e-3)
+    assert (paper.training.num_train_epochs, paper.training.weight_decay) == (16, 0.8)
+    assert paper.training.learning_rate == 3e-3
+    # A member is the run its settings parse to: the same id as the recipe written out by hand.
+    by_hand = parse_run_config({**settings, "seed": 11, "data_seed": 11, "num_train_epochs": 16, "weight_decay": 0.8})
+    assert member_config(base, 1, member_rule="paper").run_id() == by_hand.run_id()
     with pytest.raises(InputError, match="standard recipe"):
-        member_config({**base, "recipe": "standard", "weight_decay": 0.1}, 0, member_rule="paper")
+        member_config(parse_run_config({**settings, "recipe": "standard", "weight_decay": 0.1}), 0, member_rule="paper")
 
 
 def test_k_below_one_is_refused(tiny_run, tmp_path):
     with pytest.raises(InputError, match="K >= 1"):
-        train_ensemble(tiny_run, tmp_path, 0)
+        train_ensemble(parse_run_config(tiny_run), tmp_path, 0)
 
 
 def test_ensemble_beats_its_average_member_and_curve_is_recorded(four_members):
@@ -72,7 +77,7 @@ def test_soup_is_recorded_and_loads(four_members):
 
 def test_rerun_trains_no_member_again(four_members, trained_runs):
     settings, output, records = four_members
-    again = train_ensemble(settings, output, 4)
+    again = train_ensemble(parse_run_config(settings), output, 4)
     assert not trained_runs
     assert [r["val_loss"] for r in again] == pytest.approx([r["val_loss"] for r in records if r["kind"] == "ensemble"])
 

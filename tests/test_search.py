@@ -30,7 +30,7 @@ from hf_infcompute.search.pretrain_objective import PretrainObjective
 
 GRID = default_grid()
 # The paper's regularized optimum for 300M parameters at 200M tokens.
-OPTIMUM = {"learning_rate": 3e-3, "epochs": 16, "weight_decay": 1.6}
+OPTIMUM = {"learning_rate": 3e-3, "num_train_epochs": 16, "weight_decay": 1.6}
 
 
 class Bowl:
@@ -101,11 +101,11 @@ def assert_locally_optimal(result, objective: Bowl, grid: SearchGrid) -> None:
         {"learning_rate": [1e-3, 1e-3]},  # repeated
         {"learning_rate": [0.0, 1e-3]},  # a learning rate must be positive
         {"weight_decay": [-0.1, 0.1]},
-        {"epochs": [1, 2.5]},  # epochs are whole
-        {"epochs": [0, 1]},
-        {"epochs": []},
-        {"epochs": [True, 2]},
-        {"epochs": [1, float("nan")]},
+        {"num_train_epochs": [1, 2.5]},  # epochs are whole
+        {"num_train_epochs": [0, 1]},
+        {"num_train_epochs": []},
+        {"num_train_epochs": [True, 2]},
+        {"num_train_epochs": [1, float("nan")]},
         {"learning rate": [1e-3]},  # not an identifier
         {},
     ],
@@ -119,17 +119,17 @@ def test_grid_points_indices_and_neighbours():
     assert paper_grid().shape == (6, 7, 8)
     assert GRID.shape == (6, 6, 6)
     assert GRID.axes["weight_decay"] == (0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
-    assert GRID.axes["epochs"] == (1, 2, 4, 8, 16, 32)
+    assert GRID.axes["num_train_epochs"] == (1, 2, 4, 8, 16, 32)
     point = GRID.point((3, 4, 4))
     assert point == OPTIMUM and GRID.index(point) == (3, 4, 4)
-    assert GRID.canonical({"learning_rate": 0.0030000000001, "epochs": 16.0, "weight_decay": 1.6}) == OPTIMUM
+    assert GRID.canonical({"learning_rate": 0.0030000000001, "num_train_epochs": 16.0, "weight_decay": 1.6}) == OPTIMUM
     assert len(GRID.neighbours(point)) == 6
     corner = GRID.point((0, 0, 0))
     assert GRID.neighbours(corner) == [GRID.point((1, 0, 0)), GRID.point((0, 1, 0)), GRID.point((0, 0, 1))]
     with pytest.raises(InputError, match="not on the search grid"):
-        GRID.index({"learning_rate": 5e-3, "epochs": 16, "weight_decay": 1.6})
+        GRID.index({"learning_rate": 5e-3, "num_train_epochs": 16, "weight_decay": 1.6})
     with pytest.raises(InputError, match="missing"):
-        GRID.index({"learning_rate": 3e-3, "epochs": 16})
+        GRID.index({"learning_rate": 3e-3, "num_train_epochs": 16})
 
 
 def test_grid_edges_name_the_axes_a_point_cannot_move_past():
@@ -144,15 +144,15 @@ def test_standard_recipe_pins_weight_decay_at_0_1(tmp_path):
     standard = for_recipe("standard")
     assert standard.axes["weight_decay"] == (0.1,) and standard.pinned == ("weight_decay",)
     assert for_recipe("regularized").axes == GRID.axes
-    assert for_recipe("regularized", epochs=[4, 8]).axes["epochs"] == (4, 8)
+    assert for_recipe("regularized", epochs=[4, 8]).axes["num_train_epochs"] == (4, 8)
     with pytest.raises(InputError, match="fixes weight decay"):
         for_recipe("standard", weight_decays=[0.1, 0.2])
     with pytest.raises(InputError, match="unknown recipe"):
         for_recipe("ensemble")
-    objective = Bowl(standard, {"learning_rate": 1e-3, "epochs": 8, "weight_decay": 0.1})
-    start = {"learning_rate": 1e-4, "epochs": 1, "weight_decay": 0.1}
+    objective = Bowl(standard, {"learning_rate": 1e-3, "num_train_epochs": 8, "weight_decay": 0.1})
+    start = {"learning_rate": 1e-4, "num_train_epochs": 1, "weight_decay": 0.1}
     result = coordinate_descent(objective, standard, start, SweepStore(tmp_path))
-    assert result.best_point == {"learning_rate": 1e-3, "epochs": 8, "weight_decay": 0.1}
+    assert result.best_point == {"learning_rate": 1e-3, "num_train_epochs": 8, "weight_decay": 0.1}
     assert all(key.endswith("weight_decay=0.1") for key in objective.calls)
     assert len(result.neighbours) == 4  # two along learning rate, two along epochs
 
@@ -180,7 +180,7 @@ def test_reaches_the_optimum_of_a_bowl_and_a_rerun_evaluates_nothing(tmp_path):
 
 
 def test_stops_at_a_local_optimum_next_to_the_start(tmp_path):
-    local = {"learning_rate": 1e-4, "epochs": 1, "weight_decay": 0.1}
+    local = {"learning_rate": 1e-4, "num_train_epochs": 1, "weight_decay": 0.1}
     objective = TwoBasins(GRID, OPTIMUM, local)
     result = coordinate_descent(objective, GRID, GRID.point((1, 1, 0)), SweepStore(tmp_path))
     assert result.best_point == local
@@ -377,39 +377,41 @@ def test_a_sweep_directory_is_bound_to_its_settings(tmp_path):
 
 
 def _fake_pretrain(calls: list):
-    """A stand-in for `hf_infcompute.training.pretrain` whose val_loss is a bowl over the recipe settings."""
+    """A stand-in for `hf_infcompute.training.pretrain` whose val_loss is a bowl over the run's settings."""
     bowl = Bowl(for_recipe("regularized"), OPTIMUM)
 
-    def pretrain(config: dict, output_dir: str) -> dict:
-        calls.append((config, output_dir))
-        point = {
-            "learning_rate": config["learning_rate"],
-            "epochs": config["num_train_epochs"],
-            "weight_decay": config["weight_decay"],
-        }
-        if config.get("fail"):
+    def pretrain(run, output_dir: str) -> dict:
+        calls.append((run, output_dir))
+        point = {name: getattr(run.training, name) for name in OPTIMUM}
+        if run.data.corpus == "fail":
             return {"run_id": "x", "status": "failed", "val_loss": None}
         return {"run_id": point_key(point), "status": "finished", "val_loss": bowl.loss(point), "kind": "pretrain"}
 
     return pretrain
 
 
-def test_pretrain_objective_maps_points_to_recipe_settings(tmp_path, monkeypatch):
+def test_pretrain_objective_maps_points_to_run_settings(tmp_path, monkeypatch):
     import hf_infcompute.training as training
+    from hf_infcompute.training import parse_run_config
 
     calls = []
     monkeypatch.setattr(training, "pretrain", _fake_pretrain(calls), raising=False)
-    objective = PretrainObjective({"recipe": "regularized", "corpus": "c", "learning_rate": 1.0}, tmp_path)
+    base = {"recipe": "regularized", "corpus": "c", "token_budget": 1000, "learning_rate": 1.0, "seed": 3}
+    objective = PretrainObjective(parse_run_config(base), tmp_path)
     record = objective(OPTIMUM)
-    config, output_dir = calls[0]
-    assert config == {
-        "recipe": "regularized", "corpus": "c", "learning_rate": 3e-3, "num_train_epochs": 16, "weight_decay": 1.6
-    }
+    run, output_dir = calls[0]
+    # The point's coordinates are the run's own settings; the rest of the run is kept.
+    assert run.identity() == parse_run_config({**base, **OPTIMUM}).identity()
+    assert (run.training.learning_rate, run.training.num_train_epochs, run.training.weight_decay) == (3e-3, 16.0, 1.6)
     assert output_dir == str(tmp_path) and record["val_loss"] == 2.0
+    assert "learning_rate" not in objective.binding(OPTIMUM) and objective.binding(OPTIMUM)["seed"] == 3
     with pytest.raises(RuntimeError, match="ended failed"):
-        PretrainObjective({"fail": True}, tmp_path)(OPTIMUM)
+        PretrainObjective(parse_run_config({**base, "corpus": "fail"}), tmp_path)(OPTIMUM)
     with pytest.raises(InputError, match="dropout"):
         objective({"dropout": 0.1})
+    standard = PretrainObjective(parse_run_config({**base, "recipe": "standard"}), tmp_path)
+    with pytest.raises(InputError, match="fixes weight_decay at 0.1"):
+        standard.run_for(OPTIMUM)
 
 
 def _cli(argv: list[str]) -> int:
@@ -430,14 +432,16 @@ def test_cli_search_end_to_end(tmp_path, monkeypatch, capsys):
     argv = ["search", str(recipe), "--output", str(sweep), "--grid-epochs", "4,8,16,32", "token_budget=2000"]
     assert _cli(argv + ["--poll-interval", "0.05"]) == 0
     printed = capsys.readouterr().out
-    assert "locally optimal: learning_rate=0.003 epochs=16 weight_decay=1.6" in printed
+    assert "locally optimal: learning_rate=0.003 num_train_epochs=16 weight_decay=1.6" in printed
     assert "move" in printed and "weight_decay 3.2" in printed
     assert "grid's edge" not in printed  # 16 epochs and weight decay 1.6 lie inside the grid
     saved = json.loads((sweep / "search.json").read_text())
-    assert saved["best_point"] == OPTIMUM and saved["locally_optimal"] and saved["grid"]["epochs"] == [4, 8, 16, 32]
-    assert saved["path"][0] == {"learning_rate": 1e-3, "epochs": 8, "weight_decay": 0.8}  # the recipe's own values
-    assert all(config["token_budget"] == 2000 for config, _ in calls)
-    assert {config["num_train_epochs"] for config, _ in calls} <= {4, 8, 16, 32}
+    assert saved["best_point"] == OPTIMUM and saved["locally_optimal"]
+    assert saved["grid"]["num_train_epochs"] == [4, 8, 16, 32]
+    # the recipe's own values
+    assert saved["path"][0] == {"learning_rate": 1e-3, "num_train_epochs": 8, "weight_decay": 0.8}
+    assert all(run.data.token_budget == 2000 for run, _ in calls)
+    assert {run.training.num_train_epochs for run, _ in calls} <= {4, 8, 16, 32}
 
     trained = len(calls)
     assert _cli(argv) == 0 and len(calls) == trained  # a finished search trains nothing new
@@ -445,7 +449,7 @@ def test_cli_search_end_to_end(tmp_path, monkeypatch, capsys):
 
     with pytest.raises(InputError, match="other settings"):
         _cli(["search", str(recipe), "--output", str(sweep), "token_budget=4000"])
-    with pytest.raises(InputError, match="fixes weight decay"):
+    with pytest.raises(InputError, match="fixes weight.decay at 0.1"):
         _cli(["search", str(recipe), "recipe=standard", "--output", str(tmp_path / "s"), "--grid-wd", "0.1,0.2"])
     with pytest.raises(InputError, match="not on the search grid"):
         _cli(["search", str(recipe), "--output", str(tmp_path / "s2"), "--start", "5e-3,8"])
@@ -457,12 +461,14 @@ def test_real_sweep_on_a_tiny_model(tmp_path, tiny_run):
     if not hasattr(training, "pretrain"):
         pytest.skip("hf_infcompute.training.pretrain is not available yet")
     from hf_infcompute.records import load_runs
+    from hf_infcompute.training import parse_run_config
 
     config = {**tiny_run, "recipe": "standard", "token_budget": 4096}
     grid = for_recipe("standard", learning_rates=[1e-3, 3e-3, 1e-2], epochs=[1])
     store = SweepStore(tmp_path)
     start = grid.center()
-    result = coordinate_descent(PretrainObjective(config, tmp_path), grid, start, store, poll_interval=1)
+    base = parse_run_config(config)
+    result = coordinate_descent(PretrainObjective(base, tmp_path), grid, start, store, poll_interval=1)
     assert result.locally_optimal and math.isfinite(result.best_loss)
     assert [n.point for n in result.neighbours] == grid.neighbours(result.best_point)
     runs = load_runs(tmp_path)  # every trained point is a run record of the sweep
@@ -470,8 +476,8 @@ def test_real_sweep_on_a_tiny_model(tmp_path, tiny_run):
     for point_result in store.results():
         run = runs[runs.run_id == point_result.extra["run_id"]].iloc[0]
         assert run.val_loss == point_result.loss
-        assert (run.learning_rate, run.epochs, run.weight_decay) == tuple(
-            point_result.point[name] for name in ("learning_rate", "epochs", "weight_decay")
+        assert (run.learning_rate, run.num_train_epochs, run.weight_decay) == tuple(
+            point_result.point[name] for name in ("learning_rate", "num_train_epochs", "weight_decay")
         )
-    rerun = coordinate_descent(PretrainObjective(config, tmp_path), grid, start, store)
+    rerun = coordinate_descent(PretrainObjective(base, tmp_path), grid, start, store)
     assert rerun.evaluations == 0 and rerun.best_point == result.best_point

@@ -24,11 +24,12 @@ MICRO = {
         "tokenizer": "bpe", "vocab_size": 512, "tokenizer_train_chars": 500_000, "seq_len": 32, "val_sequences": 16,
         "per_device_train_batch_size": 16, "precision": "fp32", "disable_tqdm": True, "save_strategy": "no",
     },
-    "budget": 4096,
+    "token_budget": 4096,
     "data_scaling_budgets": [1024, 2048],
     "presets": ["tiny-0.5m", "tiny-1m", "tiny-2m"],
-    "standard": {"learning_rate": [3e-3], "epochs": [1, 2], "start": [3e-3, 1]},
-    "regularized": {"learning_rate": [3e-3], "epochs": [1, 2], "weight_decay": [0.1, 0.8], "start": [3e-3, 1, 0.1]},
+    "standard": {"learning_rate": [3e-3], "num_train_epochs": [1, 2], "start": [3e-3, 1]},
+    "regularized": {"learning_rate": [3e-3], "num_train_epochs": [1, 2], "weight_decay": [0.1, 0.8],
+                    "start": [3e-3, 1, 0.1]},
     "ensemble": {"k": 3, "tune_k": 2, "member_candidates": ["optimum", "paper"], "presets": ["tiny-0.5m", "tiny-1m",
                                                                                              "tiny-2m"]},
     "distillation": {"synthetic_tokens": 2048, "synthetic_fraction": 0.5, "weight_decay": ["optimum", 0.05],
@@ -183,7 +184,7 @@ def test_two_workers_share_a_study(corpus_dir, cache_dir, tmp_path):
 
 def test_study_spec_rejects_unknown_keys_and_needs_a_corpus_offline(monkeypatch):
     with pytest.raises(InputError, match=r"unknown key\(s\) \['epoch'\] in `standard`"):
-        parse_study({**MICRO, "standard": {"learning_rate": [1e-3], "epoch": [1]}})
+        parse_study({**MICRO, "standard": {"learning_rate": [1e-3], "num_train_epochs": [1], "epoch": [1]}})
     with pytest.raises(InputError, match=r"unknown key\(s\) \['colour'\]"):
         parse_study({**MICRO, "colour": "blue"})
     with pytest.raises(InputError, match="set by the study itself"):
@@ -196,6 +197,18 @@ def test_study_spec_rejects_unknown_keys_and_needs_a_corpus_offline(monkeypatch)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(InputError, match="--data PATH.*default hub dataset"):
         resolve_corpus(parse_study(MICRO))
+
+
+def test_old_study_keys_are_refused_with_the_new_name(tmp_path):
+    old = {key: value for key, value in MICRO.items() if key != "token_budget"}
+    with pytest.raises(InputError, match="`budget` is now `token_budget`"):
+        parse_study({**old, "budget": 4096})
+    with pytest.raises(InputError, match=r"`regularized\.epochs` is now `num_train_epochs`"):
+        parse_study({**MICRO, "regularized": {"learning_rate": [3e-3], "epochs": [1, 2]}})
+    recipe = tmp_path / "old.yaml"
+    recipe.write_text(yaml.safe_dump({**MICRO, "standard": {"learning_rate": [3e-3], "epochs": [1, 2]}}))
+    with pytest.raises(InputError, match=f"study recipe {re.escape(str(recipe))}: .*`standard.epochs` is now"):
+        load_study(recipe)
 
 
 @pytest.mark.parametrize("name", ["smoke", "quickstart", "paper-200M"])

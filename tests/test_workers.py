@@ -14,7 +14,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainingArgumen
 
 from hf_infcompute.errors import InputError
 from hf_infcompute.training import RegularizedTrainingArguments
-from hf_infcompute.workers import WorkerSlot, detach_from_launcher, end_launch
+from hf_infcompute.workers import WorkerSlot, detach_from_launcher, end_launch, is_lead
 
 LAUNCH = {"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "localhost"}
 # What `accelerate launch --config_file recipes/accelerate/fsdp2.yaml` (or zero3.yaml) exports to every process.
@@ -124,3 +124,18 @@ def test_end_launch_leaves_one_plain_process(launch_env, tmp_path):
     assert accelerator.num_processes == 1 and accelerator.mixed_precision == "no"
     assert torch.get_num_threads() == 3  # alone now: every core
     assert end_launch()  # outside a launch: nothing to end
+
+
+def test_the_lead_is_worker_zero_or_rank_zero_or_the_only_process(monkeypatch):
+    monkeypatch.delenv("RANK", raising=False)
+    assert is_lead()  # a lone process
+    monkeypatch.setenv("RANK", "1")
+    assert not is_lead()  # rank 1 of a data-parallel launch
+    monkeypatch.setenv("RANK", "0")
+    assert is_lead()
+    # Detached workers: the launch variables are gone, the slot says who leads.
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    slot = detach_from_launcher()
+    assert slot == WorkerSlot(rank=1, world_size=2) and not is_lead(slot) and is_lead()
+    assert is_lead(WorkerSlot(rank=0, world_size=2))

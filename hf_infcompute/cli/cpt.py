@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     slot = detach_from_launcher() if args.parallel == "members" else None
     from hf_infcompute.continued_pretraining import continued_pretraining
-    from hf_infcompute.training.config import load_recipe, parse_overrides
+    from hf_infcompute.training.config import load_recipe, parse_overrides, parse_run_config
 
     recipe, overrides = args.recipe, args.overrides
     if recipe and "=" in recipe and not Path(recipe).exists():  # no recipe file: only key=value settings
@@ -61,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("give the base model and the domain corpus: `hf-infcompute cpt --base CKPT --data CORPUS`")
     limit = int(args.eval_limit) if args.eval_limit and args.eval_limit >= 1 else args.eval_limit
     result = continued_pretraining(
-        config, args.output, k=args.k, tasks=args.tasks, eval_data_dir=args.eval_data_dir, eval_limit=limit,
+        parse_run_config(config), args.output, k=args.k, tasks=args.tasks, eval_data_dir=args.eval_data_dir,
+        eval_limit=limit,
         max_gen_toks=args.max_gen_toks, evaluate=not args.no_eval, slot=slot,
     )
     if result.report is not None:

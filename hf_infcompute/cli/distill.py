@@ -20,6 +20,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hf_infcompute.distillation import DistillationArguments, distill
+    from hf_infcompute.distillation import DistillationTrainingArguments, distill
 
-    return run_recipe(args, distill, extra_classes=(DistillationArguments,))
+    return run_recipe(args, distill, training_class=DistillationTrainingArguments)

@@ -39,10 +39,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("give a recipe and the number of members, e.g. `hf-infcompute ensemble recipe.yaml --k 4`")
     slot = detach_from_launcher()  # before anything touches CUDA
     from hf_infcompute.ensemble.members import train_ensemble
-    from hf_infcompute.training.config import load_recipe
+    from hf_infcompute.training.config import load_recipe, parse_run_config
 
     records = train_ensemble(
-        load_recipe(args.recipe, args.overrides), args.output, args.k, vary=args.vary,
+        parse_run_config(load_recipe(args.recipe, args.overrides)), args.output, args.k, vary=args.vary,
         member_rule=args.member_rule, combine=args.combine, soup=args.soup, slot=slot,
     )
     if records:

@@ -6,8 +6,11 @@ import argparse
 import dataclasses
 from collections.abc import Callable
 
+from hf_infcompute.data.arguments import DataArguments
 from hf_infcompute.errors import InputError
-from hf_infcompute.training.config import ARGUMENT_CLASSES, load_recipe
+from hf_infcompute.training.arguments import ModelArguments, RegularizedTrainingArguments
+from hf_infcompute.training.config import load_recipe
+from hf_infcompute.workers import is_lead
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -29,8 +32,8 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--help-keys", action="store_true", help="list every recipe key with its help and exit")
 
 
-def print_keys(extra_classes: tuple[type, ...] = ()) -> None:
-    for cls in ARGUMENT_CLASSES + extra_classes:
+def print_keys(training_class: type[RegularizedTrainingArguments] = RegularizedTrainingArguments) -> None:
+    for cls in (DataArguments, ModelArguments, training_class):
         print(f"# {cls.__name__}")
         for f in dataclasses.fields(cls):
             if f.init and not f.name.startswith("_"):
@@ -43,17 +46,20 @@ def run(args: argparse.Namespace) -> int:
     return run_recipe(args, pretrain)
 
 
-def run_recipe(args: argparse.Namespace, train: Callable[[dict, str], dict], extra_classes: tuple = ()) -> int:
-    """Train from `args.recipe` with `train(config, output_dir)` and print the record's summary."""
+def run_recipe(
+    args: argparse.Namespace,
+    train: Callable[[dict, str], dict],
+    training_class: type[RegularizedTrainingArguments] = RegularizedTrainingArguments,
+) -> int:
+    """Train from `args.recipe` with `train(config, output_dir)` and print the record's summary; `--help-keys` lists
+    the keys of `training_class`, the method's training arguments."""
     if args.help_keys:
-        print_keys(extra_classes)
+        print_keys(training_class)
         return 0
     if args.recipe is None:
         raise InputError(f"give a recipe file, e.g. `hf-infcompute {args.command} recipes/pretrain-tiny.yaml`")
-    from accelerate import PartialState
-
     record = train(load_recipe(args.recipe, args.overrides), args.output)
-    if PartialState().is_main_process:
+    if is_lead():
         print_summary(record)
     return 0 if record["status"] == "finished" else 1
 
@@ -66,7 +72,8 @@ def print_summary(record: dict) -> None:
     print(
         f"  {record['recipe']} recipe, preset {record['preset']} ({record['n_params_total']:,} parameters, "
         f"{record['n_params']:,} non-embedding)\n"
-        f"  D = {record['token_budget']:,} tokens x {record['epochs']:g} epochs = {record['tokens_seen']:,} tokens seen\n"
+        f"  D = {record['token_budget']:,} tokens x {record['num_train_epochs']:g} epochs = "
+        f"{record['tokens_seen']:,} tokens seen\n"
         f"  lr {record['learning_rate']:g}, weight decay {record['weight_decay']:g}, batch {record['batch_size']}\n"
         f"  validation loss {record['val_loss']:.4f}, train loss {record['train_loss']:.4f}, "
         f"{record['wall_time_s']:.0f} s\n"

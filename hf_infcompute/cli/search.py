@@ -18,17 +18,8 @@ from typing import Any
 from hf_infcompute.errors import InputError
 from hf_infcompute.records import write_json_atomic
 from hf_infcompute.search.coordinate_descent import SearchResult, coordinate_descent
-from hf_infcompute.search.grid import (
-    EPOCHS,
-    LEARNING_RATE,
-    WEIGHT_DECAY,
-    Point,
-    SearchGrid,
-    for_recipe,
-    format_value,
-    point_label,
-)
-from hf_infcompute.search.pretrain_objective import CONFIG_KEYS, PretrainObjective
+from hf_infcompute.search.grid import RUN_AXES, Point, SearchGrid, for_recipe, format_value, point_label
+from hf_infcompute.search.pretrain_objective import PretrainObjective
 from hf_infcompute.search.store import SweepStore, default_worker_id
 from hf_infcompute.training.config import load_recipe, parse_run_config
 from hf_infcompute.workers import detach_from_launcher
@@ -80,18 +71,15 @@ def run(args: argparse.Namespace) -> int:
     slot = detach_from_launcher()
     worker_id = args.worker_id or (str(slot.rank) if slot else None) or default_worker_id()
     config = load_recipe(args.recipe, args.overrides)
+    run_config = parse_run_config(config)
     grid = for_recipe(
-        str(config.get("recipe", "regularized")),  # the training default
-        learning_rates=args.grid_lr,
-        epochs=args.grid_epochs,
-        weight_decays=args.grid_wd,
+        run_config.training.recipe, learning_rates=args.grid_lr, epochs=args.grid_epochs, weight_decays=args.grid_wd
     )
     start = start_point(grid, config, args.start)
-    objective = PretrainObjective(config, args.output)
-    # Check the whole recipe now, not at the first run; the sweep is bound to everything but the searched keys.
-    identity = parse_run_config(objective.config_for(start)).identity()
+    objective = PretrainObjective(run_config, args.output)
+    objective.run_for(start)  # check the starting point's run now, not at the first training
     store = SweepStore(args.output, lease_s=args.lease)
-    store.bind({key: value for key, value in identity.items() if key not in CONFIG_KEYS.values()})
+    store.bind(objective.binding(grid.names))  # every setting but the searched ones
     print(f"[{worker_id}] searching {grid.size} grid points from {point_label(start)} in {args.output}")
     with _printing_progress():
         result = coordinate_descent(
@@ -115,15 +103,14 @@ def run(args: argparse.Namespace) -> int:
 def start_point(grid: SearchGrid, config: dict[str, Any], start: list[float] | None) -> Point:
     """Per coordinate: the value from `--start` (LR,EPOCHS[,WD]), else the recipe's own value where it lies on the
     grid, else the grid's middle value."""
-    names = (LEARNING_RATE, EPOCHS, WEIGHT_DECAY)
     if start is not None and len(start) not in (2, 3):
         raise InputError(f"--start takes LR,EPOCHS or LR,EPOCHS,WD, got {len(start)} values")
     point = grid.center()
-    for name in names:
-        value = _as_number(config.get(CONFIG_KEYS[name]))
+    for name in RUN_AXES:
+        value = _as_number(config.get(name))
         if value is not None and _on_grid(grid, point, name, value):
             point[name] = value
-    for name, value in zip(names, start or ()):
+    for name, value in zip(RUN_AXES, start or ()):
         grid.index({**point, name: value})  # raises, naming the grid's values, when off the grid
         point[name] = value
     return grid.canonical(point)

@@ -24,7 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hf_infcompute.workers import detach_from_launcher
+    from hf_infcompute.workers import detach_from_launcher, is_lead
 
     slot = detach_from_launcher()  # under a launcher: one independent worker per GPU
     from hf_infcompute.study import load_study, run_study
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         path = write_study_report(spec, output, load_report_state(output))
     else:
         run_study(spec, output, slot)
-        if slot and slot.rank != 0:
+        if not is_lead(slot):
             return 0
         path = f"{output}/report.md"
     print(f"\nreport: {path}")

@@ -1,4 +1,4 @@
-"""`DistillationArguments`: the teacher, the synthetic corpus and how the student mixes it with real data."""
+"""`DistillationTrainingArguments`: the student's training arguments plus the teacher and how to learn from it."""
 
 from __future__ import annotations
 
@@ -6,26 +6,39 @@ import math
 from dataclasses import dataclass, field
 
 from hf_infcompute.errors import InputError
-
-KD_MODES = ("sequence", "token")
+from hf_infcompute.method import (
+    DISTILLATION_WEIGHT_DECAY,
+    KD_ALPHA,
+    KD_MODES,
+    KD_TEMPERATURE,
+    SYNTHETIC_FRACTION,
+)
+from hf_infcompute.training.arguments import RegularizedTrainingArguments
 
 
 @dataclass
-class DistillationArguments:
-    """How a student learns from a teacher.
+class DistillationTrainingArguments(RegularizedTrainingArguments):
+    """`RegularizedTrainingArguments` for a student that learns from a teacher (read by `DistillationTrainer`).
 
     `sequence` (the paper's): train on real rows mixed with the teacher's samples (`synthetic_data`, made by
     `hf-infcompute generate`), `synthetic_fraction` of every batch synthetic (0.5 is the paper's 1:1 mix).
     `token`: train on real rows against the teacher's next-token distributions (KL at `kd_temperature`), weighted
-    `kd_alpha` against the usual cross-entropy; needs `teacher`.
+    `kd_alpha` against the usual cross-entropy; needs `teacher`. Students default to weight decay 0.1, the paper's.
     """
 
     kd_mode: str = field(default="sequence", metadata={"help": "'sequence' (mix in teacher samples) or 'token' (KL)."})
     teacher: str | None = field(default=None, metadata={"help": "Teacher model or ensemble folder."})
     synthetic_data: str | None = field(default=None, metadata={"help": "Folder written by `hf-infcompute generate`."})
-    synthetic_fraction: float = field(default=0.5, metadata={"help": "Share of synthetic rows in each batch."})
-    kd_temperature: float = field(default=1.0, metadata={"help": "Softmax temperature of token-level distillation."})
-    kd_alpha: float = field(default=0.5, metadata={"help": "Weight of the KL term in token-level distillation."})
+    synthetic_fraction: float = field(
+        default=SYNTHETIC_FRACTION, metadata={"help": "Share of synthetic rows in each batch (0.5: a 1:1 mix)."}
+    )
+    kd_temperature: float = field(
+        default=KD_TEMPERATURE, metadata={"help": "Softmax temperature of token-level distillation."}
+    )
+    kd_alpha: float = field(default=KD_ALPHA, metadata={"help": "Weight of the KL term in token-level distillation."})
+    weight_decay: float = field(
+        default=DISTILLATION_WEIGHT_DECAY, metadata={"help": "Decoupled AdamW weight decay of the student."}
+    )
 
     def __post_init__(self) -> None:
         if self.kd_mode not in KD_MODES:
@@ -40,3 +53,4 @@ class DistillationArguments:
             raise InputError(f"kd_temperature must be positive, got {self.kd_temperature}")
         if not 0 <= self.kd_alpha <= 1:
             raise InputError(f"kd_alpha must be in [0, 1], got {self.kd_alpha}")
+        super().__post_init__()

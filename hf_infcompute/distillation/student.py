@@ -4,26 +4,26 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import datasets
 from transformers import TrainerCallback
 
-from hf_infcompute.data import PretrainingData
-from hf_infcompute.distillation.arguments import DistillationArguments
+from hf_infcompute.data import PackedCollator, PretrainingData
+from hf_infcompute.distillation.arguments import DistillationTrainingArguments
 from hf_infcompute.distillation.trainer import DistillationTrainer
 from hf_infcompute.errors import InputError
 from hf_infcompute.generation import check_same_tokenizer, load_synthetic
 from hf_infcompute.generation.teacher import describe_teacher, load_teacher_model
 from hf_infcompute.training.config import RunConfig, parse_run_config
-from hf_infcompute.training.pretraining import build_trainer, pretrain
-
-# Distillation's own default (the paper: students want low weight decay).
-DISTILLATION_WEIGHT_DECAY = 0.1
+from hf_infcompute.training.pretraining import build_model_for, pretrain
 
 
-def _synthetic_rows(args: DistillationArguments, data: PretrainingData, seq_len: int) -> datasets.Dataset | None:
+def _synthetic_rows(
+    args: DistillationTrainingArguments, data: PretrainingData, seq_len: int
+) -> datasets.Dataset | None:
     if args.synthetic_fraction == 0 or not args.synthetic_data:
         return None
     synthetic = load_synthetic(args.synthetic_data)
@@ -38,34 +38,31 @@ def _synthetic_rows(args: DistillationArguments, data: PretrainingData, seq_len:
 
 
 def build_distillation_trainer(
-    run: RunConfig, data: PretrainingData, callbacks: list[TrainerCallback] | None = None
+    run: RunConfig[DistillationTrainingArguments], data: PretrainingData,
+    callbacks: list[TrainerCallback] | None = None,
 ) -> DistillationTrainer:
     """A `DistillationTrainer` for the student of `run`, on its real split plus the synthetic corpus."""
-    args: DistillationArguments = run.extra(DistillationArguments)
+    args = run.training
     synthetic = _synthetic_rows(args, data, run.data.seq_len)
     train = data.train if synthetic is None else datasets.concatenate_datasets([data.train, synthetic])
     teacher = None
     if args.kd_mode == "token":
         check_same_tokenizer(args.teacher, data.tokenizer)
         teacher = load_teacher_model(describe_teacher(args.teacher), device="cpu", dtype="float32")
-    base = build_trainer(run, data)
     return DistillationTrainer(
-        model=base.model,
-        args=run.training,
+        model=build_model_for(run, data),
+        args=args,
         train_dataset=train,
         eval_dataset=data.validation,
-        data_collator=base.data_collator,
+        data_collator=PackedCollator(data.tokenizer.pad_token_id),
         processing_class=data.tokenizer,
         callbacks=callbacks,
         num_real=len(data.train),
-        synthetic_fraction=args.synthetic_fraction if synthetic is not None else 0.0,
         teacher=teacher,
-        kd_temperature=args.kd_temperature,
-        kd_alpha=args.kd_alpha,
     )
 
 
-def _teacher_of(args: DistillationArguments) -> str | None:
+def _teacher_of(args: DistillationTrainingArguments) -> str | None:
     if args.teacher:
         return args.teacher
     manifest = Path(args.synthetic_data or "") / "generation.json"
@@ -75,12 +72,25 @@ def _teacher_of(args: DistillationArguments) -> str | None:
 
 
 def distill(
-    config: dict[str, Any], output_dir: str | Path, *, callbacks: list[TrainerCallback] | None = None
+    config: RunConfig[DistillationTrainingArguments] | Mapping[str, Any],
+    output_dir: str | Path,
+    *,
+    callbacks: list[TrainerCallback] | None = None,
 ) -> dict[str, Any]:
-    """Train a student (pre-training settings plus `DistillationArguments`) and return its record (`kind="student"`)."""
-    config = {"weight_decay": DISTILLATION_WEIGHT_DECAY, **config}
-    run = parse_run_config(config, extra_classes=(DistillationArguments,))
-    args: DistillationArguments = run.extra(DistillationArguments)
+    """Train a student and return its record (`kind="student"`).
+
+    `config` is a run whose training arguments are `DistillationTrainingArguments`, or a mapping of its recipe keys
+    (pre-training keys plus kd_mode, teacher, synthetic_data, ...), parsed first.
+    """
+    run = config if isinstance(config, RunConfig) else parse_run_config(
+        dict(config), training_class=DistillationTrainingArguments
+    )
+    args = run.training
+    if not isinstance(args, DistillationTrainingArguments):
+        raise InputError(
+            f"a student's run needs DistillationTrainingArguments, got {type(args).__name__}: derive it with "
+            "run.replace(training_class=DistillationTrainingArguments, synthetic_data=...)"
+        )
     if args.kd_mode == "sequence" and args.synthetic_fraction == 1:
         warnings.warn(
             "training on synthetic data alone: the paper saw such students collapse (4.07 vs 3.44 with a 1:1 mix); "

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
+from hf_infcompute.distillation.arguments import DistillationTrainingArguments
 from hf_infcompute.distillation.losses import token_kd_loss
 from hf_infcompute.distillation.mixing import MixedEpochSampler
 from hf_infcompute.training.trainer import RegularizedTrainer
@@ -16,23 +17,20 @@ from hf_infcompute.training.trainer import RegularizedTrainer
 class DistillationTrainer(RegularizedTrainer):
     """Trains a student on `train_dataset = concatenate(real, synthetic)` with `num_real` real rows first.
 
-    Each batch holds `synthetic_fraction` synthetic rows (`MixedEpochSampler`). With a `teacher`, the loss is
+    Its settings come from `args` (`DistillationTrainingArguments`): each batch holds `args.synthetic_fraction`
+    synthetic rows (`MixedEpochSampler`; real rows only when the dataset has none). With a `teacher`, the loss is
     `(1 - kd_alpha) * cross-entropy + kd_alpha * KL(teacher || student)` at `kd_temperature` (token-level mode).
     """
 
+    args: DistillationTrainingArguments
+
     def __init__(
-        self,
-        *args: Any,
-        num_real: int,
-        synthetic_fraction: float,
-        teacher: PreTrainedModel | None = None,
-        kd_temperature: float = 1.0,
-        kd_alpha: float = 0.5,
-        **kwargs: Any,
+        self, *args: Any, num_real: int, teacher: PreTrainedModel | None = None, **kwargs: Any
     ) -> None:
         super().__init__(*args, **kwargs)
-        self.num_real, self.synthetic_fraction = num_real, synthetic_fraction
-        self.teacher, self.kd_temperature, self.kd_alpha = teacher, kd_temperature, kd_alpha
+        if not isinstance(self.args, DistillationTrainingArguments):
+            raise TypeError(f"DistillationTrainer needs DistillationTrainingArguments, got {type(self.args).__name__}")
+        self.num_real, self.teacher = num_real, teacher
         if teacher is not None:
             self.teacher = teacher.to(self.args.device).eval().requires_grad_(False)
             # The token-level loss is a per-batch mean, so the Trainer must scale it for gradient accumulation.
@@ -40,11 +38,12 @@ class DistillationTrainer(RegularizedTrainer):
 
     def _get_train_sampler(self, train_dataset: Any = None) -> MixedEpochSampler:
         dataset = train_dataset if train_dataset is not None else self.train_dataset
+        num_synthetic = len(dataset) - self.num_real
         return MixedEpochSampler(
             num_real=self.num_real,
-            num_synthetic=len(dataset) - self.num_real,
+            num_synthetic=num_synthetic,
             batch_size=self.args.per_device_train_batch_size,
-            synthetic_fraction=self.synthetic_fraction,
+            synthetic_fraction=self.args.synthetic_fraction if num_synthetic else 0.0,
             seed=self.args.data_seed,
         )
 
@@ -63,7 +62,8 @@ class DistillationTrainer(RegularizedTrainer):
                 input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask")
             ).logits
         kd = token_kd_loss(
-            outputs.logits[:, :-1], teacher_logits[:, :-1], inputs["labels"][:, 1:], temperature=self.kd_temperature
+            outputs.logits[:, :-1], teacher_logits[:, :-1], inputs["labels"][:, 1:],
+            temperature=self.args.kd_temperature,
         )
-        loss = (1 - self.kd_alpha) * outputs.loss + self.kd_alpha * kd
+        loss = (1 - self.args.kd_alpha) * outputs.loss + self.args.kd_alpha * kd
         return (loss, outputs) if return_outputs else loss

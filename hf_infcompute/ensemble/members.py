@@ -7,9 +7,7 @@ Members are ordinary `pretrain` runs, so a finished member is never retrained an
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -21,40 +19,35 @@ from hf_infcompute.ensemble.build import build_ensemble
 from hf_infcompute.ensemble.curve import COMBINE_MODES, ensemble_curve
 from hf_infcompute.ensemble.soup import average_weights
 from hf_infcompute.errors import InputError
+from hf_infcompute.method import member_hyperparameters
 from hf_infcompute.records import RUN_RECORD_FILE, append_record, read_record, write_json_atomic
-from hf_infcompute.training import RunConfig, parse_run_config, pretrain
-from hf_infcompute.training.arguments import STANDARD_WEIGHT_DECAY
-from hf_infcompute.workers import WorkerSlot
+from hf_infcompute.run_ids import ensemble_run_id, soup_run_id
+from hf_infcompute.training import RunConfig, pretrain
+from hf_infcompute.workers import WorkerSlot, is_lead
 
 logger = logging.getLogger(__name__)
 
 VARY_MODES = ("both", "init", "data")
-MEMBER_RULES = ("none", "paper")
 
 
-def member_config(config: dict[str, Any], index: int, *, vary: str = "both", member_rule: str = "none") -> dict:
-    """Settings of member `index`: seeds offset by `index` (initialisation, data order or both), and with
-    `member_rule="paper"` the paper's member hyperparameters: double the epochs, halve the weight decay, same LR."""
+def member_config(run: RunConfig, index: int, *, vary: str = "both", member_rule: str = "none") -> RunConfig:
+    """The run of member `index`: seeds offset by `index` (initialisation, data order or both), and the epochs and
+    weight decay of `member_rule` (`hf_infcompute.method.member_hyperparameters`; "paper" doubles the epochs and
+    halves the weight decay, same LR)."""
     if vary not in VARY_MODES:
         raise InputError(f"vary must be one of {', '.join(VARY_MODES)}, got {vary!r}")
-    if member_rule not in MEMBER_RULES:
-        raise InputError(f"member_rule must be one of {', '.join(MEMBER_RULES)}, got {member_rule!r}")
-    seed = int(config.get("seed", 0))
-    data_seed = int(config.get("data_seed", seed))
-    member = dict(config)
-    member["seed"] = seed + index if vary in ("both", "init") else seed
-    member["data_seed"] = data_seed + index if vary in ("both", "data") else data_seed
-    if member_rule == "paper":
-        if config.get("recipe", "regularized") == "standard":
-            raise InputError("the paper's member rule halves weight decay, which the standard recipe fixes at 0.1; "
-                             "use recipe=regularized")
-        member["num_train_epochs"] = 2 * float(config.get("num_train_epochs", 1))
-        member["weight_decay"] = float(config.get("weight_decay", STANDARD_WEIGHT_DECAY)) / 2
-    return member
+    t = run.training
+    epochs, weight_decay = member_hyperparameters(t.recipe, t.num_train_epochs, t.weight_decay, member_rule)
+    return run.replace(
+        seed=t.seed + index if vary in ("both", "init") else t.seed,
+        data_seed=t.data_seed + index if vary in ("both", "data") else t.data_seed,
+        num_train_epochs=epochs,
+        weight_decay=weight_decay,
+    )
 
 
 def train_members(
-    config: dict[str, Any],
+    run: RunConfig,
     output_dir: str | Path,
     k: int,
     *,
@@ -68,9 +61,9 @@ def train_members(
     rank, world = (slot.rank, slot.world_size) if slot else (0, 1)
     records = []
     for index in range(rank, k, world):
-        settings = member_config(config, index, vary=vary, member_rule=member_rule)
+        member = member_config(run, index, vary=vary, member_rule=member_rule)
         extra = {"member_index": index, "member_rule": member_rule, "vary": vary}
-        records.append(pretrain(settings, output_dir, kind="ensemble_member", record_extra=extra))
+        records.append(pretrain(member, output_dir, kind="ensemble_member", record_extra=extra))
     return records
 
 
@@ -85,24 +78,15 @@ def wait_for_members(output_dir: str | Path, run_ids: list[str], poll_s: float =
         time.sleep(poll_s)
 
 
-def _digest(member_ids: list[str], combine: str) -> str:
-    return hashlib.sha256(("|".join(member_ids) + combine).encode()).hexdigest()[:10]
-
-
-def ensemble_run_id(preset: str, token_budget: int, member_ids: list[str], combine: str = "logits") -> str:
-    """The record id of the logit ensemble of `member_ids` (in order)."""
-    return f"ensemble-{Path(preset).name}-D{token_budget}-K{len(member_ids)}-{_digest(member_ids, combine)}"
-
-
-def planned_ensemble_id(config: dict[str, Any], k: int, *, vary: str = "both", member_rule: str = "none",
+def planned_ensemble_id(run: RunConfig, k: int, *, vary: str = "both", member_rule: str = "none",
                         combine: str = "logits") -> str:
-    """The record id that `train_ensemble(config, ..., k, ...)` gives its k-member ensemble."""
-    runs = [parse_run_config(member_config(config, i, vary=vary, member_rule=member_rule)) for i in range(k)]
-    return ensemble_run_id(runs[0].model.name, runs[0].data.token_budget, [run.run_id() for run in runs], combine)
+    """The record id that `train_ensemble(run, ..., k, ...)` gives its k-member ensemble."""
+    members = [member_config(run, i, vary=vary, member_rule=member_rule) for i in range(k)]
+    return ensemble_run_id(run.model.name, run.data.token_budget, [member.run_id() for member in members], combine)
 
 
 def train_ensemble(
-    config: dict[str, Any],
+    run: RunConfig,
     output_dir: str | Path,
     k: int,
     *,
@@ -112,25 +96,24 @@ def train_ensemble(
     soup: bool = False,
     slot: WorkerSlot | None = None,
 ) -> list[dict[str, Any]]:
-    """Train K members and record the ensemble of the first k members for each k (kind "ensemble").
+    """Train K members of `run` and record the ensemble of the first k members for each k (kind "ensemble").
 
     The full ensemble is saved to `output_dir/ensembles/<id>/` (a `from_pretrained` folder); with `soup`, the
     weight-averaged model of the K members too (`output_dir/soups/<id>/`, kind "soup"). Returns the new ensemble
-    records (empty on workers other than rank 0).
+    records (empty on processes other than the lead, `is_lead`).
     """
     if combine not in COMBINE_MODES:
         raise InputError(f"combine must be one of {', '.join(COMBINE_MODES)}, got {combine!r}")
-    member_settings = [member_config(config, i, vary=vary, member_rule=member_rule) for i in range(k)]
-    runs = [parse_run_config(settings) for settings in member_settings]
-    train_members(config, output_dir, k, vary=vary, member_rule=member_rule, slot=slot)
-    if (slot and slot.rank != 0) or int(os.environ.get("RANK", "0")) != 0:
-        return []  # other workers, or other ranks of data-parallel member training: rank 0 records the curve
-    members = wait_for_members(output_dir, [run.run_id() for run in runs])
-    failed = [m["run_id"] for m in members if m["status"] != "finished"]
+    members = [member_config(run, i, vary=vary, member_rule=member_rule) for i in range(k)]
+    train_members(run, output_dir, k, vary=vary, member_rule=member_rule, slot=slot)
+    if not is_lead(slot):
+        return []  # other workers, or other ranks of data-parallel member training: the lead records the curve
+    records = wait_for_members(output_dir, [member.run_id() for member in members])
+    failed = [m["run_id"] for m in records if m["status"] != "finished"]
     if failed:
         raise InputError(f"ensemble members failed to train ({', '.join(failed)}); see their records and "
                          "lower the learning rate, then delete those records to retrain")
-    return record_curve(runs[0], members, output_dir, combine=combine, soup=soup,
+    return record_curve(members[0], records, output_dir, combine=combine, soup=soup,
                         rule={"member_rule": member_rule, "vary": vary})
 
 
@@ -148,7 +131,7 @@ def record_curve(
                            batch_size=run.training.per_device_eval_batch_size, device=device)
     first = members[0]
     shared = {key: first[key] for key in ("recipe", "corpus", "token_budget", "seq_len", "preset", "n_params",
-                                          "n_params_total", "learning_rate", "weight_decay", "epochs",
+                                          "n_params_total", "learning_rate", "weight_decay", "num_train_epochs",
                                           "validation_fingerprint", "version")}
     ids = [m["run_id"] for m in members]
     records = []
@@ -177,7 +160,7 @@ def record_soup(
 ) -> dict[str, Any]:
     """Average the members' weights, evaluate the soup and record it (kind "soup")."""
     ids = [m["run_id"] for m in members]
-    soup_id = f"soup-{Path(shared['preset']).name}-D{shared['token_budget']}-K{len(ids)}-{_digest(ids, 'soup')}"
+    soup_id = soup_run_id(shared["preset"], shared["token_budget"], ids)
     soup_dir = Path(output_dir) / "soups" / soup_id
     model = average_weights([m["model_dir"] for m in members], soup_dir).eval()
     loss = ensemble_curve([model], data.validation, data.tokenizer.pad_token_id,

@@ -14,13 +14,16 @@ from numbers import Real
 from typing import Any
 
 from hf_infcompute.errors import InputError
+from hf_infcompute.method import RECIPES, STANDARD_WEIGHT_DECAY
 
 Value = int | float
 Point = dict[str, Value]
 
+# Coordinates are named by the run settings they set (`RegularizedTrainingArguments` fields).
 LEARNING_RATE = "learning_rate"
-EPOCHS = "epochs"
+NUM_TRAIN_EPOCHS = "num_train_epochs"
 WEIGHT_DECAY = "weight_decay"
+RUN_AXES = (LEARNING_RATE, NUM_TRAIN_EPOCHS, WEIGHT_DECAY)
 
 # The authors' grid (PAPER.md, "The authors' configuration").
 PAPER_LEARNING_RATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
@@ -32,18 +35,14 @@ DEFAULT_LEARNING_RATES = PAPER_LEARNING_RATES
 DEFAULT_WEIGHT_DECAYS = (0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
 DEFAULT_EPOCHS = (1, 2, 4, 8, 16, 32)
 
-# The standard recipe keeps weight decay at the usual 0.1 and tunes only learning rate and epochs.
-STANDARD_WEIGHT_DECAY = 0.1
-RECIPES = ("standard", "regularized")
-
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True)
 class SearchGrid:
-    """Ordered values per coordinate, e.g. `{"learning_rate": [...], "epochs": [...], "weight_decay": [...]}`.
+    """Ordered values per coordinate, e.g. `{"learning_rate": [...], "num_train_epochs": [...], "weight_decay": [...]}`.
 
-    Every axis is strictly increasing. `learning_rate` must be positive, `epochs` positive integers and
+    Every axis is strictly increasing. `learning_rate` must be positive, `num_train_epochs` positive integers and
     `weight_decay` non-negative; other coordinates may be any finite numbers. An axis of one value is pinned.
     """
 
@@ -121,7 +120,7 @@ class SearchGrid:
         return self.point(tuple((n - 1) // 2 for n in self.shape))
 
     def replace(self, **axes: Sequence[Value]) -> SearchGrid:
-        """A copy with some axes replaced (`grid.replace(epochs=[4, 8, 16])`)."""
+        """A copy with some axes replaced (`grid.replace(num_train_epochs=[4, 8, 16])`)."""
         unknown = sorted(set(axes) - set(self.axes))
         if unknown:
             raise InputError(f"cannot replace unknown grid coordinates {unknown}; the grid has {list(self.axes)}")
@@ -134,14 +133,14 @@ class SearchGrid:
 def paper_grid() -> SearchGrid:
     """The authors' full grid: 6 learning rates x 7 epoch counts x 8 weight decays."""
     return SearchGrid(
-        {LEARNING_RATE: PAPER_LEARNING_RATES, EPOCHS: PAPER_EPOCHS, WEIGHT_DECAY: PAPER_WEIGHT_DECAYS}
+        {LEARNING_RATE: PAPER_LEARNING_RATES, NUM_TRAIN_EPOCHS: PAPER_EPOCHS, WEIGHT_DECAY: PAPER_WEIGHT_DECAYS}
     )
 
 
 def default_grid() -> SearchGrid:
     """Our default grid: the paper's learning rates, epochs 1..32 and weight decay 0.1..3.2."""
     return SearchGrid(
-        {LEARNING_RATE: DEFAULT_LEARNING_RATES, EPOCHS: DEFAULT_EPOCHS, WEIGHT_DECAY: DEFAULT_WEIGHT_DECAYS}
+        {LEARNING_RATE: DEFAULT_LEARNING_RATES, NUM_TRAIN_EPOCHS: DEFAULT_EPOCHS, WEIGHT_DECAY: DEFAULT_WEIGHT_DECAYS}
     )
 
 
@@ -170,7 +169,7 @@ def for_recipe(
             name: values
             for name, values in (
                 (LEARNING_RATE, learning_rates),
-                (EPOCHS, epochs),
+                (NUM_TRAIN_EPOCHS, epochs),
                 (WEIGHT_DECAY, weight_decays),
             )
             if values is not None
@@ -206,9 +205,9 @@ def _typed(name: str, value: Real) -> Value:
         if value < 0:
             raise InputError(f"weight decay cannot be negative, got {value!r} in the weight_decay axis")
         return float(value)
-    if name == EPOCHS:
+    if name == NUM_TRAIN_EPOCHS:
         if value <= 0 or float(value) != int(value):
-            raise InputError(f"epochs must be positive whole numbers, got {value!r} in the epochs axis")
+            raise InputError(f"epochs must be positive whole numbers, got {value!r} in the num_train_epochs axis")
         return int(value)
     return value if isinstance(value, int) else float(value)
 
@@ -227,5 +226,5 @@ def format_value(value: Value) -> str:
 
 
 def point_label(point: Mapping[str, Value]) -> str:
-    """`learning_rate=0.003 epochs=8 weight_decay=0.8`, in the point's own order."""
+    """`learning_rate=0.003 num_train_epochs=8 weight_decay=0.8`, in the point's own order."""
     return " ".join(f"{name}={format_value(value)}" for name, value in point.items())

@@ -3,43 +3,48 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hf_infcompute.errors import InputError
-from hf_infcompute.search.grid import EPOCHS, LEARNING_RATE, WEIGHT_DECAY, Point
+from hf_infcompute.search.grid import RUN_AXES, Point
 
-# Search coordinate -> the recipe key that sets it.
-CONFIG_KEYS = {LEARNING_RATE: "learning_rate", EPOCHS: "num_train_epochs", WEIGHT_DECAY: "weight_decay"}
+if TYPE_CHECKING:  # the search engine itself stays free of torch and the training stack
+    from hf_infcompute.training.config import RunConfig
 
 
 @dataclass(frozen=True)
 class PretrainObjective:
-    """Pre-train the recipe `config` at a grid point with `hf_infcompute.training.pretrain`, into `output_dir`.
+    """Pre-train `run` at a grid point with `hf_infcompute.training.pretrain`, into `output_dir`.
 
-    `config` is the flat recipe (corpus, token_budget, preset, seed, ...); the point's coordinates replace its
-    `learning_rate`, `num_train_epochs` and `weight_decay`. Runs and their records land in `output_dir/runs/` and
-    `output_dir/results/` (so `load_runs(output_dir)` lists every run of the sweep). Returns the run record, whose
-    `val_loss` the search minimises; a run that does not finish raises, and the search records the point as failed.
+    A point's coordinates are run settings (`learning_rate`, `num_train_epochs`, `weight_decay`) that replace the
+    run's own. Runs and their records land in `output_dir/runs/` and `output_dir/results/` (so
+    `load_runs(output_dir)` lists every run of the sweep). Returns the run record, whose `val_loss` the search
+    minimises; a run that does not finish raises, and the search records the point as failed.
     """
 
-    config: Mapping[str, Any]
+    run: RunConfig
     output_dir: str | os.PathLike
 
-    def config_for(self, point: Point) -> dict[str, Any]:
-        unknown = sorted(set(point) - set(CONFIG_KEYS))
+    def run_for(self, point: Point) -> RunConfig:
+        """The run of a grid point (validated: a standard recipe refuses a weight decay other than 0.1)."""
+        unknown = sorted(set(point) - set(RUN_AXES))
         if unknown:
             raise InputError(
-                f"pre-training has no setting for the search coordinates {unknown}: search only {sorted(CONFIG_KEYS)}"
+                f"pre-training has no setting for the search coordinates {unknown}: search only {list(RUN_AXES)}"
             )
-        return {**self.config, **{CONFIG_KEYS[name]: value for name, value in point.items()}}
+        return self.run.replace(**point)
+
+    def binding(self, axes: Iterable[str]) -> dict[str, Any]:
+        """The settings a sweep over `axes` is tied to: the run's identity without the searched coordinates."""
+        searched = set(axes)
+        return {key: value for key, value in self.run.identity().items() if key not in searched}
 
     def __call__(self, point: Point) -> dict[str, Any]:
-        # Imported on use: the search engine itself stays free of torch and the training stack.
         from hf_infcompute.training import pretrain
 
-        record = pretrain(self.config_for(point), str(self.output_dir))
+        record = pretrain(self.run_for(point), str(self.output_dir))
         if record.get("status") != "finished":
             raise RuntimeError(f"run {record.get('run_id')} ended {record.get('status')}: {record.get('error')}")
         return dict(record)

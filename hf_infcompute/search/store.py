@@ -44,7 +44,7 @@ FAILED = "failed"
 
 
 def point_key(point: Mapping[str, Any]) -> str:
-    """The file-name key of a point: `epochs=8,learning_rate=0.003,weight_decay=0.8` (coordinates sorted)."""
+    """The file-name key of a point: `learning_rate=0.003,num_train_epochs=8,weight_decay=0.8` (coordinates sorted)."""
     return ",".join(f"{name}={format_value(point[name])}" for name in sorted(point))
 
 

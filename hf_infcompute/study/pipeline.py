@@ -16,21 +16,25 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hf_infcompute.errors import InputError
+from hf_infcompute.method import STANDARD_WEIGHT_DECAY
 from hf_infcompute.records import write_json_atomic
 from hf_infcompute.search import SearchGrid, SearchResult, SweepStore, coordinate_descent, for_recipe
-from hf_infcompute.search.grid import EPOCHS, LEARNING_RATE, WEIGHT_DECAY
+from hf_infcompute.search.grid import LEARNING_RATE, NUM_TRAIN_EPOCHS, WEIGHT_DECAY
 from hf_infcompute.search.pretrain_objective import PretrainObjective
 from hf_infcompute.study.spec import SearchSpec, StudySpec
-from hf_infcompute.workers import WorkerSlot
+from hf_infcompute.workers import WorkerSlot, is_lead
+
+if TYPE_CHECKING:  # the training stack (torch) loads when a run is built, not when a study is read
+    from hf_infcompute.training.config import RunConfig
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "study.json"
 # Raised whenever what study.json holds changes, so that a report is never written from a state it cannot read.
-STATE_FORMAT = 2
+STATE_FORMAT = 3  # 3: search points keyed by run settings (num_train_epochs, not epochs)
 # Used when a study names no corpus and the Hub is reachable: a public, deduplicated, quality-filtered web sample.
 DEFAULT_CORPUS = {"corpus": "HuggingFaceFW/fineweb-edu", "corpus_config": "sample-10BT", "streaming": True}
 
@@ -71,10 +75,10 @@ def load_report_state(output_dir: str | Path) -> dict[str, Any]:
 def _start(grid: Any, search: SearchSpec, recipe: str) -> dict[str, Any]:
     if not search.start:
         return grid.center()
-    names = [LEARNING_RATE, EPOCHS] + ([WEIGHT_DECAY] if recipe == "regularized" else [])
+    names = [LEARNING_RATE, NUM_TRAIN_EPOCHS] + ([WEIGHT_DECAY] if recipe == "regularized" else [])
     start = dict(zip(names, search.start))
     if recipe == "standard":
-        start[WEIGHT_DECAY] = 0.1
+        start[WEIGHT_DECAY] = STANDARD_WEIGHT_DECAY
     return grid.canonical(start)
 
 
@@ -85,13 +89,13 @@ def search_recipe(
     recorded run."""
     search = spec.standard if recipe == "standard" else spec.regularized
     grid = for_recipe(
-        recipe, learning_rates=search.learning_rate, epochs=search.epochs,
+        recipe, learning_rates=search.learning_rate, epochs=search.num_train_epochs,
         weight_decays=search.weight_decay if recipe == "regularized" else None,
     )
-    config = {**run, "recipe": recipe, "token_budget": budget, "preset": preset}
+    objective = PretrainObjective(study_run(run, recipe, budget, preset), output_dir)
     store = SweepStore(output_dir / "sweeps" / f"{recipe}-{preset}-D{budget}")
-    store.bind(config)
-    return coordinate_descent(PretrainObjective(config, output_dir), grid, _start(grid, search, recipe), store), grid
+    store.bind(objective.binding(grid.names))
+    return coordinate_descent(objective, grid, _start(grid, search, recipe), store), grid
 
 
 def search_key(recipe: str, preset: str, budget: int) -> str:
@@ -99,12 +103,11 @@ def search_key(recipe: str, preset: str, budget: int) -> str:
     return f"{recipe}/{preset}/{budget}"
 
 
-def point_config(run: dict[str, Any], recipe: str, budget: int, preset: str, point: dict[str, Any]) -> dict:
-    """The run settings of a search point."""
-    return {
-        **run, "recipe": recipe, "token_budget": budget, "preset": preset,
-        "learning_rate": point[LEARNING_RATE], "num_train_epochs": point[EPOCHS], "weight_decay": point[WEIGHT_DECAY],
-    }
+def study_run(run: dict[str, Any], recipe: str, token_budget: int, preset: str) -> RunConfig:
+    """The run of `recipe` for (`token_budget`, `preset`) on the study's shared settings `run` (its YAML `run:`)."""
+    from hf_infcompute.training.config import parse_run_config
+
+    return parse_run_config({**run, "recipe": recipe, "token_budget": token_budget, "preset": preset})
 
 
 class Study:
@@ -135,7 +138,7 @@ class Study:
     @property
     def is_lead(self) -> bool:
         """Worker 0 (or a lone process) records ensembles, distils and reports; the others help train."""
-        return self.slot is None or self.slot.rank == 0
+        return is_lead(self.slot)
 
     def run_all(self) -> dict[str, Any]:
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -150,7 +153,7 @@ class Study:
         return self.state
 
     def searches(self) -> None:
-        plan = [("standard", budget) for budget in self.spec.budgets] + [("regularized", self.spec.budget)]
+        plan = [("standard", budget) for budget in self.spec.budgets] + [("regularized", self.spec.token_budget)]
         for recipe, budget in plan:
             for preset in self.spec.presets:
                 key = search_key(recipe, preset, budget)
@@ -168,7 +171,12 @@ class Study:
 
     def optimum(self, preset: str) -> dict[str, Any]:
         """The regularized recipe's locally optimal point for `preset` at the main budget."""
-        return self.state["searches"][search_key("regularized", preset, self.spec.budget)]
+        return self.state["searches"][search_key("regularized", preset, self.spec.token_budget)]
+
+    def optimum_run(self, preset: str) -> RunConfig:
+        """The run at the regularized recipe's locally optimal point for `preset` at the main budget."""
+        run = study_run(self.run, "regularized", self.spec.token_budget, preset)
+        return run.replace(**self.optimum(preset)["point"])
 
     def ensembles(self) -> None:
         from hf_infcompute.ensemble.members import train_ensemble
@@ -178,16 +186,16 @@ class Study:
             optimum = self.optimum(preset)
             if optimum["point"] is None:
                 continue
-            config = point_config(self.run, "regularized", self.spec.budget, preset, optimum["point"])
+            run = self.optimum_run(preset)
             try:
                 tuning = {}
                 for rule in spec.member_candidates:
                     member_rule = "paper" if rule == "paper" else "none"
-                    records = train_ensemble(config, self.output_dir, spec.tune_k, member_rule=member_rule,
+                    records = train_ensemble(run, self.output_dir, spec.tune_k, member_rule=member_rule,
                                              slot=self.slot)
-                    tuning[rule] = _ensemble_loss(records, self.output_dir, config, spec.tune_k, member_rule)
+                    tuning[rule] = _ensemble_loss(records, self.output_dir, run, spec.tune_k, member_rule)
                 chosen = min(tuning, key=tuning.get)
-                records = train_ensemble(config, self.output_dir, spec.k, slot=self.slot,
+                records = train_ensemble(run, self.output_dir, spec.k, slot=self.slot,
                                          member_rule="paper" if chosen == "paper" else "none")
             except (InputError, RuntimeError) as error:
                 self.note_failure(f"ensemble {preset}", error)
@@ -215,12 +223,13 @@ class Study:
         teachers = {"ensemble": (ensemble["model_dir"], ensemble["val_loss"])} if ensemble else {}
         if spec.self_distillation:
             teachers["self"] = (optimum["model_dir"], optimum["val_loss"])
-        tokens = spec.synthetic_tokens or 2 * self.spec.budget
+        base = self.optimum_run(preset)
+        tokens = spec.synthetic_tokens or 2 * self.spec.token_budget
         plans = {}  # student kind -> (teacher folder, teacher loss, the student's own settings)
         for name, (teacher, teacher_loss) in teachers.items():
             synthetic = self.output_dir / "synthetic" / f"{name}-{preset}"
             try:
-                generate_synthetic(teacher, synthetic, num_tokens=tokens, seq_len=self.run.get("seq_len", 256), seed=0)
+                generate_synthetic(teacher, synthetic, num_tokens=tokens, seq_len=base.data.seq_len, seed=0)
             except (InputError, RuntimeError) as error:
                 self.note_failure(f"synthetic data from {name}", error)
                 continue
@@ -229,10 +238,9 @@ class Study:
         if spec.token_level and ensemble:
             plans["token"] = (ensemble["model_dir"], ensemble["val_loss"],
                               {"kd_mode": "token", "teacher": ensemble["model_dir"]})
-        base = point_config(self.run, "regularized", self.spec.budget, preset, optimum["point"])
         weight_decays = spec.student_weight_decays(optimum["point"][WEIGHT_DECAY])
         for name, (teacher, teacher_loss, extra) in plans.items():
-            tried = self._students(name, {**base, **extra}, weight_decays)
+            tried = self._students(name, base, extra, weight_decays)
             if not tried:
                 continue
             best = min(tried, key=lambda student: student["val_loss"])
@@ -244,14 +252,18 @@ class Study:
             }
             self.save()
 
-    def _students(self, name: str, config: dict[str, Any], weight_decays: list[float]) -> list[dict[str, Any]]:
-        """Train (or find recorded) one student per weight decay; the finished ones."""
-        from hf_infcompute.distillation import distill
+    def _students(
+        self, name: str, base: RunConfig, distillation: dict[str, Any], weight_decays: list[float]
+    ) -> list[dict[str, Any]]:
+        """Train (or find recorded) one student of `base` per weight decay, with the `distillation` settings of
+        `DistillationTrainingArguments`; the finished ones."""
+        from hf_infcompute.distillation import DistillationTrainingArguments, distill
 
         finished = []
         for weight_decay in weight_decays:
             try:
-                record = distill({**config, "weight_decay": weight_decay}, self.output_dir)
+                student = base.replace(DistillationTrainingArguments, weight_decay=weight_decay, **distillation)
+                record = distill(student, self.output_dir)
             except (InputError, RuntimeError) as error:
                 self.note_failure(f"student of {name} at weight decay {weight_decay:g}", error)
                 continue
@@ -280,13 +292,13 @@ class Study:
             self.save()
 
 
-def _ensemble_loss(records: list[dict], output_dir: Path, config: dict, k: int, member_rule: str) -> float:
+def _ensemble_loss(records: list[dict], output_dir: Path, run: RunConfig, k: int, member_rule: str) -> float:
     """The k-member ensemble's loss: from this process's records, or (on helper workers) the lead's, once written."""
     from hf_infcompute.ensemble.members import planned_ensemble_id, wait_for_members
 
     if records:
         return next(r["val_loss"] for r in records if r.get("kind") == "ensemble" and r["k"] == k)
-    ensemble_id = planned_ensemble_id(config, k, member_rule=member_rule)
+    ensemble_id = planned_ensemble_id(run, k, member_rule=member_rule)
     return wait_for_members(output_dir, [ensemble_id])[0]["val_loss"]
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from hf_infcompute.errors import InputError
+from hf_infcompute.method import STANDARD_WEIGHT_DECAY
 
 
 @dataclass(frozen=True)
@@ -17,8 +18,8 @@ class SearchSpec:
     """The grid of one recipe's coordinate descent and its starting point."""
 
     learning_rate: list[float]
-    epochs: list[int]
-    weight_decay: list[float] = field(default_factory=lambda: [0.1])
+    num_train_epochs: list[int]
+    weight_decay: list[float] = field(default_factory=lambda: [STANDARD_WEIGHT_DECAY])
     start: list[float] | None = None
 
 
@@ -81,11 +82,12 @@ class BenchmarkSpec:
 
 @dataclass(frozen=True)
 class StudySpec:
-    """Everything a study runs. `run` holds the settings shared by every run (the flat pre-training keys)."""
+    """Everything a study runs. `run` holds the settings shared by every run (the flat pre-training keys);
+    `token_budget` is the main token budget D."""
 
     name: str
     run: dict[str, Any]
-    budget: int
+    token_budget: int
     presets: list[str]
     standard: SearchSpec
     regularized: SearchSpec
@@ -99,7 +101,7 @@ class StudySpec:
     @property
     def budgets(self) -> list[int]:
         """Every token budget the standard recipe is searched at (the data-scaling budgets and the main one)."""
-        return sorted(set(self.data_scaling_budgets) | {self.budget})
+        return sorted(set(self.data_scaling_budgets) | {self.token_budget})
 
     @property
     def distillation_preset(self) -> str:
@@ -125,9 +127,28 @@ def _build(cls: type, values: Any, where: str) -> Any:
         raise InputError(f"`{where}` of the study: {error}") from error
 
 
+# Keys of older study files, refused with the run setting that replaced them.
+RENAMED = {"budget": "token_budget", "epochs": "num_train_epochs"}
+
+
+def _refuse_renamed(values: Any, where: str) -> None:
+    if not isinstance(values, dict):
+        return
+    for old, new in RENAMED.items():
+        if old in values:
+            place = f"{where}.{old}" if where else old
+            raise InputError(
+                f"study key `{place}` is now `{new}`, the run setting it sets: rename it in the study YAML "
+                f"(`{new}: {values[old]!r}`)"
+            )
+
+
 def parse_study(values: dict[str, Any]) -> StudySpec:
-    """A `StudySpec` from a mapping; unknown keys are refused by name."""
+    """A `StudySpec` from a mapping; unknown keys are refused by name, renamed ones with their new name."""
     values = dict(values)
+    _refuse_renamed(values, "")
+    for key in ("standard", "regularized"):
+        _refuse_renamed(values.get(key), key)
     for key, cls in NESTED.items():
         if key in values:
             values[key] = _build(cls, values[key], key)
@@ -161,4 +182,7 @@ def load_study(path: str | Path, *, data: str | None = None) -> StudySpec:
     values = yaml.safe_load(text) or {}
     if data:
         values.setdefault("run", {})["corpus"] = data
-    return parse_study(values)
+    try:
+        return parse_study(values)
+    except InputError as error:
+        raise InputError(f"study recipe {path}: {error}") from None

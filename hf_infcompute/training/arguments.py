@@ -9,10 +9,8 @@ import torch
 from transformers import TrainingArguments
 
 from hf_infcompute.errors import InputError
+from hf_infcompute.method import RECIPES, STANDARD_WEIGHT_DECAY
 from hf_infcompute.planning import gradient_accumulation
-
-RECIPES = ("standard", "regularized")
-STANDARD_WEIGHT_DECAY = 0.1
 
 
 @dataclass

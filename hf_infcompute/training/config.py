@@ -1,28 +1,27 @@
 """A run's configuration: one flat mapping (a YAML recipe plus `key=value` overrides) parsed into three dataclasses.
 
-Keys are the fields of `DataArguments`, `ModelArguments` and `RegularizedTrainingArguments`, as in the flat JSON/YAML
-files of the transformers examples. Unknown keys are refused by name.
+Keys are the fields of `DataArguments`, `ModelArguments` and the run method's training arguments
+(`RegularizedTrainingArguments`, or a subclass such as `DistillationTrainingArguments`), as in the flat JSON/YAML files
+of the transformers examples. Unknown keys are refused by name. The parsed `RunConfig` is what stages pass on; a
+variant of a run (a search point, an ensemble member, a student) is `run.replace(key=value, ...)`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import yaml
 from transformers import HfArgumentParser
 
 from hf_infcompute.data.arguments import DataArguments
 from hf_infcompute.errors import InputError
+from hf_infcompute.run_ids import training_run_id
 from hf_infcompute.training.arguments import ModelArguments, RegularizedTrainingArguments
-
-ARGUMENT_CLASSES = (DataArguments, ModelArguments, RegularizedTrainingArguments)
 
 # The settings that define a run's result: two configurations equal on these are the same run.
 IDENTITY_KEYS = {
@@ -37,28 +36,30 @@ IDENTITY_KEYS = {
     ),
 }
 
+Training = TypeVar("Training", bound=RegularizedTrainingArguments)
+
+
+def _init_fields(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls) if f.init]
+
 
 @dataclass(frozen=True)
-class RunConfig:
-    """A run's settings; `extras` holds the argument dataclasses of methods built on pre-training (distillation)."""
+class RunConfig(Generic[Training]):
+    """A run's settings. `training` is the arguments class of the run's method: `RegularizedTrainingArguments` for
+    pre-training, a subclass of it for a method built on pre-training (its own fields join the run's identity)."""
 
     data: DataArguments
     model: ModelArguments
-    training: RegularizedTrainingArguments
-    extras: tuple[Any, ...] = ()
+    training: Training
 
     def identity(self) -> dict[str, Any]:
-        """The settings that decide this run's result (see `IDENTITY_KEYS`, plus every extra's fields)."""
+        """The settings that decide this run's result (see `IDENTITY_KEYS`, plus the method's own fields)."""
         parts = {"data": self.data, "model": self.model, "training": self.training}
         identity = {key: getattr(parts[group], key) for group, keys in IDENTITY_KEYS.items() for key in keys}
         identity["batch_size"] = self.global_batch_size
-        for extra in self.extras:
-            identity.update(dataclasses.asdict(extra))
+        own = set(_init_fields(type(self.training))) - set(_init_fields(RegularizedTrainingArguments))
+        identity.update({name: getattr(self.training, name) for name in sorted(own)})
         return identity
-
-    def extra(self, cls: type) -> Any:
-        """The extra arguments of type `cls`, or None."""
-        return next((e for e in self.extras if isinstance(e, cls)), None)
 
     @property
     def global_batch_size(self) -> int:
@@ -67,12 +68,39 @@ class RunConfig:
         return t.per_device_train_batch_size * t.world_size * t.gradient_accumulation_steps
 
     def run_id(self) -> str:
-        digest = hashlib.sha256(json.dumps(self.identity(), sort_keys=True, default=str).encode()).hexdigest()[:10]
         t = self.training
-        epochs = f"{t.num_train_epochs:g}"
-        return (
-            f"{t.recipe}-{Path(self.model.name).name}-D{self.data.token_budget}-lr{t.learning_rate:g}-wd{t.weight_decay:g}"
-            f"-ep{epochs}-s{t.seed}-{digest}"
+        return training_run_id(
+            self.identity(), recipe=t.recipe, model=self.model.name, token_budget=self.data.token_budget,
+            learning_rate=t.learning_rate, weight_decay=t.weight_decay, num_train_epochs=t.num_train_epochs,
+            seed=t.seed,
+        )
+
+    def replace(self, training_class: type[RegularizedTrainingArguments] | None = None, **changes: Any) -> RunConfig:
+        """A variant of this run with some settings changed, validated again by the argument dataclasses.
+
+        `changes` are run keys (`learning_rate=1e-3`, `seed=1`, `token_budget=4096`), read as a recipe reads them;
+        `data_seed` follows a new `seed` unless it was set apart from it. `training_class` switches the run to another
+        method's arguments (e.g. `DistillationTrainingArguments`), keeping every shared setting.
+        """
+        training_class = training_class or type(self.training)
+        field_types = _field_types((DataArguments, ModelArguments, training_class))
+        unknown = sorted(set(changes) - set(field_types))
+        if unknown:
+            raise InputError(f"unknown run key(s) {unknown}; valid keys are the fields of DataArguments, "
+                             f"ModelArguments and {training_class.__name__}")
+        values = {key: _coerce(key, value, field_types[key]) for key, value in changes.items()}
+        t = self.training
+        if "seed" in values and "data_seed" not in values and t.data_seed == t.seed:
+            values["data_seed"] = values["seed"]
+
+        def rebuilt(obj: Any, cls: type) -> Any:
+            names = _init_fields(cls)
+            kept = {name: getattr(obj, name) for name in names if hasattr(obj, name)}
+            return cls(**{**kept, **{key: value for key, value in values.items() if key in names}})
+
+        return RunConfig(
+            data=rebuilt(self.data, DataArguments), model=rebuilt(self.model, ModelArguments),
+            training=rebuilt(self.training, training_class),
         )
 
 
@@ -117,15 +145,18 @@ def _type_args(hint: Any) -> tuple:
 
 
 def parse_run_config(
-    config: dict[str, Any], output_dir: str | None = None, extra_classes: tuple[type, ...] = ()
+    config: dict[str, Any],
+    output_dir: str | None = None,
+    training_class: type[RegularizedTrainingArguments] = RegularizedTrainingArguments,
 ) -> RunConfig:
     """Parse a flat configuration mapping; `output_dir` becomes the Trainer's checkpoint folder.
 
-    `extra_classes` are further argument dataclasses (e.g. `DistillationArguments`) whose fields the mapping may set.
+    `training_class` is the arguments class of the run's method (e.g. `DistillationTrainingArguments`), whose fields
+    the mapping may set.
     """
     if "output_dir" in config:
         raise InputError("give `output_dir` on the command line (--output), not in the recipe")
-    classes = ARGUMENT_CLASSES + tuple(extra_classes)
+    classes = (DataArguments, ModelArguments, training_class)
     field_types = _field_types(classes)
     unknown = sorted(set(config) - set(field_types))
     if unknown:
@@ -135,7 +166,7 @@ def parse_run_config(
         )
     values = {key: _coerce(key, value, field_types[key]) for key, value in config.items()}
     values["output_dir"] = output_dir
-    data, model, training, *extras = HfArgumentParser(classes).parse_dict(values)
+    data, model, training = HfArgumentParser(classes).parse_dict(values)
     if model.base_model:
         if "tokenizer" in config and config["tokenizer"] != model.base_model:
             raise InputError(
@@ -143,7 +174,7 @@ def parse_run_config(
                 "or set it to the base model"
             )
         data.tokenizer = model.base_model
-    return RunConfig(data=data, model=model, training=training, extras=tuple(extras))
+    return RunConfig(data=data, model=model, training=training)
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:

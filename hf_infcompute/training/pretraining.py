@@ -7,7 +7,7 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from hf_infcompute.planning.device import fit_micro_batch
 from hf_infcompute.records import RUN_RECORD_FILE, append_record, read_record, write_json_atomic
 from hf_infcompute.training.config import RunConfig, parse_run_config
 from hf_infcompute.training.trainer import RegularizedTrainer
+from hf_infcompute.workers import is_lead
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ def _base_record(run: RunConfig, data: PretrainingData, trainer: RegularizedTrai
         "n_params_total": counts.total,
         "learning_rate": args.learning_rate,
         "weight_decay": args.weight_decay,
-        "epochs": args.num_train_epochs,
+        "num_train_epochs": args.num_train_epochs,
         "seed": args.seed,
         "data_seed": args.data_seed,
         "batch_size": run.global_batch_size,
@@ -143,7 +144,7 @@ def _base_record(run: RunConfig, data: PretrainingData, trainer: RegularizedTrai
 
 
 def pretrain(
-    config: dict[str, Any] | RunConfig,
+    config: Mapping[str, Any] | RunConfig,
     output_dir: str | Path,
     *,
     callbacks: list[TrainerCallback] | None = None,
@@ -158,9 +159,10 @@ def pretrain(
     returned), and an interrupted one resumes from its last checkpoint in `output_dir/runs/<run_id>/`. A non-finite
     loss stops training; the run is then recorded with `status="failed"` and the step, and returned.
     Methods built on pre-training (ensemble members, distillation, continued pre-training) pass their record `kind`,
-    a `trainer_factory` and fields to add to the record (`record_extra`).
+    a `trainer_factory` and fields to add to the record (`record_extra`). A mapping of recipe keys is parsed first
+    (`parse_run_config`), for scripts and the command line.
     """
-    run = config if isinstance(config, RunConfig) else parse_run_config(config)
+    run = config if isinstance(config, RunConfig) else parse_run_config(dict(config))
     run_id = run.run_id()
     finished = read_record(output_dir, run_id)
     if finished is not None:
@@ -169,8 +171,7 @@ def pretrain(
     check_model_fits(run)
     folder = run_dir(output_dir, run_id)
     run.training.output_dir = str(folder)
-    state = PartialState()
-    with state.main_process_first():
+    with PartialState().main_process_first():
         data = prepare_data(run.data)
     if run.training.auto_micro_batch:
         fit_micro_batch(run.training, model_config_for(run, data), run.data.seq_len)
@@ -183,7 +184,7 @@ def pretrain(
     except NonFiniteLossError as error:
         record.update(status="failed", error=str(error), failed_step=trainer.state.global_step + 1)
         record["wall_time_s"] = time.perf_counter() - started
-        if state.is_main_process:
+        if is_lead():
             append_record(output_dir, record)
         logger.error(str(error))
         return record
@@ -200,7 +201,7 @@ def pretrain(
         model_dir=str(folder / "model"),
     )
     save_final_model(trainer, folder / "model", record)
-    if state.is_main_process:
+    if is_lead():
         if not keep_checkpoints:
             for stale in folder.glob("checkpoint-*"):
                 shutil.rmtree(stale, ignore_errors=True)
