@@ -24,7 +24,7 @@ _IMPORT_STRUCTURE: dict[str, list[str]] = {
         "parse_run_config",
         "pretrain",
     ],
-    "hf_infcompute.distillation": ["DistillationArguments", "DistillationTrainer", "distill"],
+    "hf_infcompute.distillation": ["DistillationTrainer", "DistillationTrainingArguments", "distill"],
     "hf_infcompute.ensemble": ["LogitEnsembleConfig", "LogitEnsembleForCausalLM", "average_weights", "build_ensemble"],
     "hf_infcompute.ensemble.members": ["train_ensemble"],
     "hf_infcompute.scaling": ["PowerLawFit", "JointFit", "data_efficiency", "fit_power_law", "joint_asymptote"],
@@ -40,7 +40,7 @@ __all__ = ["__version__", *sorted(_MODULE_OF)]
 
 if TYPE_CHECKING:
     from hf_infcompute.data import DataArguments, PretrainingData, prepare_data
-    from hf_infcompute.distillation import DistillationArguments, DistillationTrainer, distill
+    from hf_infcompute.distillation import DistillationTrainer, DistillationTrainingArguments, distill
     from hf_infcompute.ensemble import LogitEnsembleConfig, LogitEnsembleForCausalLM, average_weights, build_ensemble
     from hf_infcompute.ensemble.members import train_ensemble
     from hf_infcompute.models import PRESETS, ModelPreset, get_preset
