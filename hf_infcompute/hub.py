@@ -50,7 +50,7 @@ def model_card(record: dict[str, Any], scores: list[dict[str, Any]] | None = Non
         ("model", record.get("preset")),
         ("parameters", f"{record['n_params_total']:,}" if record.get("n_params_total") else None),
         ("members K", record.get("k")),
-        ("epochs", record.get("epochs")),
+        ("epochs", record.get("num_train_epochs")),
         ("learning rate", record.get("learning_rate")),
         ("weight decay", record.get("weight_decay")),
         ("teacher", record.get("teacher")),

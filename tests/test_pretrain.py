@@ -29,7 +29,7 @@ def test_loss_falls_and_run_is_recorded(tiny_run, tmp_path):
     runs = load_runs(tmp_path)
     assert list(runs["run_id"]) == [record["run_id"]]
     for column in ("recipe", "corpus", "token_budget", "preset", "n_params", "n_params_total", "learning_rate",
-                   "weight_decay", "epochs", "seed", "data_seed", "val_loss", "train_loss", "tokens_seen",
+                   "weight_decay", "num_train_epochs", "seed", "data_seed", "val_loss", "train_loss", "tokens_seen",
                    "wall_time_s", "version"):
         assert column in runs.columns
     model = AutoModelForCausalLM.from_pretrained(record["model_dir"])

@@ -470,7 +470,7 @@ def test_real_sweep_on_a_tiny_model(tmp_path, tiny_run):
     for point_result in store.results():
         run = runs[runs.run_id == point_result.extra["run_id"]].iloc[0]
         assert run.val_loss == point_result.loss
-        assert (run.learning_rate, run.epochs, run.weight_decay) == tuple(
+        assert (run.learning_rate, run.num_train_epochs, run.weight_decay) == tuple(
             point_result.point[name] for name in ("learning_rate", "epochs", "weight_decay")
         )
     rerun = coordinate_descent(PretrainObjective(config, tmp_path), grid, start, store)

@@ -148,7 +148,7 @@ def record_curve(
                            batch_size=run.training.per_device_eval_batch_size)
     first = members[0]
     shared = {key: first[key] for key in ("recipe", "corpus", "token_budget", "seq_len", "preset", "n_params",
-                                          "n_params_total", "learning_rate", "weight_decay", "epochs",
+                                          "n_params_total", "learning_rate", "weight_decay", "num_train_epochs",
                                           "validation_fingerprint", "version")}
     ids = [m["run_id"] for m in members]
     records = []

@@ -114,7 +114,7 @@ def _base_record(run: RunConfig, data: PretrainingData, trainer: RegularizedTrai
         "n_params_total": counts.total,
         "learning_rate": args.learning_rate,
         "weight_decay": args.weight_decay,
-        "epochs": args.num_train_epochs,
+        "num_train_epochs": args.num_train_epochs,
         "seed": args.seed,
         "data_seed": args.data_seed,
         "batch_size": run.global_batch_size,
