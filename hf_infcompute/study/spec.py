@@ -85,7 +85,7 @@ class StudySpec:
 
     name: str
     run: dict[str, Any]
-    budget: int
+    token_budget: int
     presets: list[str]
     standard: SearchSpec
     regularized: SearchSpec
@@ -99,7 +99,7 @@ class StudySpec:
     @property
     def budgets(self) -> list[int]:
         """Every token budget the standard recipe is searched at (the data-scaling budgets and the main one)."""
-        return sorted(set(self.data_scaling_budgets) | {self.budget})
+        return sorted(set(self.data_scaling_budgets) | {self.token_budget})
 
     @property
     def distillation_preset(self) -> str:
