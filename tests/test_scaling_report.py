@@ -16,8 +16,9 @@ import pytest
 from hf_infcompute.cli import fit as fit_command
 from hf_infcompute.errors import InputError
 from hf_infcompute.records import append_record, load_runs
+from hf_infcompute.scaling.analysis import best_per_size, build_report, finished_runs
 from hf_infcompute.scaling.plots import human_count
-from hf_infcompute.scaling.report import best_per_size, build_report, finished_runs, write_report
+from hf_infcompute.scaling.report import write_report
 
 PRESETS = {"p150m": 150e6, "p300m": 300e6, "p600m": 600e6}
 BUDGETS = (200_000_000, 400_000_000, 800_000_000)
@@ -44,7 +45,8 @@ def write_store(output: Path) -> None:
                         "run_id": f"{recipe}-{preset}-D{d}-lr{lr:g}", "kind": "pretrain", "status": "finished",
                         "recipe": recipe, "corpus": "synthetic", "token_budget": d, "seq_len": 64, "preset": preset,
                         "n_params": int(0.8 * n), "n_params_total": int(n), "learning_rate": lr,
-                        "weight_decay": 0.1 if recipe == "standard" else 0.8, "epochs": 4, "seed": 0,
+                        "weight_decay": 0.1 if recipe == "standard" else 0.8, "num_train_epochs": 4,
+                        "seed": 0,
                         "val_loss": best_loss(recipe, n, d) + extra, "train_loss": 1.0,
                     })
     # Neither a failed run nor a non-finite loss may count as a best run.

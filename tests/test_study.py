@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -16,7 +17,9 @@ import yaml
 from hf_infcompute import load_runs
 from hf_infcompute.errors import InputError
 from hf_infcompute.study import load_study, parse_study, run_study
-from hf_infcompute.study.pipeline import resolve_corpus
+from hf_infcompute.study.pipeline import DEFAULT_CORPUS, Study, resolve_corpus
+from hf_infcompute.study.report import write_study_report
+from hf_infcompute.study.state import STATE_FILE, load_report_state
 
 MICRO = {
     "name": "micro",
@@ -75,16 +78,18 @@ def test_micro_study_report_matches_the_results_store(micro_study):
         record = runs[(runs.kind == "ensemble") & (runs.preset == preset) & (runs.k == int(k))]
         assert float(loss) in [pytest.approx(v, abs=1e-4) for v in record.val_loss]
     # with two values per axis every optimum sits on the grid's edge, and the report says where
-    edges = [search for search in state["searches"].values() if search["grid_edges"]]
-    assert len(edges) == len(state["searches"])
+    edges = [search for search in state.searches.values() if search.grid_edges]
+    assert len(edges) == len(state.searches)
     for search in edges:
-        line = f"- {search['recipe']} {search['preset']} at D = {search['token_budget']:,}: "
-        assert line + ", ".join(search["grid_edges"]) in report
+        line = f"- {search.recipe} {search.preset} at D = {search.token_budget:,}: "
+        assert line + ", ".join(search.grid_edges) in report
+    assert (state.corpus, state.corpus_config) == (spec.run["corpus"], None)
+    assert f"Corpus `{spec.run['corpus']}`, main token budget D = 4,096," in report
     findings = parse_table(report, "## Findings")
     assert {row[1] for row in findings} <= {"yes", "**no**", "not tested"} and len(findings) >= 4
     assert "joint N, K -> inf asymptote" in report and "share of the ensemble's gain" in report
     assert re.search(r"!\[.*\]\(figures/.*\.png\)", report)
-    assert set(state["distillation"]) == {"ensemble", "self", "token"}
+    assert set(state.distillation) == {"ensemble", "self", "token"}
     students = runs[runs.kind == "student"].set_index("run_id")
     rows = parse_table(report, "## Distillation (measured)")
     assert len(rows) == len(students) == 3 * 2  # three teachers/modes x two weight decays (0.05 is no optimum)
@@ -93,21 +98,21 @@ def test_micro_study_report_matches_the_results_store(micro_study):
         assert float(loss.removesuffix(" (best)")) == pytest.approx(record.val_loss, abs=1e-4)
         assert float(weight_decay) == pytest.approx(record.weight_decay)
         assert record.kd_mode == ("token" if "token-level" in teacher else "sequence")
-    for name, entry in state["distillation"].items():
-        assert entry["student_val_loss"] == min(s["val_loss"] for s in entry["students"])
-        best = [row for row in rows if row[-1] == entry["run_id"]]
+    for name, entry in state.distillation.items():
+        assert entry.student_val_loss == min(s.val_loss for s in entry.students)
+        best = [row for row in rows if row[-1] == entry.run_id]
         assert best[0][3].endswith("(best)")
 
 
 def test_resumed_study_trains_nothing_twice(micro_study, trained_runs):
     spec, output, first = micro_study
     before = len(load_runs(output))
-    first_wall_time = first["wall_time_s"]
+    first_wall_time = first.wall_time_s
     again = run_study(spec, output)
     assert trained_runs == []
     assert len(load_runs(output)) == before
     # the report counts the time of both sessions
-    assert again["sessions"] == first["sessions"] + 1 and again["wall_time_s"] > first_wall_time
+    assert again.sessions == first.sessions + 1 and again.wall_time_s > first_wall_time
     assert "over 2 sessions" in (output / "report.md").read_text()
 
 
@@ -132,6 +137,19 @@ def test_report_only_rewrites_the_report_and_names_the_fix_for_an_old_state(micr
     assert "no study in" in capsys.readouterr().err
 
 
+def test_the_resolved_corpus_is_recorded_and_reported(micro_study, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    hub = Study(parse_study(MICRO), tmp_path / "hub").state  # no corpus given: the default hub dataset
+    assert (hub.corpus, hub.corpus_config) == (DEFAULT_CORPUS["corpus"], DEFAULT_CORPUS["corpus_config"])
+    spec, output, _ = micro_study
+    copy = tmp_path / "study"
+    shutil.copytree(output, copy)
+    state = dataclasses.replace(load_report_state(copy), corpus=hub.corpus, corpus_config=hub.corpus_config)
+    state.save(copy / STATE_FILE)
+    report = write_study_report(spec, copy, load_report_state(copy)).read_text()
+    assert "Corpus `HuggingFaceFW/fineweb-edu` (config `sample-10BT`), main token budget" in report
+
+
 def test_killed_study_resumes_without_retraining(corpus_dir, cache_dir, tmp_path, monkeypatch, trained_runs):
     spec = parse_study({
         **MICRO, "run": {**MICRO["run"], "corpus": str(corpus_dir), "cache_dir": str(cache_dir)},
@@ -154,7 +172,7 @@ def test_killed_study_resumes_without_retraining(corpus_dir, cache_dir, tmp_path
     state = run_study(spec, tmp_path)
     assert trained_runs and not set(trained_runs) & before_kill  # members and the student; no search point again
     assert before_kill < set(load_runs(tmp_path).run_id)
-    assert state["distillation"]["ensemble"]["status"] == "finished"
+    assert state.distillation["ensemble"].status == "finished"
 
 
 def test_two_workers_share_a_study(corpus_dir, cache_dir, tmp_path):

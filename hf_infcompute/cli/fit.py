@@ -34,7 +34,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from hf_infcompute.records import load_runs, results_dir
     from hf_infcompute.scaling import ScalingFitWarning
-    from hf_infcompute.scaling.report import build_report, write_report
+    from hf_infcompute.scaling.analysis import build_report
+    from hf_infcompute.scaling.report import write_report
 
     output_dir = Path(args.output_dir)
     if not output_dir.is_dir():

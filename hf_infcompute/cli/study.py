@@ -28,8 +28,8 @@ def run(args: argparse.Namespace) -> int:
 
     slot = detach_from_launcher()  # under a launcher: one independent worker per GPU
     from hf_infcompute.study import load_study, run_study
-    from hf_infcompute.study.pipeline import load_report_state
     from hf_infcompute.study.report import write_study_report
+    from hf_infcompute.study.state import load_report_state
 
     spec = load_study(args.recipe, data=args.data)
     output = args.output or f"outputs/{spec.name}"

@@ -2,6 +2,7 @@
 K and data D, with bootstrap uncertainty; data efficiency over a reference recipe; the paper's figures; and the
 report that `hf-infcompute fit` writes from a results store."""
 
+from hf_infcompute.scaling.analysis import ScalingReport, build_report
 from hf_infcompute.scaling.joint import JointFit, joint_asymptote
 from hf_infcompute.scaling.plots import (
     plot_data_efficiency,
@@ -11,7 +12,7 @@ from hf_infcompute.scaling.plots import (
     plot_loss_vs_params,
 )
 from hf_infcompute.scaling.power_law import PowerLawFit, ScalingFitWarning, data_efficiency, fit_power_law
-from hf_infcompute.scaling.report import ScalingReport, build_report, write_report
+from hf_infcompute.scaling.report import write_report
 
 __all__ = [
     "JointFit",

@@ -6,12 +6,13 @@
 4. distillation: the K-member ensemble and the best single model each teach a student of the same size, one per
    weight decay candidate (the best is reported), and optionally a token-level student of the ensemble;
 5. optional downstream benchmarks;
-then `report.md` (see `hf_infcompute.study.report`). A killed study resumes: finished runs are never trained again.
+keeping what each found in `study.json` (`hf_infcompute.study.state`). A killed study resumes: finished runs are never
+trained again.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import os
 import time
@@ -20,11 +21,22 @@ from typing import TYPE_CHECKING, Any
 
 from hf_infcompute.errors import InputError
 from hf_infcompute.method import STANDARD_WEIGHT_DECAY
-from hf_infcompute.records import write_json_atomic
 from hf_infcompute.search import SearchGrid, SearchResult, SweepStore, coordinate_descent, for_recipe
 from hf_infcompute.search.grid import LEARNING_RATE, NUM_TRAIN_EPOCHS, WEIGHT_DECAY
 from hf_infcompute.search.pretrain_objective import PretrainObjective
 from hf_infcompute.study.spec import SearchSpec, StudySpec
+from hf_infcompute.study.state import (
+    STATE_FILE,
+    BenchmarkState,
+    DistillationState,
+    EnsembleState,
+    Failure,
+    SearchState,
+    StudentState,
+    StudyState,
+    previous_sessions,
+    search_key,
+)
 from hf_infcompute.workers import WorkerSlot, is_lead
 
 if TYPE_CHECKING:  # the training stack (torch) loads when a run is built, not when a study is read
@@ -32,9 +44,6 @@ if TYPE_CHECKING:  # the training stack (torch) loads when a run is built, not w
 
 logger = logging.getLogger(__name__)
 
-STATE_FILE = "study.json"
-# Raised whenever what study.json holds changes, so that a report is never written from a state it cannot read.
-STATE_FORMAT = 3  # 3: search points keyed by run settings (num_train_epochs, not epochs)
 # Used when a study names no corpus and the Hub is reachable: a public, deduplicated, quality-filtered web sample.
 DEFAULT_CORPUS = {"corpus": "HuggingFaceFW/fineweb-edu", "corpus_config": "sample-10BT", "streaming": True}
 
@@ -51,25 +60,6 @@ def resolve_corpus(spec: StudySpec) -> dict[str, Any]:
         )
     val_tokens = run.get("val_sequences", 64) * run.get("seq_len", 256)
     return {**DEFAULT_CORPUS, "max_corpus_tokens": 2 * (max(spec.budgets) + val_tokens), **run}
-
-
-def load_state(output_dir: str | Path) -> dict[str, Any]:
-    """What a study in `output_dir` has found so far (empty before it starts)."""
-    path = Path(output_dir) / STATE_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def load_report_state(output_dir: str | Path) -> dict[str, Any]:
-    """The saved state of a study to report on; `InputError` naming the fix when there is none or it is outdated."""
-    state = load_state(output_dir)
-    if not state:
-        raise InputError(f"no study in {output_dir}: run it first, without --report-only")
-    if state.get("format") != STATE_FORMAT:
-        raise InputError(
-            f"{Path(output_dir) / STATE_FILE} was written by an older hf-infcompute. Run the study again without "
-            "--report-only; finished runs are read back, not trained again"
-        )
-    return state
 
 
 def _start(grid: Any, search: SearchSpec, recipe: str) -> dict[str, Any]:
@@ -98,11 +88,6 @@ def search_recipe(
     return coordinate_descent(objective, grid, _start(grid, search, recipe), store), grid
 
 
-def search_key(recipe: str, preset: str, budget: int) -> str:
-    """Where `study.json` keeps the search of `recipe` for (`preset`, `budget`)."""
-    return f"{recipe}/{preset}/{budget}"
-
-
 def study_run(run: dict[str, Any], recipe: str, token_budget: int, preset: str) -> RunConfig:
     """The run of `recipe` for (`token_budget`, `preset`) on the study's shared settings `run` (its YAML `run:`)."""
     from hf_infcompute.training.config import parse_run_config
@@ -118,29 +103,31 @@ class Study:
         self.output_dir = Path(output_dir)
         self.slot = slot
         self.run = resolve_corpus(spec)
-        self.state: dict[str, Any] = {"name": spec.name, "format": STATE_FORMAT, "searches": {}, "ensembles": {},
-                                      "distillation": {}, "failures": [], "benchmarks": {}}
         # Wall time adds up over the sessions of a resumed study; each save counts this one up to now.
-        earlier = load_state(self.output_dir)
-        self._earlier_wall_time_s = earlier.get("wall_time_s", 0.0)
-        self.state["sessions"] = earlier.get("sessions", 1 if earlier else 0) + 1
+        sessions, self._earlier_wall_time_s = previous_sessions(self.output_dir)
+        self.state = StudyState(
+            name=spec.name, corpus=self.run["corpus"], corpus_config=self.run.get("corpus_config"), searches={},
+            ensembles={}, distillation={}, benchmarks={}, failures=[], sessions=sessions + 1,
+            wall_time_s=self._earlier_wall_time_s,
+        )
         self._started = time.perf_counter()
 
     def save(self) -> None:
         if self.is_lead:  # helpers hold partial state; the lead's is the study's
-            self.state["wall_time_s"] = self._earlier_wall_time_s + time.perf_counter() - self._started
-            write_json_atomic(self.output_dir / STATE_FILE, self.state)
+            wall_time_s = self._earlier_wall_time_s + time.perf_counter() - self._started
+            self.state = dataclasses.replace(self.state, wall_time_s=wall_time_s)
+            self.state.save(self.output_dir / STATE_FILE)
 
     def note_failure(self, phase: str, error: Exception) -> None:
         logger.error("%s failed: %s", phase, error)
-        self.state["failures"].append({"phase": phase, "error": str(error)})
+        self.state.failures.append(Failure(phase, str(error)))
 
     @property
     def is_lead(self) -> bool:
         """Worker 0 (or a lone process) records ensembles, distils and reports; the others help train."""
         return is_lead(self.slot)
 
-    def run_all(self) -> dict[str, Any]:
+    def run_all(self) -> StudyState:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.searches()
         self.ensembles()
@@ -159,24 +146,24 @@ class Study:
                 key = search_key(recipe, preset, budget)
                 logger.info("search %s", key)
                 result, grid = search_recipe(self.spec, self.run, recipe, budget, preset, self.output_dir)
-                self.state["searches"][key] = {
-                    "recipe": recipe, "preset": preset, "token_budget": budget, "point": result.best_point,
-                    "val_loss": result.best_loss, "locally_optimal": result.locally_optimal,
-                    "run_id": result.best.extra.get("run_id") if result.best else None,
-                    "model_dir": result.best.extra.get("model_dir") if result.best else None,
-                    "evaluations": result.evaluations, "reused": result.reused,
-                    "grid_edges": grid.edges(result.best_point) if result.best else [],
-                }
+                self.state.searches[key] = SearchState(
+                    recipe=recipe, preset=preset, token_budget=budget, point=result.best_point,
+                    val_loss=result.best_loss, locally_optimal=result.locally_optimal,
+                    run_id=result.best.extra.get("run_id") if result.best else None,
+                    model_dir=result.best.extra.get("model_dir") if result.best else None,
+                    evaluations=result.evaluations, reused=result.reused,
+                    grid_edges=grid.edges(result.best_point) if result.best else [],
+                )
                 self.save()
 
-    def optimum(self, preset: str) -> dict[str, Any]:
+    def optimum(self, preset: str) -> SearchState:
         """The regularized recipe's locally optimal point for `preset` at the main budget."""
-        return self.state["searches"][search_key("regularized", preset, self.spec.token_budget)]
+        return self.state.search("regularized", preset, self.spec.token_budget)
 
     def optimum_run(self, preset: str) -> RunConfig:
         """The run at the regularized recipe's locally optimal point for `preset` at the main budget."""
         run = study_run(self.run, "regularized", self.spec.token_budget, preset)
-        return run.replace(**self.optimum(preset)["point"])
+        return run.replace(**self.optimum(preset).point)
 
     def ensembles(self) -> None:
         from hf_infcompute.ensemble.members import train_ensemble
@@ -184,7 +171,7 @@ class Study:
         spec = self.spec.ensemble
         for preset in spec.presets or self.spec.presets:
             optimum = self.optimum(preset)
-            if optimum["point"] is None:
+            if optimum.point is None:
                 continue
             run = self.optimum_run(preset)
             try:
@@ -203,11 +190,10 @@ class Study:
             if not self.is_lead:
                 continue
             full = records[-1]
-            self.state["ensembles"][preset] = {
-                "tuning": tuning, "chosen": chosen, "k": spec.k, "val_loss": full["val_loss"],
-                "member_val_loss_mean": full["member_val_loss_mean"], "model_dir": full["model_dir"],
-                "run_id": full["run_id"],
-            }
+            self.state.ensembles[preset] = EnsembleState(
+                tuning=tuning, chosen=chosen, k=spec.k, val_loss=full["val_loss"],
+                member_val_loss_mean=full["member_val_loss_mean"], model_dir=full["model_dir"], run_id=full["run_id"],
+            )
             self.save()
 
     def distillation(self) -> None:
@@ -217,12 +203,12 @@ class Study:
         preset = self.spec.distillation_preset
         spec = self.spec.distillation
         optimum = self.optimum(preset)
-        ensemble = self.state["ensembles"].get(preset)
-        if optimum["point"] is None:
+        ensemble = self.state.ensembles.get(preset)
+        if optimum.point is None:
             return
-        teachers = {"ensemble": (ensemble["model_dir"], ensemble["val_loss"])} if ensemble else {}
+        teachers = {"ensemble": (ensemble.model_dir, ensemble.val_loss)} if ensemble else {}
         if spec.self_distillation:
-            teachers["self"] = (optimum["model_dir"], optimum["val_loss"])
+            teachers["self"] = (optimum.model_dir, optimum.val_loss)
         base = self.optimum_run(preset)
         tokens = spec.synthetic_tokens or 2 * self.spec.token_budget
         plans = {}  # student kind -> (teacher folder, teacher loss, the student's own settings)
@@ -236,25 +222,25 @@ class Study:
             plans[name] = (teacher, teacher_loss,
                            {"synthetic_data": str(synthetic), "synthetic_fraction": spec.synthetic_fraction})
         if spec.token_level and ensemble:
-            plans["token"] = (ensemble["model_dir"], ensemble["val_loss"],
-                              {"kd_mode": "token", "teacher": ensemble["model_dir"]})
-        weight_decays = spec.student_weight_decays(optimum["point"][WEIGHT_DECAY])
+            plans["token"] = (ensemble.model_dir, ensemble.val_loss,
+                              {"kd_mode": "token", "teacher": ensemble.model_dir})
+        weight_decays = spec.student_weight_decays(optimum.point[WEIGHT_DECAY])
         for name, (teacher, teacher_loss, extra) in plans.items():
             tried = self._students(name, base, extra, weight_decays)
             if not tried:
                 continue
-            best = min(tried, key=lambda student: student["val_loss"])
-            self.state["distillation"][name] = {
-                "preset": preset, "teacher": teacher, "kd_mode": extra.get("kd_mode", "sequence"),
-                "student_val_loss": best["val_loss"], "weight_decay": best["weight_decay"], "run_id": best["run_id"],
-                "model_dir": best["model_dir"], "status": "finished", "teacher_val_loss": teacher_loss,
-                "single_val_loss": optimum["val_loss"], "students": tried,
-            }
+            best = min(tried, key=lambda student: student.val_loss)
+            self.state.distillation[name] = DistillationState(
+                preset=preset, teacher=teacher, kd_mode=extra.get("kd_mode", "sequence"),
+                student_val_loss=best.val_loss, weight_decay=best.weight_decay, run_id=best.run_id,
+                model_dir=best.model_dir, status="finished", teacher_val_loss=teacher_loss,
+                single_val_loss=optimum.val_loss, students=tried,
+            )
             self.save()
 
     def _students(
         self, name: str, base: RunConfig, distillation: dict[str, Any], weight_decays: list[float]
-    ) -> list[dict[str, Any]]:
+    ) -> list[StudentState]:
         """Train (or find recorded) one student of `base` per weight decay, with the `distillation` settings of
         `DistillationTrainingArguments`; the finished ones."""
         from hf_infcompute.distillation import DistillationTrainingArguments, distill
@@ -271,24 +257,25 @@ class Study:
                 self.note_failure(f"student of {name} at weight decay {weight_decay:g}",
                                   RuntimeError(f"run {record['run_id']} ended {record['status']}"))
                 continue
-            finished.append({"weight_decay": weight_decay, "val_loss": record["val_loss"],
-                             "run_id": record["run_id"], "model_dir": record.get("model_dir")})
+            finished.append(StudentState(weight_decay=weight_decay, val_loss=record["val_loss"],
+                                         run_id=record["run_id"], model_dir=record.get("model_dir")))
         return finished
 
     def benchmarks(self) -> None:
         from hf_infcompute.evaluation import evaluate_model
 
         spec = self.spec.benchmarks
-        models = {f"regularized {p}": Path(self.optimum(p)["model_dir"])
-                  for p in self.spec.presets if self.optimum(p)["model_dir"]}
-        models.update({f"ensemble {p} K={e['k']}": Path(e["model_dir"]) for p, e in self.state["ensembles"].items()})
-        models.update({f"student ({name})": Path(d["model_dir"]) for name, d in self.state["distillation"].items()
-                       if d.get("model_dir")})
+        models = {f"regularized {p}": Path(self.optimum(p).model_dir)
+                  for p in self.spec.presets if self.optimum(p).model_dir}
+        models.update({f"ensemble {p} K={e.k}": Path(e.model_dir) for p, e in self.state.ensembles.items()})
+        models.update({f"student ({name})": Path(d.model_dir) for name, d in self.state.distillation.items()
+                       if d.model_dir})
         for label, path in models.items():
             result = evaluate_model(path, spec.tasks, data_dir=spec.data_dir, limit=spec.limit, label=label,
                                     output_dir=self.output_dir / "benchmarks")
-            self.state["benchmarks"][label] = {"average": result.average, "model_dir": str(path),
-                                               **{t: result.headline(t).value for t in result.tasks}}
+            self.state.benchmarks[label] = BenchmarkState(
+                average=result.average, model_dir=str(path), scores={t: result.headline(t).value for t in result.tasks},
+            )
             self.save()
 
 
@@ -301,17 +288,3 @@ def _ensemble_loss(records: list[dict], output_dir: Path, run: RunConfig, k: int
     ensemble_id = planned_ensemble_id(run, k, member_rule=member_rule)
     return wait_for_members(output_dir, [ensemble_id])[0]["val_loss"]
 
-
-def run_study(spec: StudySpec, output_dir: str | Path, slot: WorkerSlot | None = None) -> dict[str, Any]:
-    """Run (or resume) every phase of `spec` into `output_dir` and write its report; returns the study state.
-
-    Several workers (`slot`, e.g. one per GPU under `accelerate launch`) share the searches and the members;
-    worker 0 distils, evaluates and writes the report.
-    """
-    from hf_infcompute.study.report import write_study_report
-
-    study = Study(spec, output_dir, slot)
-    state = study.run_all()
-    if study.is_lead:  # from the state as saved, so that `--report-only` writes the same report
-        write_study_report(spec, output_dir, load_report_state(output_dir))
-    return state

@@ -1,0 +1,25 @@
+"""`run_study`: the study's phases (`hf_infcompute.study.pipeline`), then its report (`hf_infcompute.study.report`),
+each depending on the state (`hf_infcompute.study.state`) and not on the other."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hf_infcompute.study.pipeline import Study
+from hf_infcompute.study.report import write_study_report
+from hf_infcompute.study.spec import StudySpec
+from hf_infcompute.study.state import StudyState, load_report_state
+from hf_infcompute.workers import WorkerSlot
+
+
+def run_study(spec: StudySpec, output_dir: str | Path, slot: WorkerSlot | None = None) -> StudyState:
+    """Run (or resume) every phase of `spec` into `output_dir` and write its report; returns the study state.
+
+    Several workers (`slot`, e.g. one per GPU under `accelerate launch`) share the searches and the members;
+    worker 0 distils, evaluates and writes the report.
+    """
+    study = Study(spec, output_dir, slot)
+    state = study.run_all()
+    if study.is_lead:  # from the state as saved, so that `--report-only` writes the same report
+        write_study_report(spec, output_dir, load_report_state(output_dir))
+    return state
