@@ -36,8 +36,8 @@ from hf_infcompute.planning.memory import (
     largest_micro_batch,
     step_memory,
 )
-from hf_infcompute.search.grid import EPOCHS, WEIGHT_DECAY, SearchGrid, for_recipe
-from hf_infcompute.study.pipeline import _start as search_start
+from hf_infcompute.search.grid import NUM_TRAIN_EPOCHS, WEIGHT_DECAY, SearchGrid, for_recipe
+from hf_infcompute.study.pipeline import search_start
 from hf_infcompute.study.spec import StudySpec
 from hf_infcompute.training.arguments import RegularizedTrainingArguments
 
@@ -270,9 +270,9 @@ def _search_work(recipe: str, preset: PresetPlan, grid: SearchGrid, start: dict,
     around = [start, *grid.neighbours(start)]
     free_axes = len(grid.names) - len(grid.pinned)
     expected = min(grid.size, len(around) + EXPECTED_MOVES * max(2 * free_axes - 1, 0))
-    mean_epochs = sum(p[EPOCHS] for p in around) / len(around)
-    epochs = sum(p[EPOCHS] for p in around) + (expected - len(around)) * mean_epochs
-    all_epochs = sum(grid.point(index)[EPOCHS] for index in itertools.product(*map(range, grid.shape)))
+    mean_epochs = sum(p[NUM_TRAIN_EPOCHS] for p in around) / len(around)
+    epochs = sum(p[NUM_TRAIN_EPOCHS] for p in around) + (expected - len(around)) * mean_epochs
+    all_epochs = sum(grid.point(index)[NUM_TRAIN_EPOCHS] for index in itertools.product(*map(range, grid.shape)))
     return Work(f"search {recipe} D={budget:,}", preset.name, expected, epochs * budget, grid.size,
                 all_epochs * budget, preset.flops.training)
 
@@ -280,14 +280,14 @@ def _search_work(recipe: str, preset: PresetPlan, grid: SearchGrid, start: dict,
 def _search_grid(spec: StudySpec, recipe: str) -> tuple[SearchGrid, dict]:
     """The grid and start of a study's search of `recipe` (the one place reading the study's search fields)."""
     search = spec.standard if recipe == "standard" else spec.regularized
-    grid = for_recipe(recipe, learning_rates=search.learning_rate, epochs=search.epochs,
+    grid = for_recipe(recipe, learning_rates=search.learning_rate, epochs=search.num_train_epochs,
                       weight_decays=search.weight_decay if recipe == "regularized" else None)
     return grid, search_start(grid, search, recipe)
 
 
 def _main_budget(spec: StudySpec) -> int:
     """The study's main token budget D (the one place reading it)."""
-    return spec.budget
+    return spec.token_budget
 
 
 def plan_study(spec: StudySpec, settings: RunSettings, device_bytes: float) -> RecipePlan:
@@ -300,7 +300,7 @@ def plan_study(spec: StudySpec, settings: RunSettings, device_bytes: float) -> R
         grid, start = _search_grid(spec, recipe)
         work += [_search_work(recipe, presets[name], grid, start, d) for d in budgets for name in spec.presets]
     grid, start = _search_grid(spec, "regularized")
-    epochs, weight_decay = start[EPOCHS], start[WEIGHT_DECAY]
+    epochs, weight_decay = start[NUM_TRAIN_EPOCHS], start[WEIGHT_DECAY]
     for name in spec.ensemble.presets or spec.presets:
         work.append(_member_work(spec, presets[name], epochs * budget))
     work += _distillation_work(spec, presets, budget, epochs, weight_decay)

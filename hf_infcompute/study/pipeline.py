@@ -62,7 +62,7 @@ def resolve_corpus(spec: StudySpec) -> dict[str, Any]:
     return {**DEFAULT_CORPUS, "max_corpus_tokens": 2 * (max(spec.budgets) + val_tokens), **run}
 
 
-def _start(grid: Any, search: SearchSpec, recipe: str) -> dict[str, Any]:
+def search_start(grid: Any, search: SearchSpec, recipe: str) -> dict[str, Any]:
     if not search.start:
         return grid.center()
     names = [LEARNING_RATE, NUM_TRAIN_EPOCHS] + ([WEIGHT_DECAY] if recipe == "regularized" else [])
@@ -85,7 +85,7 @@ def search_recipe(
     objective = PretrainObjective(study_run(run, recipe, budget, preset), output_dir)
     store = SweepStore(output_dir / "sweeps" / f"{recipe}-{preset}-D{budget}")
     store.bind(objective.binding(grid.names))
-    return coordinate_descent(objective, grid, _start(grid, search, recipe), store), grid
+    return coordinate_descent(objective, grid, search_start(grid, search, recipe), store), grid
 
 
 def study_run(run: dict[str, Any], recipe: str, token_budget: int, preset: str) -> RunConfig:
