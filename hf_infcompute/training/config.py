@@ -35,6 +35,9 @@ IDENTITY_KEYS = {
         "max_grad_norm", "adam_beta1", "adam_beta2", "adam_epsilon", "seed", "data_seed", "precision",
     ),
 }
+# Settings added after runs were recorded: part of the identity only when they differ from these defaults, so the
+# ids of runs recorded before them still hold.
+IDENTITY_IF_CHANGED = {"data": {"validation_split": "head", "validation_seed": 0}}
 
 Training = TypeVar("Training", bound=RegularizedTrainingArguments)
 
@@ -56,6 +59,11 @@ class RunConfig(Generic[Training]):
         """The settings that decide this run's result (see `IDENTITY_KEYS`, plus the method's own fields)."""
         parts = {"data": self.data, "model": self.model, "training": self.training}
         identity = {key: getattr(parts[group], key) for group, keys in IDENTITY_KEYS.items() for key in keys}
+        identity.update({
+            key: getattr(parts[group], key)
+            for group, defaults in IDENTITY_IF_CHANGED.items() for key, default in defaults.items()
+            if getattr(parts[group], key) != default
+        })
         identity["batch_size"] = self.global_batch_size
         own = set(_init_fields(type(self.training))) - set(_init_fields(RegularizedTrainingArguments))
         identity.update({name: getattr(self.training, name) for name in sorted(own)})
