@@ -9,6 +9,7 @@ import torch
 from transformers import TrainingArguments
 
 from hf_infcompute.errors import InputError
+from hf_infcompute.training.losses import DEFAULT_CHUNK_TOKENS
 
 RECIPES = ("standard", "regularized")
 STANDARD_WEIGHT_DECAY = 0.1
@@ -77,6 +78,18 @@ class RegularizedTrainingArguments(TrainingArguments):
     save_steps: float = field(default=0.25, metadata={"help": "Checkpoint every this many steps (a fraction if < 1)."})
     save_total_limit: int | None = field(default=1, metadata={"help": "Checkpoints kept on disk."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the packed `length` column."})
+    loss_implementation: str = field(
+        default="chunked",
+        metadata={
+            "help": "How the LM head's loss is computed: 'chunked' (head and cross-entropy over `loss_chunk_tokens` "
+            "tokens at a time, never all logits at once), 'full' (all logits, as transformers does) or 'liger' "
+            "(Liger's fused linear cross-entropy; needs liger-kernel and a GPU). Results agree to float noise."
+        },
+    )
+    loss_chunk_tokens: int = field(
+        default=DEFAULT_CHUNK_TOKENS,
+        metadata={"help": "Tokens per chunk of the chunked loss (its memory: chunk x vocabulary logits)."},
+    )
 
     def __post_init__(self) -> None:
         if self.recipe not in RECIPES:

@@ -27,6 +27,7 @@ from hf_infcompute.models.checkpoint import (
 )
 from hf_infcompute.records import RUN_RECORD_FILE, append_record, read_record, write_json_atomic
 from hf_infcompute.training.config import RunConfig, parse_run_config
+from hf_infcompute.training.loss_forward import install_loss_forward
 from hf_infcompute.training.trainer import RegularizedTrainer
 
 logger = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ def build_trainer(
     """The run's model (`build_model_for`) in a `RegularizedTrainer` on `data`."""
     check_model_fits(run)
     model = build_model_for(run, data)
+    install_loss_forward(model, run.training.loss_implementation, run.training.loss_chunk_tokens)
     tokenizer = data.tokenizer
     return RegularizedTrainer(
         model=model,
