@@ -78,8 +78,11 @@ class RegularizedTrainingArguments(TrainingArguments):
     save_steps: float = field(default=0.25, metadata={"help": "Checkpoint every this many steps (a fraction if < 1)."})
     save_total_limit: int | None = field(default=1, metadata={"help": "Checkpoints kept on disk."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the packed `length` column."})
+    # `full` by default: at the quickstart's shape (tiny-1m, 16 x 128 tokens, vocabulary 4,096: one chunk) the chunked
+    # loss saves no memory and costs its recomputed head; the fastest of 30 steps on 2 CPU cores took 0.31 s full
+    # against 0.46 s chunked in bf16, 0.83 s against 0.86 s in fp32. Recipes at the paper's scale set `chunked`.
     loss_implementation: str = field(
-        default="chunked",
+        default="full",
         metadata={
             "help": "How the LM head's loss is computed: 'chunked' (head and cross-entropy over `loss_chunk_tokens` "
             "tokens at a time, never all logits at once), 'full' (all logits, as transformers does) or 'liger' "

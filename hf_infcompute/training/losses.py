@@ -3,7 +3,7 @@
 `chunked_head_terms` is the engine: it applies the head (`hidden @ weight.T + bias`) to `chunk_tokens` rows at a time,
 adds up loss terms computed from each chunk's fp32 logits, keeps only its inputs for the backward pass, and recomputes
 each chunk's logits there. Peak memory is one chunk's logits and gradients instead of the whole batch's (at 16 x 4,096
-tokens and a 128,256-token vocabulary: 33.6 GB of fp32 logits, against 2 GB per 4,096-token chunk).
+tokens and a 128,256-token vocabulary: 33.6 GB of fp32 logits, against 0.5 GB per 1,024-token chunk).
 `chunked_causal_lm_loss` is the causal-LM cross-entropy on it, with transformers' `ForCausalLMLoss` semantics.
 """
 
@@ -15,9 +15,10 @@ import torch
 import torch.nn.functional as F
 
 IGNORE_INDEX = -100
-# Tokens per chunk. On a 2-core CPU at the quickstart's shape (tiny-1m, 16 x 128 tokens, vocabulary 4,096) the step
-# time is flat from 1,024 to 4,096 and memory grows with the chunk; see benchmarks/loss_memory.py.
-DEFAULT_CHUNK_TOKENS = 2048
+# Tokens per chunk. One step of 8 x 1,024 tokens at a 32,768-token vocabulary (benchmarks/loss_memory.py, fp32, 2 CPU
+# cores) peaks 0.9 / 1.6 / 2.9 GiB above the weights at chunks of 1,024 / 2,048 / 4,096 tokens (the full loss: 3.3
+# GiB) in about the same time; at the paper's 128,256-token vocabulary a 1,024-token chunk is 0.5 GB of fp32 logits.
+DEFAULT_CHUNK_TOKENS = 1024
 
 # (fp32 logits of chunk rows [start, end), start, end) -> that chunk's loss terms, summed over its rows: shape [k].
 ChunkTerms = Callable[[torch.Tensor, int, int], torch.Tensor]
