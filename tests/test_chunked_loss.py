@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import subprocess
 import sys
@@ -185,9 +186,7 @@ def test_unknown_or_unavailable_loss_implementation_is_an_input_error():
         install_loss_forward(tiny_llama(), "fused", 1024)
     with pytest.raises(InputError, match="loss_chunk_tokens"):
         install_loss_forward(tiny_llama(), "chunked", 0)
-    try:
-        import liger_kernel  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("liger_kernel") is None or not torch.cuda.is_available():
         with pytest.raises(InputError, match="liger-kernel"):
             install_loss_forward(tiny_llama(), "liger", 1024)
 
@@ -230,7 +229,7 @@ def test_chunked_step_at_a_32k_vocabulary_needs_at_most_half_the_memory():
 
 
 def test_pretrain_chunked_equals_full_and_checkpointing_runs(tiny_run, tmp_path):
-    settings = {**tiny_run, "num_train_epochs": 1}
+    settings = {**tiny_run, "num_train_epochs": 1, "token_budget": 4096}
     head_calls = []
 
     def factory(run, data, callbacks=None):

@@ -139,10 +139,10 @@ def install_loss_forward(model: nn.Module, implementation: str, chunk_tokens: in
         raise InputError(f"`loss_chunk_tokens` must be >= 1, got {chunk_tokens}")
     if implementation == "full":
         return
-    if implementation == "liger" and importlib.util.find_spec("liger_kernel") is None:
+    if implementation == "liger" and (importlib.util.find_spec("liger_kernel") is None or not torch.cuda.is_available()):
         raise InputError(
-            "loss_implementation=liger needs liger-kernel (`pip install liger-kernel`, a CUDA GPU with Triton); "
-            "install it or set loss_implementation=chunked"
+            "loss_implementation=liger needs liger-kernel (`pip install liger-kernel`) and a CUDA GPU (its kernels are "
+            "Triton); install it on a GPU machine or set loss_implementation=chunked, which runs anywhere"
         )
     target = unwrap_adapters(model)
     decoder_and_head(target)
