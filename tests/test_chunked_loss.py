@@ -23,10 +23,14 @@ from hf_infcompute.distillation.teacher_logits import TeacherChunkLogits
 from hf_infcompute.distillation.trainer import DistillationTrainer
 from hf_infcompute.ensemble import LogitEnsembleForCausalLM
 from hf_infcompute.errors import InputError
-from hf_infcompute.training import RegularizedTrainingArguments, pretrain
+from hf_infcompute.training import (
+    RegularizedTrainingArguments,
+    parse_run_config,
+    pretrain,
+)
 from hf_infcompute.training.loss_forward import install_loss_forward
 from hf_infcompute.training.losses import chunked_causal_lm_loss
-from hf_infcompute.training.pretraining import build_trainer
+from hf_infcompute.training.pretraining import build_model_for, build_trainer
 
 VOCAB = 1000
 REPO = Path(__file__).resolve().parents[1]
@@ -247,3 +251,14 @@ def test_pretrain_chunked_equals_full_and_checkpointing_runs(tiny_run, tmp_path)
     assert chunked["val_loss"] == pytest.approx(full["val_loss"], abs=1e-4)
     # Neither setting changes results, so neither is in the run's identity: finished runs stay valid.
     assert chunked["run_id"] == full["run_id"]
+
+
+def test_lora_adapters_start_from_the_runs_seed(tmp_path):
+    tiny_llama().save_pretrained(tmp_path / "base")
+    run = parse_run_config({"base_model": str(tmp_path / "base"), "corpus": str(tmp_path), "token_budget": 1024,
+                            "lora_r": 4, "seed": 3})
+    first, second = build_model_for(run, None), build_model_for(run, None)
+    torch.manual_seed(123)  # whatever the global generator holds
+    third = build_model_for(run, None)
+    for (name, a), b, c in zip(first.named_parameters(), second.parameters(), third.parameters(), strict=True):
+        assert torch.equal(a, b) and torch.equal(a, c), name

@@ -60,12 +60,14 @@ def decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Linear]:
     return decoder, head
 
 
-def liger_head_loss(labels: torch.Tensor, num_items_in_batch: torch.Tensor | int | None) -> HeadLoss:
+def liger_head_loss(
+    labels: torch.Tensor, num_items_in_batch: torch.Tensor | int | None, shift_labels: torch.Tensor | None = None
+) -> HeadLoss:
     """The causal-LM cross-entropy by Liger's fused linear cross-entropy (Triton, GPU only)."""
     from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
 
     def loss(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        targets = shifted_targets(labels).to(hidden.device)
+        targets = shifted_targets(labels, shift_labels).to(hidden.device)
         reduction = "mean" if num_items_in_batch is None else "sum"
         total = LigerFusedLinearCrossEntropyLoss(reduction=reduction)(
             weight, hidden.reshape(-1, hidden.shape[-1]), targets, bias
@@ -109,7 +111,7 @@ def _forward_with_loss(
     hidden = outputs.last_hidden_state
     if head_loss is None:
         if self.loss_implementation == "liger":
-            head_loss = liger_head_loss(labels, num_items_in_batch)
+            head_loss = liger_head_loss(labels, num_items_in_batch, shift_labels)
         else:
             def head_loss(hidden, weight, bias):
                 return chunked_causal_lm_loss(

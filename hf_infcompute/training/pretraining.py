@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 from accelerate import PartialState
 from transformers import PreTrainedModel, TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
@@ -57,10 +58,12 @@ def build_model_for(run: RunConfig, data: PretrainingData) -> PreTrainedModel:
     """A fresh model of `run.model.preset` initialised from `run.training.seed`, or the base model to continue."""
     model_args = run.model
     if model_args.base_model:
-        return load_base_model(
-            model_args.base_model, lora_r=model_args.lora_r, lora_alpha=model_args.lora_alpha,
-            lora_dropout=model_args.lora_dropout, attn_implementation=model_args.attn_implementation,
-        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(run.training.seed)  # peft draws the LoRA adapters' initial weights from this generator
+            return load_base_model(
+                model_args.base_model, lora_r=model_args.lora_r, lora_alpha=model_args.lora_alpha,
+                lora_dropout=model_args.lora_dropout, attn_implementation=model_args.attn_implementation,
+            )
     tokenizer = data.tokenizer
     config = get_preset(model_args.preset).build_config(
         vocab_size=len(tokenizer),
