@@ -1,16 +1,21 @@
-"""Distillation math as pure functions: the token-level KD loss and the real:synthetic batch mix."""
+"""Distillation math as pure functions: the token-level KD loss (whole or chunked) and the real:synthetic batch mix."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from fractions import Fraction
 
 import torch
 import torch.nn.functional as F
 
 from hf_infcompute.errors import InputError
+from hf_infcompute.planning.memory import DEFAULT_LOSS_CHUNK_TOKENS
+from hf_infcompute.training.losses import chunked_head_terms, shifted_targets
 
 IGNORE_INDEX = -100
+# Teacher logits ([end - start, vocab]) at flat positions start:end of the batch's [batch x seq] tokens.
+TeacherChunkLogits = Callable[[int, int], torch.Tensor]
 
 
 def token_kd_loss(
@@ -61,6 +66,83 @@ def token_kd_loss(
         return total
     # With no counted position the mean is 0 (and still differentiable): a fully masked batch adds nothing.
     return total / count
+
+
+def _chunked_kd_terms(
+    student_hidden: torch.Tensor,
+    student_weight: torch.Tensor,
+    student_bias: torch.Tensor | None,
+    teacher_logits: TeacherChunkLogits,
+    labels: torch.Tensor,
+    *,
+    temperature: float,
+    with_cross_entropy: bool,
+    chunk_tokens: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed (KL, cross-entropy) terms over the counted positions and their number; no cross-entropy term if not
+    `with_cross_entropy`."""
+    targets = shifted_targets(labels).to(student_hidden.device)
+    rows = student_hidden.reshape(-1, student_hidden.shape[-1])
+
+    def terms(logits: torch.Tensor, start: int, end: int) -> torch.Tensor:
+        chunk_targets = targets[start:end]
+        kd = token_kd_loss(
+            logits, teacher_logits(start, end), chunk_targets != IGNORE_INDEX, temperature=temperature, reduction="sum"
+        )
+        if not with_cross_entropy:
+            return kd.unsqueeze(0)
+        ce = F.cross_entropy(logits, chunk_targets, ignore_index=IGNORE_INDEX, reduction="sum")
+        return torch.stack([kd, ce])
+
+    summed = chunked_head_terms(rows, student_weight, terms, bias=student_bias, chunk_tokens=chunk_tokens)
+    return summed, (targets != IGNORE_INDEX).sum()
+
+
+def chunked_token_kd_loss(
+    student_hidden: torch.Tensor,
+    student_weight: torch.Tensor,
+    teacher_logits: TeacherChunkLogits,
+    labels: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    student_bias: torch.Tensor | None = None,
+    chunk_tokens: int = DEFAULT_LOSS_CHUNK_TOKENS,
+) -> torch.Tensor:
+    """`token_kd_loss(student_logits[:, :-1], teacher_logits[:, :-1], labels[:, 1:])` without all logits at once.
+
+    The student's logits are its head (`student_weight`, `student_bias`) on `student_hidden` ([batch, seq, hidden]),
+    computed `chunk_tokens` positions at a time and again in the backward pass; `teacher_logits(start, end)` gives the
+    teacher's at the same flat positions. `labels` are the model's (unshifted): position t counts if
+    `labels[:, t + 1]` is not -100. The mean over counted positions (0 when none count).
+    """
+    summed, count = _chunked_kd_terms(
+        student_hidden, student_weight, student_bias, teacher_logits, labels,
+        temperature=temperature, with_cross_entropy=False, chunk_tokens=chunk_tokens,
+    )
+    return summed[0] / count.clamp(min=1)
+
+
+def chunked_distillation_loss(
+    student_hidden: torch.Tensor,
+    student_weight: torch.Tensor,
+    student_bias: torch.Tensor | None = None,
+    *,
+    teacher_logits: TeacherChunkLogits,
+    labels: torch.Tensor,
+    alpha: float,
+    temperature: float = 1.0,
+    chunk_tokens: int = DEFAULT_LOSS_CHUNK_TOKENS,
+) -> torch.Tensor:
+    """`(1 - alpha) * cross-entropy + alpha * chunked_token_kd_loss`, both means over the counted positions, in one
+    chunked pass over the student's head (its logits are computed once per chunk for both terms).
+
+    The arguments before `*` are those of the model's `head_loss` (see `training.loss_forward`)."""
+    summed, count = _chunked_kd_terms(
+        student_hidden, student_weight, student_bias, teacher_logits, labels,
+        temperature=temperature, with_cross_entropy=True, chunk_tokens=chunk_tokens,
+    )
+    kd, ce = summed[0] / count.clamp(min=1), summed[1] / count  # CE of no position: NaN, as transformers'
+    return (1 - alpha) * ce + alpha * kd
 
 
 def mixed_batch_counts(batch_size: int, synthetic_fraction: float, step: int = 0) -> tuple[int, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
@@ -9,8 +10,10 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from hf_infcompute.distillation.arguments import DistillationTrainingArguments
-from hf_infcompute.distillation.losses import token_kd_loss
+from hf_infcompute.distillation.losses import chunked_distillation_loss, token_kd_loss
 from hf_infcompute.distillation.mixing import MixedEpochSampler
+from hf_infcompute.distillation.teacher_logits import TeacherChunkLogits
+from hf_infcompute.training.loss_forward import computes_loss_in_chunks
 from hf_infcompute.training.trainer import RegularizedTrainer
 
 
@@ -56,6 +59,14 @@ class DistillationTrainer(RegularizedTrainer):
     ):
         if self.teacher is None or not model.training:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if computes_loss_in_chunks(self.model):
+            teacher_logits = TeacherChunkLogits(self.teacher, inputs["input_ids"], inputs.get("attention_mask"))
+            head_loss = partial(
+                chunked_distillation_loss, teacher_logits=teacher_logits, labels=inputs["labels"], alpha=self.args.kd_alpha,
+                temperature=self.args.kd_temperature, chunk_tokens=self.args.loss_chunk_tokens,
+            )
+            outputs = model(**inputs, head_loss=head_loss)
+            return (outputs.loss, outputs) if return_outputs else outputs.loss
         outputs = model(**inputs)
         with torch.no_grad():
             teacher_logits = self.teacher(

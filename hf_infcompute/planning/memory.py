@@ -16,9 +16,15 @@ from hf_infcompute.errors import InputError
 
 GIB = 1024**3
 FP32 = 4
-LOSS_IMPLEMENTATIONS = ("chunked", "full")
-# Tokens per chunk of the chunked loss when a run does not say (the run key `loss_chunk_tokens`).
-DEFAULT_LOSS_CHUNK_TOKENS = 4096
+LOSS_IMPLEMENTATIONS = ("auto", "chunked", "full", "liger")
+# Tokens per chunk of the chunked loss when a run does not say (the run key `loss_chunk_tokens`): at 8 x 1,024 tokens
+# and vocabulary 32,768 a step's peak was 0.95 GiB with 1,024-token chunks, 1.6 GiB with 2,048 and 2.9 GiB with 4,096
+# (3.4 GiB full), at about the same step time (benchmarks/loss_memory.py).
+DEFAULT_LOSS_CHUNK_TOKENS = 1024
+# `auto` computes the loss in chunks when a micro-batch's fp32 logits would take more than this. Below it the logits
+# are small beside the model, and the full loss measured faster: at the quickstart's shape (16 x 128 tokens,
+# vocabulary 4,096: 32 MiB of logits) 0.31 s against 0.46 s a step in bf16 on 2 CPU cores.
+AUTO_CHUNKED_LOGITS_BYTES = 1 * GIB
 # Share of the device's memory a step may plan to use: the rest is the allocator's fragmentation and workspaces.
 DEFAULT_MEMORY_MARGIN = 0.9
 
@@ -106,19 +112,28 @@ def layer_activation_bytes(config: PretrainedConfig, tokens: int, compute_bytes:
     return tokens * per_token
 
 
+def resolve_loss_implementation(implementation: str, tokens: int, vocab_size: int) -> str:
+    """The loss implementation a run uses: `auto` is `chunked` when `tokens` x `vocab_size` fp32 logits exceed
+    `AUTO_CHUNKED_LOGITS_BYTES`, else `full`; the others as given."""
+    if implementation not in LOSS_IMPLEMENTATIONS:
+        raise InputError(
+            f"unknown loss_implementation {implementation!r}; choose one of {', '.join(LOSS_IMPLEMENTATIONS)}"
+        )
+    if implementation != "auto":
+        return implementation
+    return "chunked" if tokens * vocab_size * FP32 > AUTO_CHUNKED_LOGITS_BYTES else "full"
+
+
 def loss_bytes(
     config: PretrainedConfig, tokens: int, compute_bytes: int, implementation: str, chunk_tokens: int
 ) -> int:
     """Bytes of the LM head and loss beyond the decoder: the final norm and the logits.
 
     `full`: every token's logits in the compute dtype, their fp32 upcast (the log-softmax) and fp32 gradient.
-    `chunked`: `chunk_tokens` tokens' fp32 logits and gradient at a time.
+    `chunked` (and Liger's fused loss, counted alike): `chunk_tokens` tokens' fp32 logits and gradient at a time.
     """
-    if implementation not in LOSS_IMPLEMENTATIONS:
-        raise InputError(
-            f"`loss_implementation` must be one of {', '.join(LOSS_IMPLEMENTATIONS)}, got {implementation!r}"
-        )
     s = _Shape.of(config)
+    implementation = resolve_loss_implementation(implementation, tokens, s.vocab)
     final_norm = tokens * (2 * FP32 + compute_bytes) * s.hidden
     if implementation == "full":
         return final_norm + tokens * s.vocab * (compute_bytes + 2 * FP32)

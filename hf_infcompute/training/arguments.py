@@ -11,6 +11,7 @@ from transformers import TrainingArguments
 from hf_infcompute.errors import InputError
 from hf_infcompute.method import RECIPES, STANDARD_WEIGHT_DECAY
 from hf_infcompute.planning import gradient_accumulation
+from hf_infcompute.planning.memory import DEFAULT_LOSS_CHUNK_TOKENS
 
 
 @dataclass
@@ -93,6 +94,20 @@ class RegularizedTrainingArguments(TrainingArguments):
     save_steps: float = field(default=0.25, metadata={"help": "Checkpoint every this many steps (a fraction if < 1)."})
     save_total_limit: int | None = field(default=1, metadata={"help": "Checkpoints kept on disk."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the packed `length` column."})
+    loss_implementation: str = field(
+        default="auto",
+        metadata={
+            "help": "How the LM head's loss is computed: 'chunked' (head and cross-entropy over `loss_chunk_tokens` "
+            "tokens at a time, never all logits at once), 'full' (all logits, as transformers does), 'liger' "
+            "(Liger's fused linear cross-entropy; needs liger-kernel and a GPU) or 'auto' (chunked when a "
+            "micro-batch's fp32 logits exceed 1 GiB, where chunks save memory; full below, where it measured "
+            "faster). Results agree to float noise."
+        },
+    )
+    loss_chunk_tokens: int = field(
+        default=DEFAULT_LOSS_CHUNK_TOKENS,
+        metadata={"help": "Tokens per chunk of the chunked loss (its memory: chunk x vocabulary logits)."},
+    )
 
     def __post_init__(self) -> None:
         if self.recipe not in RECIPES:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from accelerate import PartialState
 from transformers import PretrainedConfig, PreTrainedModel, TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
@@ -29,6 +30,7 @@ from hf_infcompute.models.flops import flops_per_token
 from hf_infcompute.planning.device import fit_micro_batch
 from hf_infcompute.records import RUN_RECORD_FILE, append_record, read_record, write_json_atomic
 from hf_infcompute.training.config import RunConfig, parse_run_config
+from hf_infcompute.training.loss_forward import install_loss_forward
 from hf_infcompute.training.trainer import RegularizedTrainer
 from hf_infcompute.workers import is_lead
 
@@ -71,14 +73,22 @@ def model_config_for(run: RunConfig, data: PretrainingData) -> PretrainedConfig:
 
 
 def build_model_for(run: RunConfig, data: PretrainingData) -> PreTrainedModel:
-    """A fresh model of `run.model.preset` initialised from `run.training.seed`, or the base model to continue."""
+    """A fresh model of `run.model.preset` initialised from `run.training.seed`, or the base model to continue, with
+    the run's `loss_implementation` installed in its forward."""
     model_args = run.model
     if model_args.base_model:
-        return load_base_model(
-            model_args.base_model, lora_r=model_args.lora_r, lora_alpha=model_args.lora_alpha,
-            lora_dropout=model_args.lora_dropout, attn_implementation=model_args.attn_implementation,
-        )
-    return build_model(model_config_for(run, data), seed=run.training.seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(run.training.seed)  # peft draws the LoRA adapters' initial weights from this generator
+            model = load_base_model(
+                model_args.base_model, lora_r=model_args.lora_r, lora_alpha=model_args.lora_alpha,
+                lora_dropout=model_args.lora_dropout, attn_implementation=model_args.attn_implementation,
+            )
+    else:
+        model = build_model(model_config_for(run, data), seed=run.training.seed)
+    args = run.training
+    tokens = max(args.per_device_train_batch_size, args.per_device_eval_batch_size) * run.data.seq_len
+    install_loss_forward(model, args.loss_implementation, args.loss_chunk_tokens, tokens_per_step=tokens)
+    return model
 
 
 def build_trainer(
