@@ -29,7 +29,7 @@ class TeacherChunkLogits:
                 self.parts.append((hidden.reshape(-1, hidden.shape[-1]), head))
 
     def __call__(self, start: int, end: int) -> torch.Tensor:
-        combiner = LogitCombiner(self.combine, len(self.parts))
+        combiner = LogitCombiner(self.combine)
         with torch.no_grad():
             for hidden, head in self.parts:
                 combiner.add(head(hidden[start:end]))
