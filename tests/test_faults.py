@@ -35,15 +35,16 @@ class StopAtStep(TrainerCallback):
 
 
 def test_half_written_checkpoint_is_skipped_and_resume_equals_uninterrupted(tiny_run, tmp_path):
-    settings = {**tiny_run, "num_train_epochs": 1, "save_steps": 1, "save_total_limit": 2}
-    uninterrupted = pretrain(settings, tmp_path / "a")
+    settings = {**tiny_run, "token_budget": 4096, "num_train_epochs": 1, "save_steps": 1, "save_total_limit": 2}
+    uninterrupted = pretrain(settings, tmp_path / "a")  # 8 steps
     with pytest.raises(KeyboardInterrupt):
-        pretrain(settings, tmp_path / "b", callbacks=[StopAtStep(11)])  # after checkpoint-10 is saved
+        pretrain(settings, tmp_path / "b", callbacks=[StopAtStep(6)])  # after checkpoint-5 is saved
     folder = run_dir(tmp_path / "b", uninterrupted["run_id"])
-    assert [path.name for path in checkpoints_newest_first(folder)] == ["checkpoint-10", "checkpoint-9"]
-    (folder / "checkpoint-10" / "trainer_state.json").unlink()  # a kill between the weights and the state
+    assert [path.name for path in checkpoints_newest_first(folder)] == ["checkpoint-5", "checkpoint-4"]
+    (folder / "checkpoint-5" / "trainer_state.json").unlink()  # a kill between the weights and the state
     resumed = pretrain(settings, tmp_path / "b")
-    assert resumed["resumed_from"] == "checkpoint-9"
+    assert resumed["resumed_from"] == "checkpoint-4"
+    assert not (folder / "checkpoint-5").exists()
     assert resumed["val_loss"] == pytest.approx(uninterrupted["val_loss"], abs=1e-6)
     assert resumed["train_loss"] == pytest.approx(uninterrupted["train_loss"], abs=1e-6)
 

@@ -35,7 +35,7 @@ class RunClaim:
     def __init__(self, folder: str | Path, *, poll_s: float = 30.0) -> None:
         self.folder = Path(folder)
         self.poll_s = poll_s
-        self._lock = FileLock(self.folder / LOCK_FILE)
+        self._lock = FileLock(self.folder / LOCK_FILE, thread_local=False)  # any thread of the holder may release it
 
     def holder(self) -> str:
         """Who holds the claim, as its holder file says ("unknown" while none is written)."""
