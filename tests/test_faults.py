@@ -34,6 +34,15 @@ class StopAtStep(TrainerCallback):
             raise KeyboardInterrupt
 
 
+class ListCheckpointsAtStart(TrainerCallback):
+    """Notes the checkpoint folders present when training (or resuming) starts."""
+
+    names: list[str] | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.names = [path.name for path in checkpoints_newest_first(args.output_dir)]
+
+
 def test_half_written_checkpoint_is_skipped_and_resume_equals_uninterrupted(tiny_run, tmp_path):
     settings = {**tiny_run, "token_budget": 4096, "num_train_epochs": 1, "save_steps": 1, "save_total_limit": 2}
     uninterrupted = pretrain(settings, tmp_path / "a")  # 8 steps
@@ -42,9 +51,10 @@ def test_half_written_checkpoint_is_skipped_and_resume_equals_uninterrupted(tiny
     folder = run_dir(tmp_path / "b", uninterrupted["run_id"])
     assert [path.name for path in checkpoints_newest_first(folder)] == ["checkpoint-5", "checkpoint-4"]
     (folder / "checkpoint-5" / "trainer_state.json").unlink()  # a kill between the weights and the state
-    resumed = pretrain(settings, tmp_path / "b")
+    seen = ListCheckpointsAtStart()
+    resumed = pretrain(settings, tmp_path / "b", callbacks=[seen])
     assert resumed["resumed_from"] == "checkpoint-4"
-    assert not (folder / "checkpoint-5").exists()
+    assert seen.names == ["checkpoint-4"]  # the half-written one was deleted
     assert resumed["val_loss"] == pytest.approx(uninterrupted["val_loss"], abs=1e-6)
     assert resumed["train_loss"] == pytest.approx(uninterrupted["train_loss"], abs=1e-6)
 
