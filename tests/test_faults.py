@@ -96,7 +96,7 @@ def train_counting(settings: dict, output_dir: str, log: str, result: str) -> No
 
 
 def test_two_processes_on_one_run_train_it_once(tiny_run, tmp_path):
-    settings = {**tiny_run, "num_train_epochs": 1}
+    settings = {**tiny_run, "token_budget": 4096, "num_train_epochs": 1}
     prepare_data(parse_run_config(settings).data)  # tokenizer and packing cached before the race
     context = multiprocessing.get_context("spawn")
     log, results = tmp_path / "train.log", [tmp_path / f"record-{i}.json" for i in range(2)]
@@ -142,7 +142,7 @@ def test_claim_of_a_killed_holder_is_taken_over(tmp_path):
 
 
 def test_finished_record_without_model_weights_is_retrained(tiny_run, tmp_path, trained_runs):
-    settings = {**tiny_run, "num_train_epochs": 1}
+    settings = {**tiny_run, "token_budget": 4096, "num_train_epochs": 1}
     first = pretrain(settings, tmp_path)
     shutil.rmtree(run_dir(tmp_path, first["run_id"]) / "model")
     again = pretrain(settings, tmp_path)
