@@ -70,7 +70,8 @@ def weights_are_finite(checkpoint: str | Path) -> bool:
     folder = Path(checkpoint)
     for path in sorted(folder.glob("*.safetensors")):
         with safe_open(str(path), framework="pt") as weights:
-            if not all(torch.isfinite(weights.get_tensor(name)).all() for name in weights.keys()):
+            names = weights.keys()  # noqa: SIM118 (a safe_open handle, not a dict)
+            if not all(torch.isfinite(weights.get_tensor(name)).all() for name in names):
                 return False
     for path in sorted(folder.glob("pytorch_model*.bin")):
         state = torch.load(path, map_location="cpu", weights_only=True)
