@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
 import math
 import shutil
@@ -14,7 +15,6 @@ from typing import Any
 import torch
 from accelerate import PartialState
 from transformers import PretrainedConfig, PreTrainedModel, TrainerCallback
-from transformers.trainer_utils import get_last_checkpoint
 
 from hf_infcompute.data import PackedCollator, PretrainingData, prepare_data
 from hf_infcompute.errors import InputError, NonFiniteLossError
@@ -29,6 +29,8 @@ from hf_infcompute.models.checkpoint import (
 from hf_infcompute.models.flops import flops_per_token
 from hf_infcompute.planning.device import fit_micro_batch
 from hf_infcompute.records import RUN_RECORD_FILE, append_record, read_record, write_json_atomic
+from hf_infcompute.training.checkpoints import last_complete_checkpoint, model_folder_problem
+from hf_infcompute.training.claim import RunClaim
 from hf_infcompute.training.config import RunConfig, parse_run_config
 from hf_infcompute.training.loss_forward import install_loss_forward
 from hf_infcompute.training.trainer import RegularizedTrainer
@@ -153,6 +155,42 @@ def _base_record(run: RunConfig, data: PretrainingData, trainer: RegularizedTrai
     }
 
 
+def finished_record(output_dir: str | Path, run_id: str) -> dict[str, Any] | None:
+    """The run's record; None (the run is trained again) when it says finished but its model folder is unusable."""
+    record = read_record(output_dir, run_id)
+    if record is not None and record.get("status") == "finished":
+        problem = model_folder_problem(run_dir(output_dir, run_id) / "model")
+        if problem is not None:
+            logger.warning("run %s is recorded as finished but %s; training it again", run_id, problem)
+            return None
+    return record
+
+
+def one_trainer_per_run(train: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """Run `train(run, output_dir, ...)` holding the run's `RunClaim`, so one process group trains a run at a time.
+
+    A second process on the same run waits for the holder and then finds its record (or takes the run over, resuming
+    its checkpoints, if the holder died). Only the main process claims; the others wait for it at a barrier (which
+    times out with the process group's timeout if the holder runs longer than that).
+    """
+
+    @functools.wraps(train)
+    def claimed(config: dict[str, Any] | RunConfig, output_dir: str | Path, **options: Any) -> dict[str, Any]:
+        run = config if isinstance(config, RunConfig) else parse_run_config(config)
+        state = PartialState()
+        claim = RunClaim(run_dir(output_dir, run.run_id()))
+        with state.main_process_first():
+            if state.is_main_process:
+                claim.acquire()
+        try:
+            return train(run, output_dir, **options)
+        finally:
+            claim.release()
+
+    return claimed
+
+
+@one_trainer_per_run
 def pretrain(
     config: Mapping[str, Any] | RunConfig,
     output_dir: str | Path,
@@ -168,13 +206,15 @@ def pretrain(
     A run is identified by its settings (`RunConfig.run_id`): a finished run is not trained again (its record is
     returned), and an interrupted one resumes from its last checkpoint in `output_dir/runs/<run_id>/`. A non-finite
     loss stops training; the run is then recorded with `status="failed"` and the step, and returned.
+    One process trains a run at a time (`one_trainer_per_run`); a finished record whose model folder lost its weights
+    is trained again. Resume starts from the newest whole checkpoint (half-written ones are deleted).
     Methods built on pre-training (ensemble members, distillation, continued pre-training) pass their record `kind`,
     a `trainer_factory` and fields to add to the record (`record_extra`). A mapping of recipe keys is parsed first
     (`parse_run_config`), for scripts and the command line.
     """
     run = config if isinstance(config, RunConfig) else parse_run_config(dict(config))
     run_id = run.run_id()
-    finished = read_record(output_dir, run_id)
+    finished = finished_record(output_dir, run_id)
     if finished is not None:
         logger.info("run %s already recorded (%s); not training it again", run_id, finished.get("status"))
         return finished
@@ -187,7 +227,7 @@ def pretrain(
         fit_micro_batch(run.training, model_config_for(run, data), run.data.seq_len)
     trainer = trainer_factory(run, data, callbacks)
     record = {**_base_record(run, data, trainer, kind), **(record_extra or {})}
-    checkpoint = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    checkpoint = last_complete_checkpoint(folder, remove_incomplete=state.is_main_process)
     started = time.perf_counter()
     try:
         trainer.train(resume_from_checkpoint=checkpoint)

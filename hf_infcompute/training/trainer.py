@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from torch import nn
 from transformers import Trainer
-from transformers.trainer_utils import get_last_checkpoint
 
 from hf_infcompute.errors import NonFiniteLossError
+from hf_infcompute.training.checkpoints import last_good_checkpoint
 from hf_infcompute.training.sampler import EpochShuffleSampler
 
 
@@ -29,7 +30,8 @@ class RegularizedTrainer(Trainer):
 
     Differences from `Trainer`: weight decay on matrices only (`decay_parameter_names`), the epoch sampler of
     `EpochShuffleSampler` seeded by `args.data_seed`, and training stops with `NonFiniteLossError` at the first
-    NaN/inf loss, before the optimizer applies that step, leaving the last checkpoint untouched.
+    NaN/inf loss or gradient norm, before the optimizer applies that step, so weights, optimizer state and
+    checkpoints stay finite; the error names the newest whole checkpoint with finite weights.
     """
 
     def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
@@ -44,10 +46,23 @@ class RegularizedTrainer(Trainer):
     ) -> torch.Tensor:
         loss = super().training_step(model, inputs, num_items_in_batch)
         if not torch.isfinite(loss):
-            step = self.state.global_step + 1
-            checkpoint = get_last_checkpoint(self.args.output_dir) if self.args.output_dir else None
-            raise NonFiniteLossError(
-                f"non-finite training loss ({loss.item()}) at step {step}; the last good checkpoint is "
-                f"{checkpoint or 'none (no checkpoint was saved yet)'}. Lower the learning rate or check the data."
-            )
+            self._stop_non_finite(f"non-finite training loss ({loss.item()})")
         return loss
+
+    def _get_grad_norm(self, model: nn.Module, grad_norm: torch.Tensor | float | None = None) -> Any:
+        # transformers 5.24 calls this after clipping and gradient accumulation and right before
+        # `optimizer.step()` (no callback sees the norm there): a non-finite norm, which a finite loss can have,
+        # would turn the weights and Adam moments into NaN. Reading it costs one device sync per optimizer step.
+        # With fp16 loss scaling an inf norm is routine: the scaler skips that step itself.
+        grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        if grad_norm is not None and self.accelerator.scaler is None and not math.isfinite(float(grad_norm)):
+            self._stop_non_finite(f"non-finite gradient norm ({float(grad_norm)}); the step was not applied")
+        return grad_norm
+
+    def _stop_non_finite(self, what: str) -> None:
+        step = self.state.global_step + 1
+        checkpoint = last_good_checkpoint(self.args.output_dir) if self.args.output_dir else None
+        raise NonFiniteLossError(
+            f"{what} at step {step}; the last good checkpoint is "
+            f"{checkpoint or 'none (no checkpoint was saved yet)'}. Lower the learning rate or check the data."
+        )
