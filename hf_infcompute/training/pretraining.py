@@ -29,7 +29,7 @@ from hf_infcompute.models.checkpoint import (
 from hf_infcompute.models.flops import flops_per_token
 from hf_infcompute.planning.device import fit_micro_batch
 from hf_infcompute.records import RUN_RECORD_FILE, append_record, read_record, write_json_atomic
-from hf_infcompute.training.checkpoints import last_complete_checkpoint, model_folder_problem
+from hf_infcompute.training.checkpoints import INCOMPLETE_MARKER, last_complete_checkpoint, model_folder_problem
 from hf_infcompute.training.claim import RunClaim
 from hf_infcompute.training.config import RunConfig, parse_run_config
 from hf_infcompute.training.loss_forward import install_loss_forward
@@ -38,7 +38,6 @@ from hf_infcompute.workers import is_lead
 
 logger = logging.getLogger(__name__)
 
-INCOMPLETE_MARKER = "training_incomplete"
 
 
 def run_dir(output_dir: str | Path, run_id: str) -> Path:
