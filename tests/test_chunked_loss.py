@@ -20,6 +20,7 @@ from hf_infcompute.distillation.losses import (
     token_kd_loss,
 )
 from hf_infcompute.distillation.teacher_logits import TeacherChunkLogits
+from hf_infcompute.distillation.arguments import DistillationTrainingArguments
 from hf_infcompute.distillation.trainer import DistillationTrainer
 from hf_infcompute.ensemble import LogitEnsembleForCausalLM
 from hf_infcompute.errors import InputError
@@ -154,16 +155,14 @@ def test_distillation_trainer_gives_the_same_token_level_loss_chunked_and_full(t
     teacher = LogitEnsembleForCausalLM.from_members([tiny_llama(seed=4), tiny_llama(seed=5)]).eval()
     results = []
     for implementation in ("full", "chunked"):
-        args = RegularizedTrainingArguments(
+        args = DistillationTrainingArguments(
             output_dir=str(tmp_path / implementation), precision="fp32", loss_implementation=implementation,
-            loss_chunk_tokens=16, report_to=[],
+            loss_chunk_tokens=16, report_to=[], kd_mode="token", teacher="in memory", synthetic_fraction=0.0,
+            kd_temperature=2.0, kd_alpha=0.4,
         )
         student = tiny_llama()
         install_loss_forward(student, implementation, args.loss_chunk_tokens)
-        trainer = DistillationTrainer(
-            model=student, args=args, num_real=1, synthetic_fraction=0.0, teacher=teacher, kd_temperature=2.0,
-            kd_alpha=0.4,
-        )
+        trainer = DistillationTrainer(model=student, args=args, num_real=1, teacher=teacher)
         student.train()
         loss = trainer.compute_loss(student, dict(batch))
         loss.backward()
