@@ -14,18 +14,17 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from hf_infcompute.distillation.arguments import DistillationTrainingArguments
 from hf_infcompute.distillation.losses import (
     chunked_distillation_loss,
     chunked_token_kd_loss,
     token_kd_loss,
 )
 from hf_infcompute.distillation.teacher_logits import TeacherChunkLogits
-from hf_infcompute.distillation.arguments import DistillationTrainingArguments
 from hf_infcompute.distillation.trainer import DistillationTrainer
 from hf_infcompute.ensemble import LogitEnsembleForCausalLM
 from hf_infcompute.errors import InputError
 from hf_infcompute.training import (
-    RegularizedTrainingArguments,
     parse_run_config,
     pretrain,
 )

@@ -29,8 +29,8 @@ def paper_law(n: np.ndarray) -> np.ndarray:
 
 def test_recovers_paper_law_without_noise() -> None:
     fit = fit_power_law(PAPER_N, paper_law(PAPER_N), scale=1e9, n_bootstrap=100)
-    assert fit.E == pytest.approx(3.43, abs=1e-6)
-    assert fit.A == pytest.approx(0.05, rel=1e-4)
+    assert pytest.approx(3.43, abs=1e-6) == fit.E
+    assert pytest.approx(0.05, rel=1e-4) == fit.A
     assert fit.alpha == pytest.approx(1.02, rel=1e-4)
     assert fit.well_conditioned and fit.n_points == 4 and fit.x_scale == 1e9
     assert fit.E_interval[0] - 1e-6 <= 3.43 <= fit.E_interval[1] + 1e-6
@@ -107,7 +107,7 @@ def test_rising_loss_warns_and_is_flagged() -> None:
 def test_three_points_fit_without_uncertainty_unless_noise_is_given() -> None:
     x, loss = PAPER_N[:3], paper_law(PAPER_N[:3])
     fit = fit_power_law(x, loss, scale=1e9, n_bootstrap=50)
-    assert fit.E == pytest.approx(3.43, abs=1e-4)
+    assert pytest.approx(3.43, abs=1e-4) == fit.E
     assert fit.E_interval is None and fit.to_dict()["E_stderr"] is None
     with_noise = fit_power_law(x, loss, scale=1e9, noise=0.002, n_bootstrap=100)
     assert with_noise.E_stderr > 0 and with_noise.E_interval[0] < 3.43 < with_noise.E_interval[1]
@@ -124,14 +124,14 @@ def test_joint_asymptote_recovers_known_double_limit(tmp_path) -> None:
     rng = np.random.default_rng(0)
     rows = [(n, k, loss(n, k) + rng.normal(0.0, 0.001)) for n in n_sizes for k in ks]
     joint = joint_asymptote(rows, n_bootstrap=100)
-    assert joint.E == pytest.approx(3.17, abs=0.03)
+    assert pytest.approx(3.17, abs=0.03) == joint.E
     assert joint.E_interval[0] < 3.17 < joint.E_interval[1]
     for n, fit in joint.k_fits.items():
-        assert fit.E == pytest.approx(0.05 / (n / 1e9) + 3.17, abs=0.02)
+        assert pytest.approx(0.05 / (n / 1e9) + 3.17, abs=0.02) == fit.E
     assert joint.well_conditioned and list(joint.n_fit.x) == sorted(n_sizes)
 
     exact = {n: {k: loss(n, k) for k in ks} for n in n_sizes}
-    assert joint_asymptote(exact, n_bootstrap=0).E == pytest.approx(3.17, abs=1e-5)
+    assert pytest.approx(3.17, abs=1e-5) == joint_asymptote(exact, n_bootstrap=0).E
 
     path = plot_joint_fit(joint, tmp_path / "joint.png")
     assert path.stat().st_size > 10_000

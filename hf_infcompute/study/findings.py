@@ -132,7 +132,7 @@ def joint_limit_lowest(spec: StudySpec, scaling: ScalingReport) -> Finding | Non
     unusable = ill_conditioned({"joint": ensemble.joint, "regularized N -> inf": reg_asymptote})
     if unusable:
         return Finding(claim, None, unusable)
-    lowest = ensemble.joint.E < min([reg_asymptote.E, *[f.E for f in ensemble.k_fits.values()]])
+    lowest = min([reg_asymptote.E, *[f.E for f in ensemble.k_fits.values()]]) > ensemble.joint.E
     return Finding(claim, lowest, f"joint {ensemble.joint.E:.4f}, regularized {reg_asymptote.E:.4f}")
 
 

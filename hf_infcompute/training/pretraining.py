@@ -226,7 +226,7 @@ def pretrain(
         fit_micro_batch(run.training, model_config_for(run, data), run.data.seq_len)
     trainer = trainer_factory(run, data, callbacks)
     record = {**_base_record(run, data, trainer, kind), **(record_extra or {})}
-    checkpoint = last_complete_checkpoint(folder, remove_incomplete=state.is_main_process)
+    checkpoint = last_complete_checkpoint(folder, remove_incomplete=is_lead())
     started = time.perf_counter()
     try:
         trainer.train(resume_from_checkpoint=checkpoint)
