@@ -13,8 +13,8 @@ over stacked weights was measured on CPU, fp32 and bf16, with no consistent gain
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 import time
+from collections.abc import Callable
 from functools import partial
 
 import torch

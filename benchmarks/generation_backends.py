@@ -4,8 +4,8 @@
                                              [--dtype bfloat16|float32]
 
 Both backends run the teacher at one dtype (`--dtype`; default bfloat16 on a GPU, float32 on CPU), so their speeds
-compare like for like. Both backends should sample the same distribution: the total-variation distance between their unigram
-distributions should be no larger than between two transformers runs with different seeds (the noise floor).
+compare like for like. Both backends should sample the same distribution: the total-variation distance between
+their unigram distributions should be no larger than between two transformers runs with different seeds (the noise floor).
 Without a teacher a tiny random Llama is built (its output head widened so its distribution is far from uniform).
 vLLM is skipped, with the reason, where it is not installed or no CUDA device is visible.
 """

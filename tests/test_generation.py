@@ -16,9 +16,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from hf_infcompute.data import PackedCollator
 from hf_infcompute.data.tokenizer import train_bpe_tokenizer
 from hf_infcompute.errors import InputError
-from hf_infcompute.generation import check_same_tokenizer, generate_synthetic, load_synthetic
+from hf_infcompute.generation import check_same_tokenizer, generate_synthetic, load_synthetic, vllm_ensemble
 from hf_infcompute.generation import synthetic as synthetic_module
-from hf_infcompute.generation import vllm_ensemble
 from hf_infcompute.generation.backends import pooled_assignment, row_seeds
 from hf_infcompute.generation.budget import kv_batch_size, kv_bytes_per_token, resolve_dtype
 

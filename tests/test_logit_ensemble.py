@@ -26,8 +26,8 @@ from hf_infcompute.ensemble import (
     average_weights,
     build_ensemble,
 )
-from hf_infcompute.ensemble.modeling_logit_ensemble import OUTPUT_CACHE_FIELD, EnsembleCache
 from hf_infcompute.ensemble.curve import MemberPlacement, ensemble_curve, members_fit, row_chunks
+from hf_infcompute.ensemble.modeling_logit_ensemble import OUTPUT_CACHE_FIELD, EnsembleCache
 from hf_infcompute.errors import InputError
 
 TEXT = [f"member {i} of the ensemble reads the quick brown fox, then sleeps {i % 5} hours. " * 2 for i in range(40)]
@@ -181,7 +181,8 @@ class CallLog:
     def __init__(self, members):
         self.calls: list[tuple[int, object]] = []
         self.handles = [
-            member.register_forward_pre_hook(self._hook(index), with_kwargs=True) for index, member in enumerate(members)
+            member.register_forward_pre_hook(self._hook(index), with_kwargs=True)
+            for index, member in enumerate(members)
         ]
 
     def _hook(self, index: int):

@@ -322,8 +322,9 @@ class LogitEnsembleForCausalLM(PreTrainedModel, GenerationMixin):
         **kwargs: Any,
     ) -> CausalLMOutputWithPast:
         """Members' logits combined per `config.combine`; `loss` is the cross-entropy of the combined prediction
-        (labels shifted inside, -100 ignored). With `use_cache`, `cache` (`past_key_values` before transformers
-        5.24) holds one cache per member."""
+        (labels shifted inside, -100 ignored). Only with `use_cache=True` (as `generate` passes it) or a cache
+        carried in does `cache` (`past_key_values` before transformers 5.24) hold one cache per member; otherwise
+        no member builds one. The running combination is float32, on the members' device."""
         if input_ids is None:
             raise ValueError("a logit ensemble takes `input_ids` (its members embed tokens each in their own way)")
         past_key_values = cache if cache is not None else past_key_values

@@ -8,8 +8,8 @@ A logit ensemble teacher is sampled in one of two modes (`ENSEMBLE_MODES`), side
   corpus is a mixture of the members' distributions, not the ensemble's. The authors' released synthetic sets appear
   to have been made this way. K engines, one per member.
 
-Both backends draw plain ancestral samples: every row starts with the start token and continues for `seq_len - 1` sampled
-tokens, through EOS (an EOS starts the next document, as in packed training data), with no warper other than the
+Both backends draw plain ancestral samples: every row starts with the start token and continues for `seq_len - 1`
+sampled tokens, through EOS (an EOS starts the next document, as in packed training data), with no warper other than the
 requested temperature / top-p / top-k. Rows come back as int32 arrays of shape (rows, seq_len).
 """
 

@@ -91,24 +91,21 @@ def load_teacher_model(spec: TeacherSpec, *, device: str, dtype: str = "auto") -
 def export_members(spec: TeacherSpec, target: Path) -> list[str]:
     """The members of an ensemble teacher as standalone model folders under `target` (written once), each with the
     ensemble's tokenizer, for engines that load one model per folder (vLLM's `pooled` mode)."""
-    _register_ensemble()
-    ensemble = None
-    folders = []
-    for index in range(len(PreTrainedConfig.get_config_dict(spec.name)[0]["member_configs"])):
-        folder = target / f"member-{index}"
-        if not folder.is_dir():
-            if ensemble is None:
-                ensemble = AutoModelForCausalLM.from_pretrained(spec.name)
-            tokenizer = load_tokenizer(spec.name)
+    num_members = len(PreTrainedConfig.get_config_dict(spec.name)[0]["member_configs"])
+    folders = [target / f"member-{index}" for index in range(num_members)]
+    if not all(folder.is_dir() for folder in folders):
+        _register_ensemble()
+        ensemble = AutoModelForCausalLM.from_pretrained(spec.name)
+        tokenizer = load_tokenizer(spec.name)
+        for folder, member in zip(folders, ensemble.members):
 
-            def save(tmp: Path, member: PreTrainedModel = ensemble.members[index]) -> None:
+            def save(tmp: Path, member: PreTrainedModel = member) -> None:
                 member.save_pretrained(tmp)
                 if tokenizer is not None:
                     tokenizer.save_pretrained(tmp)
 
             build_once(folder, save)
-        folders.append(str(folder))
-    return folders
+    return [str(folder) for folder in folders]
 
 
 def ensemble_size(model: PreTrainedModel) -> int | None:

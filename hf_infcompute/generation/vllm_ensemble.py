@@ -30,8 +30,9 @@ SHAPE_KEYS = ("hidden_size", "num_attention_heads", "num_key_value_heads", "head
 
 def register() -> None:
     """The `vllm.general_plugins` entry point: make the ensemble's architecture known to vLLM's model registry."""
-    import hf_infcompute.ensemble  # noqa: F401  (registers the ensemble's config with AutoConfig)
     from vllm import ModelRegistry
+
+    import hf_infcompute.ensemble  # noqa: F401  (registers the ensemble's config with AutoConfig)
 
     if ARCHITECTURE not in ModelRegistry.get_supported_archs():
         ModelRegistry.register_model(ARCHITECTURE, f"{__name__}:VLLMLogitEnsemble")
@@ -118,7 +119,9 @@ class VLLMLogitEnsemble(nn.Module):
         members = []
         for index, member in enumerate(member_configs):
             settings = {key: value for key, value in member.items() if key != "model_type"}
-            member_vllm_config = vllm_config.with_hf_config(LlamaConfig(**settings), architectures=[MEMBER_ARCHITECTURE])
+            member_vllm_config = vllm_config.with_hf_config(
+                LlamaConfig(**settings), architectures=[MEMBER_ARCHITECTURE]
+            )
             member_prefix = f"{prefix}.members.{index}" if prefix else f"members.{index}"
             members.append(LlamaForCausalLM(vllm_config=member_vllm_config, prefix=member_prefix))
         self.members = nn.ModuleList(members)
