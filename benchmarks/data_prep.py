@@ -79,8 +79,12 @@ def anonymous_bytes(process: psutil.Process) -> int:
 def measure(corpus: Path, tokenizer_dir: Path, workers: int, seq_len: int, scratch: Path) -> dict:
     """Prepare `corpus` in a subprocess; its seconds, tokens, peak RSS and the tree's peak anonymous memory."""
     settings = {
-        "corpus": str(corpus), "tokenizer": str(tokenizer_dir), "cache_dir": str(scratch / "cache"),
-        "seq_len": seq_len, "token_budget": seq_len, "preprocessing_num_workers": workers,
+        "corpus": str(corpus),
+        "tokenizer": str(tokenizer_dir),
+        "cache_dir": str(scratch / "cache"),
+        "seq_len": seq_len,
+        "token_budget": seq_len,
+        "preprocessing_num_workers": workers,
     }
     env = {**os.environ, "HF_DATASETS_CACHE": str(scratch / "hf_datasets"), "TOKENIZERS_PARALLELISM": "false"}
     child = subprocess.Popen(

@@ -5,7 +5,8 @@
 
 Both backends run the teacher at one dtype (`--dtype`; default bfloat16 on a GPU, float32 on CPU), so their speeds
 compare like for like. Both backends should sample the same distribution: the total-variation distance between
-their unigram distributions should be no larger than between two transformers runs with different seeds (the noise floor).
+their unigram distributions should be no larger than between two transformers runs with different seeds (the
+noise floor).
 Without a teacher a tiny random Llama is built (its output head widened so its distribution is far from uniform).
 vLLM is skipped, with the reason, where it is not installed or no CUDA device is visible.
 """
@@ -67,7 +68,9 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=None, help="transformers rows per generate call")
     parser.add_argument(
-        "--dtype", choices=["bfloat16", "float32"], default=None,
+        "--dtype",
+        choices=["bfloat16", "float32"],
+        default=None,
         help="the teacher's dtype in both backends (default: bfloat16 on a GPU, float32 on CPU)",
     )
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")

@@ -22,8 +22,8 @@ import time
 import torch
 
 from hf_infcompute.models import build_model, get_preset
-from hf_infcompute.training.loss_forward import install_loss_forward
 from hf_infcompute.planning.memory import DEFAULT_LOSS_CHUNK_TOKENS
+from hf_infcompute.training.loss_forward import install_loss_forward
 
 DEFAULT_SHAPES = ("tiny-1m:16x128:4096", "tiny-0.5m:8x1024:32768")
 
@@ -72,8 +72,20 @@ def measure(implementation: str, shape: str, steps: int, precision: str, chunk_t
 
 
 def measure_in_subprocess(implementation: str, shape: str, steps: int, precision: str, chunk_tokens: int) -> dict:
-    command = [sys.executable, __file__, "--child", implementation, "--shape", shape, "--steps", str(steps),
-               "--precision", precision, "--chunk-tokens", str(chunk_tokens)]
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        implementation,
+        "--shape",
+        shape,
+        "--steps",
+        str(steps),
+        "--precision",
+        precision,
+        "--chunk-tokens",
+        str(chunk_tokens),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -91,7 +103,9 @@ def main() -> None:
         print(json.dumps(measure(args.child, shapes[0], args.steps, args.precision, args.chunk_tokens)))
         return
     print(f"{args.precision}, chunks of {args.chunk_tokens} tokens, fastest of {args.steps} steps")
-    header = f"{'shape':<26} {'full MiB':>9} {'chunked MiB':>12} {'ratio':>6} {'full s':>8} {'chunked s':>10} {'ratio':>6}"
+    header = (
+        f"{'shape':<26} {'full MiB':>9} {'chunked MiB':>12} {'ratio':>6} {'full s':>8} {'chunked s':>10} {'ratio':>6}"
+    )
     print(header)
     for shape in shapes:
         full, chunked = (

@@ -65,11 +65,17 @@ def loop_tokens_per_second(run, data, steps: int, warmup: int) -> float:
         {"params": [p for n, p in model.named_parameters() if n in decay], "weight_decay": args.weight_decay},
         {"params": [p for n, p in model.named_parameters() if n not in decay], "weight_decay": 0.0},
     ]
-    optimizer = torch.optim.AdamW(groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
-                                  eps=args.adam_epsilon)
+    optimizer = torch.optim.AdamW(
+        groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon
+    )
     schedule = get_cosine_schedule_with_warmup(optimizer, max(1, math.ceil(0.01 * steps)), steps)
-    loader = torch.utils.data.DataLoader(data.train, batch_size=args.per_device_train_batch_size, shuffle=True,
-                                         collate_fn=PackedCollator(data.tokenizer.pad_token_id), drop_last=True)
+    loader = torch.utils.data.DataLoader(
+        data.train,
+        batch_size=args.per_device_train_batch_size,
+        shuffle=True,
+        collate_fn=PackedCollator(data.tokenizer.pad_token_id),
+        drop_last=True,
+    )
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
     batches = iter(loader)
     model.train()
@@ -137,16 +143,28 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--corpus", default=str(CORPUS))
-    parser.add_argument("--measure-peak", action="store_true",
-                        help="where the device's peak is unknown (a CPU), divide by a measured matmul peak")
+    parser.add_argument(
+        "--measure-peak",
+        action="store_true",
+        help="where the device's peak is unknown (a CPU), divide by a measured matmul peak",
+    )
     cli = parser.parse_args()
     budget = cli.steps * cli.batch_size * cli.seq_len
     with tempfile.TemporaryDirectory() as tmp:
-        run = parse_run_config({
-            "corpus": cli.corpus, "token_budget": budget, "seq_len": cli.seq_len, "preset": cli.preset,
-            "per_device_train_batch_size": cli.batch_size, "precision": cli.precision, "num_train_epochs": 1,
-            "save_strategy": "no", "logging_steps": 1000, "disable_tqdm": True,
-        })
+        run = parse_run_config(
+            {
+                "corpus": cli.corpus,
+                "token_budget": budget,
+                "seq_len": cli.seq_len,
+                "preset": cli.preset,
+                "per_device_train_batch_size": cli.batch_size,
+                "precision": cli.precision,
+                "num_train_epochs": 1,
+                "save_strategy": "no",
+                "logging_steps": 1000,
+                "disable_tqdm": True,
+            }
+        )
         run.training.output_dir = tmp
         data = prepare_data(run.data)
         loop = loop_tokens_per_second(run, data, cli.steps, cli.warmup)
@@ -160,6 +178,7 @@ def main() -> None:
     print(f"RegularizedTrainer: {trainer:,.0f} tokens/s")
     print(f"ratio trainer/loop: {trainer / loop:.3f} (target >= 0.9)")
     print_utilisation(run, config, trainer, cli.measure_peak)
+
 
 if __name__ == "__main__":
     main()

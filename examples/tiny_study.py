@@ -29,12 +29,24 @@ from hf_infcompute.scaling import build_report, write_report
 
 def main(corpus: str, output: Path, cache_dir: str | None = None) -> dict:
     # 1. One typed run: the corpus, its tokenizer and the exact token budget D, a model preset and the optimizer.
-    run = parse_run_config({
-        "corpus": corpus, "cache_dir": cache_dir, "vocab_size": 1024, "tokenizer_train_chars": 1_000_000,
-        "seq_len": 64, "val_sequences": 16, "token_budget": 4096, "preset": "tiny-0.5m", "recipe": "regularized",
-        "learning_rate": 3e-3, "per_device_train_batch_size": 8, "precision": "fp32", "disable_tqdm": True,
-        "report_to": "none",
-    })
+    run = parse_run_config(
+        {
+            "corpus": corpus,
+            "cache_dir": cache_dir,
+            "vocab_size": 1024,
+            "tokenizer_train_chars": 1_000_000,
+            "seq_len": 64,
+            "val_sequences": 16,
+            "token_budget": 4096,
+            "preset": "tiny-0.5m",
+            "recipe": "regularized",
+            "learning_rate": 3e-3,
+            "per_device_train_batch_size": 8,
+            "precision": "fp32",
+            "disable_tqdm": True,
+            "report_to": "none",
+        }
+    )
     data = prepare_data(run.data)  # tokenized and packed once, then read from the cache
     print(f"D = {data.token_budget:,} training tokens, {len(data.validation)} validation rows of {run.data.seq_len}")
 

@@ -72,8 +72,10 @@ def continued_pretraining(
     members = [by_id[run_id] for run_id in ensemble["members"]]  # member order, not record-store order
     candidates = [("base", run.model.base_model, None)]
     candidates += [(f"member {m['member_index']}", m["model_dir"], m["val_loss"]) for m in members]
-    candidates += [(f"ensemble K={k}", ensemble["model_dir"], ensemble["val_loss"]),
-                   (f"soup K={k}", soup["model_dir"], soup["val_loss"])]
+    candidates += [
+        (f"ensemble K={k}", ensemble["model_dir"], ensemble["val_loss"]),
+        (f"soup K={k}", soup["model_dir"], soup["val_loss"]),
+    ]
     results: list[EvalResult] = [
         evaluate_model(path, tasks, data_dir=eval_data_dir, limit=eval_limit, max_gen_toks=max_gen_toks, label=label)
         for label, path, _ in candidates
@@ -95,8 +97,10 @@ def record_ensemble_and_soup(
     """
     failed = [m["run_id"] for m in members if m["status"] != "finished"]
     if failed:
-        raise InputError(f"members failed to train ({', '.join(failed)}); see their records and lower the learning "
-                         "rate, then delete those records to retrain")
+        raise InputError(
+            f"members failed to train ({', '.join(failed)}); see their records and lower the learning "
+            "rate, then delete those records to retrain"
+        )
     run = member_config(run, 0, vary=vary)
     rule = {"member_rule": "none", "vary": vary}
     return record_curve(run, members, output_dir, combine="logits", soup=True, rule=rule)

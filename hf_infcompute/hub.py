@@ -69,18 +69,30 @@ def _eval_results(record: dict[str, Any], scores: list[dict[str, Any]] | None) -
     corpus = str(record.get("corpus") or "local corpus")
     results = []
     if record.get("val_loss") is not None:
-        results.append(EvalResult(
-            task_type="text-generation", dataset_type=corpus if is_hub_id(corpus) else "local",
-            dataset_name=f"{Path(corpus).name} (held-out validation split)", dataset_split="validation",
-            metric_type="loss", metric_name="validation loss (nats/token)", metric_value=round(record["val_loss"], 4),
-        ))
+        results.append(
+            EvalResult(
+                task_type="text-generation",
+                dataset_type=corpus if is_hub_id(corpus) else "local",
+                dataset_name=f"{Path(corpus).name} (held-out validation split)",
+                dataset_split="validation",
+                metric_type="loss",
+                metric_name="validation loss (nats/token)",
+                metric_value=round(record["val_loss"], 4),
+            )
+        )
     for score in scores or []:
         if score.get("headline", True):
-            results.append(EvalResult(
-                task_type="multiple-choice", dataset_type=score["task"], dataset_name=score["task"],
-                metric_type=score["metric"], metric_value=round(100 * score["value"], 2),
-                source_name="lm-evaluation-harness", source_url="https://github.com/EleutherAI/lm-evaluation-harness",
-            ))
+            results.append(
+                EvalResult(
+                    task_type="multiple-choice",
+                    dataset_type=score["task"],
+                    dataset_name=score["task"],
+                    metric_type=score["metric"],
+                    metric_value=round(100 * score["value"], 2),
+                    source_name="lm-evaluation-harness",
+                    source_url="https://github.com/EleutherAI/lm-evaluation-harness",
+                )
+            )
     return results
 
 
@@ -89,9 +101,13 @@ def model_card(record: dict[str, Any], scores: list[dict[str, Any]] | None = Non
     kind = record.get("kind", "pretrain")
     corpus = record.get("corpus")
     data = ModelCardData(
-        model_name=record["run_id"], library_name="transformers", pipeline_tag="text-generation", license=LICENSE,
+        model_name=record["run_id"],
+        library_name="transformers",
+        pipeline_tag="text-generation",
+        license=LICENSE,
         tags=["hf-infcompute", "data-efficient-pretraining"] + (["logit-ensemble"] if kind == "ensemble" else []),
-        base_model=_base_model(record), datasets=[corpus] if is_hub_id(corpus) else None,
+        base_model=_base_model(record),
+        datasets=[corpus] if is_hub_id(corpus) else None,
         eval_results=_eval_results(record, scores) or None,
     )
     facts = [
@@ -113,12 +129,19 @@ def model_card(record: dict[str, Any], scores: list[dict[str, Any]] | None = Non
     if scores:
         rows = [f"| {s['task']} | {s['metric']} | {100 * s['value']:.2f} |" for s in scores if s.get("headline", True)]
         score_lines = "\n## Downstream scores\n\n| task | metric | value |\n|---|---|---:|\n" + "\n".join(rows) + "\n"
-    loading = ("\nLoad it with `AutoModelForCausalLM.from_pretrained(repo, trust_remote_code=True)`.\n"
-               if kind == "ensemble" else "")
+    loading = (
+        "\nLoad it with `AutoModelForCausalLM.from_pretrained(repo, trust_remote_code=True)`.\n"
+        if kind == "ensemble"
+        else ""
+    )
     return ModelCard.from_template(
-        data, template_str=MODEL_CARD_TEMPLATE, model_name=record["run_id"],
-        description=KIND_DESCRIPTIONS.get(kind, kind), loading=loading,
-        facts="\n".join(f"| {name} | {value} |" for name, value in facts if value is not None), scores=score_lines,
+        data,
+        template_str=MODEL_CARD_TEMPLATE,
+        model_name=record["run_id"],
+        description=KIND_DESCRIPTIONS.get(kind, kind),
+        loading=loading,
+        facts="\n".join(f"| {name} | {value} |" for name, value in facts if value is not None),
+        scores=score_lines,
     )
 
 
@@ -127,13 +150,16 @@ def study_card(study_dir: Path, runs_count: int) -> DatasetCard:
     state = json.loads((study_dir / "study.json").read_text())
     corpus = (state.get("corpus") or {}).get("corpus") if isinstance(state.get("corpus"), dict) else state.get("corpus")
     data = DatasetCardData(
-        license=LICENSE, pretty_name=f"hf-infcompute study: {state.get('name', study_dir.name)}",
+        license=LICENSE,
+        pretty_name=f"hf-infcompute study: {state.get('name', study_dir.name)}",
         tags=["hf-infcompute", "scaling-laws", "data-efficient-pretraining"],
         source_datasets=[corpus] if is_hub_id(corpus) else None,
         configs=[{"config_name": "runs", "data_files": "results.csv"}],
     )
-    header = (f"The results of an hf-infcompute study ({runs_count} recorded runs): `results.csv` holds one row per "
-              "run, `study.json` what each phase found, `figures/` every plot. The report follows.\n\n")
+    header = (
+        f"The results of an hf-infcompute study ({runs_count} recorded runs): `results.csv` holds one row per "
+        "run, `study.json` what each phase found, `figures/` every plot. The report follows.\n\n"
+    )
     return DatasetCard(f"---\n{data.to_yaml()}\n---\n\n{header}{(study_dir / 'report.md').read_text()}")
 
 
@@ -141,8 +167,13 @@ def _upload(folder: Path, repo_id: str, *, repo_type: str, private: bool, allow_
     api = HfApi()
     try:
         url = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
-        api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type=repo_type,
-                          allow_patterns=allow_patterns, commit_message="Upload from hf-infcompute")
+        api.upload_folder(
+            folder_path=str(folder),
+            repo_id=repo_id,
+            repo_type=repo_type,
+            allow_patterns=allow_patterns,
+            commit_message="Upload from hf-infcompute",
+        )
     except OfflineModeIsEnabled:
         raise InputError(
             f"the Hub is offline (HF_HUB_OFFLINE is set): the card is written to {folder / 'README.md'}, nothing was "

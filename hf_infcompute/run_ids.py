@@ -14,8 +14,15 @@ def _digest(text: str) -> str:
 
 
 def training_run_id(
-    identity: Mapping[str, Any], *, recipe: str, model: str, token_budget: int, learning_rate: float,
-    weight_decay: float, num_train_epochs: float, seed: int,
+    identity: Mapping[str, Any],
+    *,
+    recipe: str,
+    model: str,
+    token_budget: int,
+    learning_rate: float,
+    weight_decay: float,
+    num_train_epochs: float,
+    seed: int,
 ) -> str:
     """The id of one training run: its headline settings, then a digest of every setting in `identity`."""
     digest = _digest(json.dumps(dict(identity), sort_keys=True, default=str))

@@ -17,12 +17,25 @@ from hf_infcompute.errors import InputError
 logger = logging.getLogger(__name__)
 
 # Environment a distributed launch sets; a worker drops it so that its Trainer runs single-process.
-LAUNCHER_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT")
+LAUNCHER_VARIABLES = (
+    "RANK",
+    "LOCAL_RANK",
+    "WORLD_SIZE",
+    "LOCAL_WORLD_SIZE",
+    "GROUP_RANK",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+)
 # Settings `accelerate launch` exports for the job as a whole (precision, sharding, DeepSpeed); a lone worker must not
 # inherit them: `ACCELERATE_MIXED_PRECISION` overrides a run's `precision: fp32`, the others wrap it in FSDP/DeepSpeed.
 LAUNCHER_SETTINGS = (
-    "ACCELERATE_MIXED_PRECISION", "ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED", "ACCELERATE_USE_MEGATRON_LM",
-    "ACCELERATE_USE_PARALLELISM_CONFIG", "ACCELERATE_CONFIG_DS_FIELDS", "ACCELERATE_GRADIENT_ACCUMULATION_STEPS",
+    "ACCELERATE_MIXED_PRECISION",
+    "ACCELERATE_USE_FSDP",
+    "ACCELERATE_USE_DEEPSPEED",
+    "ACCELERATE_USE_MEGATRON_LM",
+    "ACCELERATE_USE_PARALLELISM_CONFIG",
+    "ACCELERATE_CONFIG_DS_FIELDS",
+    "ACCELERATE_GRADIENT_ACCUMULATION_STEPS",
     "ACCELERATE_GRADIENT_CLIPPING",
 )
 LAUNCHER_SETTING_PREFIXES = ("FSDP_", "ACCELERATE_DEEPSPEED_", "MEGATRON_LM_", "PARALLELISM_CONFIG_")
@@ -48,8 +61,12 @@ def detach_from_launcher() -> WorkerSlot | None:
     if world_size <= 1:
         gpus = torch.cuda.device_count()
         if gpus > 1:
-            logger.warning("%d GPUs are visible and this process trains on one; run one worker per GPU with "
-                           "`accelerate launch --num_processes %d -m hf_infcompute ...`", gpus, gpus)
+            logger.warning(
+                "%d GPUs are visible and this process trains on one; run one worker per GPU with "
+                "`accelerate launch --num_processes %d -m hf_infcompute ...`",
+                gpus,
+                gpus,
+            )
         return None
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", rank))

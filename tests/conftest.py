@@ -75,9 +75,19 @@ def four_members(tmp_path_factory: pytest.TempPathFactory, corpus_dir: Path, cac
     from hf_infcompute.training import parse_run_config
 
     settings = {
-        "corpus": str(corpus_dir), "cache_dir": str(cache_dir), "vocab_size": 1024, "tokenizer_train_chars": 1_000_000,
-        "seq_len": 64, "val_sequences": 16, "token_budget": 16_384, "preset": "tiny-0.5m", "num_train_epochs": 16,
-        "learning_rate": 3e-3, "weight_decay": 0.8, "per_device_train_batch_size": 8, "precision": "fp32",
+        "corpus": str(corpus_dir),
+        "cache_dir": str(cache_dir),
+        "vocab_size": 1024,
+        "tokenizer_train_chars": 1_000_000,
+        "seq_len": 64,
+        "val_sequences": 16,
+        "token_budget": 16_384,
+        "preset": "tiny-0.5m",
+        "num_train_epochs": 16,
+        "learning_rate": 3e-3,
+        "weight_decay": 0.8,
+        "per_device_train_batch_size": 8,
+        "precision": "fp32",
         "disable_tqdm": True,
     }
     output = tmp_path_factory.mktemp("ensemble")

@@ -39,8 +39,14 @@ REPO = Path(__file__).resolve().parents[1]
 def tiny_llama(seed: int = 0, tie: bool = False) -> LlamaForCausalLM:
     """About 210K parameters (untied): hidden 64, 2 layers, vocabulary 1,000."""
     config = LlamaConfig(
-        vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=tie,
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        tie_word_embeddings=tie,
     )
     torch.manual_seed(seed)
     return LlamaForCausalLM(config)
@@ -121,8 +127,13 @@ def test_chunked_kd_equals_token_kd_loss_and_its_gradients(temperature):
     student_logits = hidden @ weight.T + bias
     expected = token_kd_loss(student_logits[:, :-1], teacher[:, :-1], labels[:, 1:], temperature=temperature)
     got = chunked_token_kd_loss(
-        hidden, weight, lambda start, end: flat_teacher[start:end], labels, temperature=temperature,
-        student_bias=bias, chunk_tokens=3,
+        hidden,
+        weight,
+        lambda start, end: flat_teacher[start:end],
+        labels,
+        temperature=temperature,
+        student_bias=bias,
+        chunk_tokens=3,
     )
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
     inputs = (hidden, weight, bias)
@@ -131,8 +142,14 @@ def test_chunked_kd_equals_token_kd_loss_and_its_gradients(temperature):
     # The trainer's mix: (1 - alpha) * CE + alpha * KD in one pass.
     ce = torch.nn.functional.cross_entropy(student_logits[:, :-1].reshape(-1, 30), labels[:, 1:].reshape(-1))
     mixed = chunked_distillation_loss(
-        hidden, weight, bias, teacher_logits=lambda start, end: flat_teacher[start:end], labels=labels, alpha=0.3,
-        temperature=temperature, chunk_tokens=5,
+        hidden,
+        weight,
+        bias,
+        teacher_logits=lambda start, end: flat_teacher[start:end],
+        labels=labels,
+        alpha=0.3,
+        temperature=temperature,
+        chunk_tokens=5,
     )
     torch.testing.assert_close(mixed, 0.7 * ce + 0.3 * expected, atol=1e-5, rtol=0)
 
@@ -155,9 +172,16 @@ def test_distillation_trainer_gives_the_same_token_level_loss_chunked_and_full(t
     results = []
     for implementation in ("full", "chunked"):
         args = DistillationTrainingArguments(
-            output_dir=str(tmp_path / implementation), precision="fp32", loss_implementation=implementation,
-            loss_chunk_tokens=16, report_to=[], kd_mode="token", teacher="in memory", synthetic_fraction=0.0,
-            kd_temperature=2.0, kd_alpha=0.4,
+            output_dir=str(tmp_path / implementation),
+            precision="fp32",
+            loss_implementation=implementation,
+            loss_chunk_tokens=16,
+            report_to=[],
+            kd_mode="token",
+            teacher="in memory",
+            synthetic_fraction=0.0,
+            kd_temperature=2.0,
+            kd_alpha=0.4,
         )
         student = tiny_llama()
         install_loss_forward(student, implementation, args.loss_chunk_tokens)
@@ -217,7 +241,10 @@ PEAK_SCRIPT = textwrap.dedent(
 def step_peak_mib(implementation: str) -> float:
     """Peak resident memory (MiB) one forward and backward adds, measured in a fresh process."""
     result = subprocess.run(
-        [sys.executable, "-c", PEAK_SCRIPT, implementation], capture_output=True, text=True, check=True,
+        [sys.executable, "-c", PEAK_SCRIPT, implementation],
+        capture_output=True,
+        text=True,
+        check=True,
         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "2"},
     )
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -241,7 +268,8 @@ def test_pretrain_chunked_equals_full_and_checkpointing_runs(tiny_run, tmp_path)
 
     full = pretrain({**settings, "loss_implementation": "full"}, tmp_path / "full", trainer_factory=factory)
     chunked = pretrain(
-        {**settings, "loss_implementation": "chunked", "gradient_checkpointing": True}, tmp_path / "chunked",
+        {**settings, "loss_implementation": "chunked", "gradient_checkpointing": True},
+        tmp_path / "chunked",
         trainer_factory=factory,
     )
     assert set(head_calls) == {"full"}  # training and evaluation never built the chunked run's logits
@@ -253,8 +281,9 @@ def test_pretrain_chunked_equals_full_and_checkpointing_runs(tiny_run, tmp_path)
 
 def test_lora_adapters_start_from_the_runs_seed(tmp_path):
     tiny_llama().save_pretrained(tmp_path / "base")
-    run = parse_run_config({"base_model": str(tmp_path / "base"), "corpus": str(tmp_path), "token_budget": 1024,
-                            "lora_r": 4, "seed": 3})
+    run = parse_run_config(
+        {"base_model": str(tmp_path / "base"), "corpus": str(tmp_path), "token_budget": 1024, "lora_r": 4, "seed": 3}
+    )
     first, second = build_model_for(run, None), build_model_for(run, None)
     torch.manual_seed(123)  # whatever the global generator holds
     third = build_model_for(run, None)

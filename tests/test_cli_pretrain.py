@@ -35,9 +35,24 @@ def test_cli_rejects_unknown_key_by_name(tiny_run, tmp_path, capsys):
 def test_two_process_data_parallel_run(tiny_run, tmp_path):
     recipe = write_recipe(tmp_path / "r.yaml", {**tiny_run, "num_train_epochs": 1, "per_device_train_batch_size": 4})
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "-m", "hf_infcompute", "pretrain", recipe, "--output", str(tmp_path / "out"),
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "hf_infcompute",
+        "pretrain",
+        recipe,
+        "--output",
+        str(tmp_path / "out"),
     ]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import BENCH_DATA
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, ViTConfig, ViTModel
 
 from hf_infcompute.cli.main import main
@@ -14,8 +15,6 @@ from hf_infcompute.errors import InputError
 from hf_infcompute.hub import model_card, read_run_record
 from hf_infcompute.training import parse_run_config, pretrain
 
-from conftest import BENCH_DATA
-
 
 @pytest.fixture(scope="module")
 def base_checkpoint(tmp_path_factory, corpus_dir):
@@ -23,9 +22,16 @@ def base_checkpoint(tmp_path_factory, corpus_dir):
     texts = [json.loads(line)["text"] for line in (corpus_dir / "part-05.jsonl").open()][:300]
     tokenizer = train_bpe_tokenizer(texts, 512)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=2, max_position_embeddings=512, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
     folder = tmp_path_factory.mktemp("base")
     LlamaForCausalLM(config).save_pretrained(folder)
@@ -39,9 +45,18 @@ def domain_run(base_checkpoint, cache_dir):
     if not gsm8k.is_file():
         pytest.skip(f"domain corpus not found at {gsm8k}")
     return {
-        "base_model": str(base_checkpoint), "corpus": str(gsm8k), "text_column": "answer", "cache_dir": str(cache_dir),
-        "seq_len": 64, "val_sequences": 16, "token_budget": 8192, "num_train_epochs": 2, "learning_rate": 1e-3,
-        "per_device_train_batch_size": 8, "precision": "fp32", "disable_tqdm": True,
+        "base_model": str(base_checkpoint),
+        "corpus": str(gsm8k),
+        "text_column": "answer",
+        "cache_dir": str(cache_dir),
+        "seq_len": 64,
+        "val_sequences": 16,
+        "token_budget": 8192,
+        "num_train_epochs": 2,
+        "learning_rate": 1e-3,
+        "per_device_train_batch_size": 8,
+        "precision": "fp32",
+        "disable_tqdm": True,
     }
 
 
@@ -58,8 +73,13 @@ def test_cpt_loss_falls_with_full_and_lora_training(domain_run, tmp_path, lora_r
 
 def test_cpt_members_ensemble_and_soup_load_and_score(domain_run, tmp_path):
     result = continued_pretraining(
-        parse_run_config(domain_run), tmp_path, k=2, tasks=["gsm8k", "mathqa"], eval_data_dir=str(BENCH_DATA),
-        eval_limit=3, max_gen_toks=16,
+        parse_run_config(domain_run),
+        tmp_path,
+        k=2,
+        tasks=["gsm8k", "mathqa"],
+        eval_data_dir=str(BENCH_DATA),
+        eval_limit=3,
+        max_gen_toks=16,
     )
     assert [row["model"] for row in result.scores] == ["base", "member 0", "member 1", "ensemble K=2", "soup K=2"]
     for row in result.scores:
@@ -73,14 +93,22 @@ def test_cpt_members_ensemble_and_soup_load_and_score(domain_run, tmp_path):
 
 def test_cpt_refuses_non_causal_base_and_missing_tokenizer(domain_run, tmp_path):
     vision = tmp_path / "vision"
-    ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)).save_pretrained(
-        vision
-    )
+    ViTModel(
+        ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    ).save_pretrained(vision)
     with pytest.raises(InputError, match="tokenizer"):
         pretrain({**domain_run, "base_model": str(vision)}, tmp_path)
     (tmp_path / "no_tokenizer").mkdir()
-    LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                 num_attention_heads=2, num_key_value_heads=2)).save_pretrained(tmp_path / "no_tokenizer")
+    LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=64,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+        )
+    ).save_pretrained(tmp_path / "no_tokenizer")
     with pytest.raises(InputError, match="cannot load tokenizer"):
         pretrain({**domain_run, "base_model": str(tmp_path / "no_tokenizer")}, tmp_path)
     with pytest.raises(InputError, match="keeps the base model's tokenizer"):

@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hf_infcompute.data import DataArguments, PackedCollator, prepare_data
-from hf_infcompute.data import packing
+from hf_infcompute.data import DataArguments, PackedCollator, packing, prepare_data
 from hf_infcompute.errors import InputError
 
 
@@ -78,7 +77,11 @@ def test_text_and_parquet_corpora(tmp_path, suffix):
 
         pd.DataFrame({"text": docs}).to_parquet(path)
     args = DataArguments(
-        corpus=str(path), cache_dir=str(tmp_path / "cache"), vocab_size=300, seq_len=32, val_sequences=4,
+        corpus=str(path),
+        cache_dir=str(tmp_path / "cache"),
+        vocab_size=300,
+        seq_len=32,
+        val_sequences=4,
         token_budget=1000,
     )
     data = prepare_data(args)

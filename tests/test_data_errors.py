@@ -24,9 +24,17 @@ def write_jsonl(path: Path, texts: list, tail: str = "") -> Path:
 def pretrain(tmp_path: Path, corpus: Path | str, capsys, workers: int = 1) -> str:
     """Run `pretrain` on `corpus`; assert exit code 2 and no traceback; return stderr."""
     settings = {
-        "corpus": str(corpus), "cache_dir": str(tmp_path / "cache"), "vocab_size": 300, "seq_len": 16,
-        "val_sequences": 2, "token_budget": 64, "preset": "tiny-0.5m", "num_train_epochs": 1,
-        "per_device_train_batch_size": 4, "precision": "fp32", "disable_tqdm": True,
+        "corpus": str(corpus),
+        "cache_dir": str(tmp_path / "cache"),
+        "vocab_size": 300,
+        "seq_len": 16,
+        "val_sequences": 2,
+        "token_budget": 64,
+        "preset": "tiny-0.5m",
+        "num_train_epochs": 1,
+        "per_device_train_batch_size": 4,
+        "precision": "fp32",
+        "disable_tqdm": True,
         "preprocessing_num_workers": workers,
     }
     recipe = tmp_path / "recipe.yaml"
@@ -67,8 +75,15 @@ def test_null_text_in_a_streamed_corpus_names_the_document(tmp_path, monkeypatch
     corpus = write_jsonl(tmp_path / "c.jsonl", DOCUMENTS[:30] + [None] + DOCUMENTS[31:])
     stream = datasets.load_dataset("json", data_files=str(corpus), split="train", streaming=True)
     monkeypatch.setattr(packing, "load_corpus", lambda args: stream)
-    args = DataArguments(corpus=str(corpus), cache_dir=str(tmp_path / "cache"), vocab_size=300, seq_len=16,
-                         val_sequences=2, token_budget=64, tokenizer_train_chars=10_000)
+    args = DataArguments(
+        corpus=str(corpus),
+        cache_dir=str(tmp_path / "cache"),
+        vocab_size=300,
+        seq_len=16,
+        val_sequences=2,
+        token_budget=64,
+        tokenizer_train_chars=10_000,
+    )
     with pytest.raises(InputError, match=r"document 30 \(counting from 0\).*drop that document or fill its text"):
         packing.prepare_data(args)
 

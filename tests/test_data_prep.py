@@ -33,8 +33,13 @@ def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory, corpus_dir: Path) ->
 
 def prep_args(corpus_dir: Path, tokenizer_dir: Path, cache_dir: Path, **changes) -> DataArguments:
     settings = {
-        "corpus": str(corpus_dir), "tokenizer": str(tokenizer_dir), "cache_dir": str(cache_dir), "seq_len": SEQ_LEN,
-        "val_sequences": VAL_SEQUENCES, "token_budget": 10_000, "max_corpus_tokens": LIMIT,
+        "corpus": str(corpus_dir),
+        "tokenizer": str(tokenizer_dir),
+        "cache_dir": str(cache_dir),
+        "seq_len": SEQ_LEN,
+        "val_sequences": VAL_SEQUENCES,
+        "token_budget": 10_000,
+        "max_corpus_tokens": LIMIT,
         "preprocessing_num_workers": 1,
     }
     return DataArguments(**{**settings, **changes})

@@ -35,8 +35,14 @@ def ordered_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def split_args(corpus: Path, cache: Path, **changes) -> DataArguments:
     settings = {
-        "corpus": str(corpus), "cache_dir": str(cache), "vocab_size": 320, "tokenizer_train_chars": 200_000,
-        "seq_len": 32, "val_sequences": 8, "token_budget": 3000, "validation_split": "random",
+        "corpus": str(corpus),
+        "cache_dir": str(cache),
+        "vocab_size": 320,
+        "tokenizer_train_chars": 200_000,
+        "seq_len": 32,
+        "val_sequences": 8,
+        "token_budget": 3000,
+        "validation_split": "random",
         "preprocessing_num_workers": 1,
     }
     return DataArguments(**{**settings, **changes})

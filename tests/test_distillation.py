@@ -59,13 +59,26 @@ def test_synthetic_only_epoch_is_a_pass_over_synthetic_rows():
 
 
 def test_distillation_trainer_reads_its_settings_from_args(tmp_path):
-    config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=2)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+    )
     torch.manual_seed(0)
     student, teacher_model = LlamaForCausalLM(config), LlamaForCausalLM(config)
     rows = datasets.Dataset.from_dict({"input_ids": torch.randint(0, 64, (12, 8)).tolist()})
-    args = DistillationTrainingArguments(output_dir=str(tmp_path), precision="fp32", kd_mode="token", teacher="t",
-                                         kd_alpha=0.3, kd_temperature=2.0, synthetic_fraction=0.25)
+    args = DistillationTrainingArguments(
+        output_dir=str(tmp_path),
+        precision="fp32",
+        kd_mode="token",
+        teacher="t",
+        kd_alpha=0.3,
+        kd_temperature=2.0,
+        synthetic_fraction=0.25,
+    )
     trainer = DistillationTrainer(model=student, args=args, train_dataset=rows, num_real=8, teacher=teacher_model)
     assert trainer._get_train_sampler().fraction == 0.25  # 8 real rows, 4 synthetic
     real_only = DistillationTrainer(model=student, args=args, train_dataset=rows, num_real=12)
@@ -112,8 +125,9 @@ def test_synthetic_only_warns(tiny_run, teacher, tmp_path):
 
 
 def test_token_level_distillation_runs_and_learns(tiny_run, teacher, tmp_path):
-    student = distill({**tiny_run, "kd_mode": "token", "teacher": teacher["model_dir"], "kd_alpha": 0.5},
-                      tmp_path / "out")
+    student = distill(
+        {**tiny_run, "kd_mode": "token", "teacher": teacher["model_dir"], "kd_alpha": 0.5}, tmp_path / "out"
+    )
     assert student["status"] == "finished" and student["kd_mode"] == "token"
     assert student["val_loss"] < 6.5  # an untrained model sits at ln(1024) = 6.93
 
@@ -139,8 +153,9 @@ def test_student_of_a_four_member_ensemble_beats_the_same_student_on_real_data_a
     curve = [r for r in records if r["kind"] == "ensemble"]
     alone = curve[0]["val_loss"]  # member 0: these very settings, real data only
     synthetic = tmp_path / "synthetic"
-    generate_synthetic(curve[-1]["model_dir"], synthetic, num_tokens=8 * settings["token_budget"],
-                       seq_len=settings["seq_len"], seed=0)
+    generate_synthetic(
+        curve[-1]["model_dir"], synthetic, num_tokens=8 * settings["token_budget"], seq_len=settings["seq_len"], seed=0
+    )
     student = distill({**settings, "synthetic_data": str(synthetic), "synthetic_fraction": 0.5}, tmp_path / "student")
     # A 1:1 mix takes twice the steps per epoch: real data alone for twice the epochs rules out the extra steps.
     same_steps = pretrain({**settings, "num_train_epochs": 2 * settings["num_train_epochs"]}, tmp_path / "alone")

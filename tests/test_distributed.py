@@ -17,6 +17,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
+from conftest import BENCH_DATA
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from hf_infcompute.data import PackedCollator, prepare_data
@@ -31,15 +32,21 @@ from hf_infcompute.training import (
 )
 from hf_infcompute.training.pretraining import save_final_model
 
-from conftest import BENCH_DATA
-
 REPOSITORY = Path(__file__).resolve().parents[1]
 ACCELERATE_CONFIGS = REPOSITORY / "recipes" / "accelerate"
 
 
 def tiny_llama() -> LlamaForCausalLM:
-    return LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                                        num_attention_heads=2, num_key_value_heads=2))
+    return LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=64,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+        )
+    )
 
 
 def test_zero3_decay_grouping_reads_the_full_shape():
@@ -62,8 +69,12 @@ def test_fsdp_final_save_is_a_full_checkpoint(tmp_path, monkeypatch):
     args = RegularizedTrainingArguments(output_dir=str(tmp_path / "run"), report_to="none")
     trainer = RegularizedTrainer(model=model, args=args)
     monkeypatch.setattr(trainer, "is_fsdp_enabled", True)
-    monkeypatch.setattr(trainer.accelerator.state, "fsdp_plugin",
-                        SimpleNamespace(state_dict_type="StateDictType.SHARDED_STATE_DICT"), raising=False)
+    monkeypatch.setattr(
+        trainer.accelerator.state,
+        "fsdp_plugin",
+        SimpleNamespace(state_dict_type="StateDictType.SHARDED_STATE_DICT"),
+        raising=False,
+    )
     trainer.save_model(str(tmp_path / "trainer_save"))
     assert not (tmp_path / "trainer_save" / "model.safetensors").exists()
     save_final_model(trainer, tmp_path / "model", {"run_id": "fsdp"})
@@ -79,17 +90,32 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch(arguments: list[str], *, config: Path | None = None, script: Path | None = None,
-           timeout: float = 240) -> subprocess.CompletedProcess:
+def launch(
+    arguments: list[str], *, config: Path | None = None, script: Path | None = None, timeout: float = 240
+) -> subprocess.CompletedProcess:
     """`accelerate launch` of `hf_infcompute` (or of `script`) with 2 processes and this checkout first on the path."""
-    command = [sys.executable, "-m", "accelerate.commands.accelerate_cli", "launch", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--main_process_port", str(free_port())]
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.accelerate_cli",
+        "launch",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+    ]
     command += ["--config_file", str(config)] if config else ["--multi_gpu"]
     env = {**os.environ, "PYTHONPATH": str(REPOSITORY), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     program = [str(script)] if script else ["-m", "hf_infcompute"]
-    return subprocess.run([*command, *program, *arguments], env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    return subprocess.run(
+        [*command, *program, *arguments], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 @pytest.fixture
@@ -112,8 +138,12 @@ def check_saved_run(output: Path, launched: subprocess.CompletedProcess, setting
     run = parse_run_config(settings)
     data = prepare_data(run.data)
     run.training.output_dir = str(output / "check")
-    trainer = RegularizedTrainer(model=model, args=run.training, eval_dataset=data.validation,
-                                 data_collator=PackedCollator(data.tokenizer.pad_token_id))
+    trainer = RegularizedTrainer(
+        model=model,
+        args=run.training,
+        eval_dataset=data.validation,
+        data_collator=PackedCollator(data.tokenizer.pad_token_id),
+    )
     assert trainer.evaluate()["eval_loss"] == pytest.approx(record["val_loss"], rel=1e-4)
 
 
@@ -126,12 +156,17 @@ def test_ddp_pretrain_under_a_launcher_saves_a_loadable_model(launch_recipe, tmp
 
 @pytest.mark.slow
 @pytest.mark.gpu
-@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="FSDP2 needs 2 GPUs: accelerate 1.15 turns FSDP on only for "
-                    "GPU distributed types (AcceleratorState), so on the CPU a launch with fsdp2.yaml trains plain DDP")
+@pytest.mark.skipif(
+    torch.cuda.device_count() < 2,
+    reason="FSDP2 needs 2 GPUs: accelerate 1.15 turns FSDP on only for "
+    "GPU distributed types (AcceleratorState), so on the CPU a launch with fsdp2.yaml trains plain DDP",
+)
 def test_fsdp2_pretrain_under_a_launcher_saves_a_full_checkpoint(launch_recipe, tmp_path):
     output = tmp_path / "out"
-    launched = launch(["pretrain", str(launch_recipe), "precision=fp32", "--output", str(output)],
-                      config=ACCELERATE_CONFIGS / "fsdp2.yaml")
+    launched = launch(
+        ["pretrain", str(launch_recipe), "precision=fp32", "--output", str(output)],
+        config=ACCELERATE_CONFIGS / "fsdp2.yaml",
+    )
     check_saved_run(output, launched, yaml.safe_load(launch_recipe.read_text()))
 
 
@@ -141,9 +176,16 @@ def base_checkpoint(tmp_path, corpus_dir) -> Path:
     texts = [json.loads(line)["text"] for line in (corpus_dir / "part-05.jsonl").open()][:300]
     tokenizer = train_bpe_tokenizer(texts, 512)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=2, max_position_embeddings=512, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
     LlamaForCausalLM(config).save_pretrained(tmp_path / "base")
     tokenizer.save_pretrained(tmp_path / "base")
@@ -174,23 +216,50 @@ sys.exit(main(["cpt", *sys.argv[1:]]))
 
 
 @pytest.mark.slow
-def test_cpt_parallel_data_under_a_launcher_scores_once_without_hanging(base_checkpoint, cache_dir, tmp_path,
-                                                                        monkeypatch):
+def test_cpt_parallel_data_under_a_launcher_scores_once_without_hanging(
+    base_checkpoint, cache_dir, tmp_path, monkeypatch
+):
     """Both ranks train each member data-parallel; then the launch ends and rank 0 alone builds the ensemble and the
     soup and scores them with lm-eval in one process that sees no launch (on GPUs it would wait on the other rank)."""
     gsm8k = BENCH_DATA / "gsm8k" / "train.jsonl"
     if not gsm8k.is_file():
         pytest.skip(f"domain corpus not found at {gsm8k}")
     output = tmp_path / "cpt"
-    settings = ["text_column=answer", f"cache_dir={cache_dir}", "seq_len=64", "val_sequences=16", "token_budget=8192",
-                "num_train_epochs=1", "learning_rate=1e-3", "per_device_train_batch_size=4", "precision=fp32",
-                "disable_tqdm=true"]
+    settings = [
+        "text_column=answer",
+        f"cache_dir={cache_dir}",
+        "seq_len=64",
+        "val_sequences=16",
+        "token_budget=8192",
+        "num_train_epochs=1",
+        "learning_rate=1e-3",
+        "per_device_train_batch_size=4",
+        "precision=fp32",
+        "disable_tqdm=true",
+    ]
     script, seen = tmp_path / "cpt_probe.py", tmp_path / "scorings.jsonl"
     script.write_text(SCORING_PROBE)
     monkeypatch.setenv("SCORING_PROBE", str(seen))
-    launched = launch(["--base", str(base_checkpoint), "--data", str(gsm8k), *settings, "--k", "2",
-                       "--tasks", "mathqa", "--eval-data-dir", str(BENCH_DATA), "--eval-limit", "3",
-                       "--output", str(output)], script=script)
+    launched = launch(
+        [
+            "--base",
+            str(base_checkpoint),
+            "--data",
+            str(gsm8k),
+            *settings,
+            "--k",
+            "2",
+            "--tasks",
+            "mathqa",
+            "--eval-data-dir",
+            str(BENCH_DATA),
+            "--eval-limit",
+            "3",
+            "--output",
+            str(output),
+        ],
+        script=script,
+    )
     assert launched.returncode == 0, launched.stderr[-3000:]
     assert launched.stdout.count("scores written to") == 1
     scorings = [json.loads(line) for line in seen.read_text().splitlines()]

@@ -85,8 +85,21 @@ def test_rerun_trains_no_member_again(four_members, trained_runs):
 def test_members_spread_over_two_worker_processes(tiny_run, tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump({**tiny_run, "num_train_epochs": 1}))
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "hf_infcompute",
-               "ensemble", str(recipe), "--k", "2", "--output", str(tmp_path / "out")]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "hf_infcompute",
+        "ensemble",
+        str(recipe),
+        "--k",
+        "2",
+        "--output",
+        str(tmp_path / "out"),
+    ]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -325,8 +325,11 @@ def test_pooled_mode_splits_rows_across_members_with_distinct_seeds():
 
 
 def test_vllm_ensemble_routes_weights_and_averages_logits():
-    weights = [("members.0.model.norm.weight", torch.zeros(2)), ("members.1.lm_head.weight", torch.ones(3)),
-               ("members.10.model.embed_tokens.weight", torch.full((1,), 2.0))]
+    weights = [
+        ("members.0.model.norm.weight", torch.zeros(2)),
+        ("members.1.lm_head.weight", torch.ones(3)),
+        ("members.10.model.embed_tokens.weight", torch.full((1,), 2.0)),
+    ]
     routed = vllm_ensemble.route_weights(weights, num_members=11)
     assert [name for name, _ in routed[0]] == ["model.norm.weight"] and routed[1][0][0] == "lm_head.weight"
     assert routed[10][0][0] == "model.embed_tokens.weight" and all(not part for part in routed[2:10])
@@ -341,11 +344,22 @@ def test_vllm_ensemble_routes_weights_and_averages_logits():
     probs = vllm_ensemble.combine_logits(logits, "probs").exp()
     torch.testing.assert_close(probs, torch.stack([x.float().softmax(-1) for x in logits]).mean(0), atol=1e-6, rtol=0)
 
-    member = {"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2,
-              "num_hidden_layers": 3}
+    member = {
+        "model_type": "llama",
+        "hidden_size": 64,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "num_hidden_layers": 3,
+    }
     overrides = vllm_ensemble.engine_overrides({"member_configs": [member, {**member, "num_hidden_layers": 2}]})
-    assert overrides == {"hidden_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
-                         "num_hidden_layers": 5, "architectures": ["LogitEnsembleForCausalLM"]}
+    assert overrides == {
+        "hidden_size": 128,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "num_hidden_layers": 5,
+        "architectures": ["LogitEnsembleForCausalLM"],
+    }
     with pytest.raises(InputError, match="member 1's attention shape"):
         vllm_ensemble.check_members([member, {**member, "num_key_value_heads": 4}], "ens")
 
@@ -382,8 +396,16 @@ def test_vllm_ensemble_modes_sample_their_distributions(tokenizer, tmp_path, mod
     teacher = ensemble.LogitEnsembleForCausalLM.from_members(members, tokenizer=tokenizer)
     teacher.save_pretrained(tmp_path / "ensemble")
     out = tmp_path / "synthetic"
-    generate_synthetic(tmp_path / "ensemble", out, num_tokens=2 * SAMPLES, seq_len=2, backend="vllm",
-                       dtype="float32", ensemble_mode=mode, seed=1)
+    generate_synthetic(
+        tmp_path / "ensemble",
+        out,
+        num_tokens=2 * SAMPLES,
+        seq_len=2,
+        backend="vllm",
+        dtype="float32",
+        ensemble_mode=mode,
+        seed=1,
+    )
     counts = first_token_counts(out, len(tokenizer))
     member_probs = [first_token_probs(m, tokenizer.eos_token_id) for m in members]
     with torch.no_grad():

@@ -12,10 +12,20 @@ from hf_infcompute.hub import model_card
 from hf_infcompute.records import RUN_RECORD_FILE, append_record
 
 RECORD = {
-    "run_id": "regularized-tiny-1m-D8192-abc", "kind": "pretrain", "recipe": "regularized",
-    "corpus": "HuggingFaceFW/fineweb-edu", "token_budget": 8192, "preset": "tiny-1m", "n_params_total": 1_000_000,
-    "num_train_epochs": 16, "learning_rate": 3e-3, "weight_decay": 0.8, "tokens_seen": 131072, "val_loss": 5.4321,
-    "status": "finished", "config": {"base_model": None},
+    "run_id": "regularized-tiny-1m-D8192-abc",
+    "kind": "pretrain",
+    "recipe": "regularized",
+    "corpus": "HuggingFaceFW/fineweb-edu",
+    "token_budget": 8192,
+    "preset": "tiny-1m",
+    "n_params_total": 1_000_000,
+    "num_train_epochs": 16,
+    "learning_rate": 3e-3,
+    "weight_decay": 0.8,
+    "tokens_seen": 131072,
+    "val_loss": 5.4321,
+    "status": "finished",
+    "config": {"base_model": None},
 }
 
 

@@ -45,8 +45,10 @@ def test_paper_presets_fit_80gb_at_the_paper_batch(capsys):
 
 def test_plan_of_a_run_recipe_with_a_global_batch(capsys, tmp_path):
     recipe = tmp_path / "run.yaml"
-    recipe.write_text("preset: llama-150m\nseq_len: 4096\ntoken_budget: 1_000_000\nnum_train_epochs: 2\n"
-                      "global_batch_size: 64\nprecision: bf16\n")
+    recipe.write_text(
+        "preset: llama-150m\nseq_len: 4096\ntoken_budget: 1_000_000\nnum_train_epochs: 2\n"
+        "global_batch_size: 64\nprecision: bf16\n"
+    )
     plan = run_plan(capsys, str(recipe), "--vocab-size", str(LLAMA3_VOCAB), "--gpu-memory", "24", "--world-size", "2")
     preset = plan["presets"]["llama-150m"]
     assert preset["micro_batch"] * preset["grad_accum"] * 2 == 64 and preset["memory_gib"] <= 0.9 * 24
@@ -56,8 +58,15 @@ def test_plan_of_a_run_recipe_with_a_global_batch(capsys, tmp_path):
 
 def test_flops_match_torch_flop_counter():
     """torch's counter sees every matmul (the eager attention's full square, masked half included)."""
-    config = LlamaConfig(hidden_size=64, intermediate_size=224, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, vocab_size=512, tie_word_embeddings=True)
+    config = LlamaConfig(
+        hidden_size=64,
+        intermediate_size=224,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=512,
+        tie_word_embeddings=True,
+    )
     config._attn_implementation = "eager"
     model = LlamaForCausalLM(config)
     ids = torch.randint(0, 512, (2, 32))
@@ -107,11 +116,16 @@ def test_memory_model_within_a_factor_of_a_measured_step():
     for name, (h, inter, layers, heads, kv, vocab, batch, seq) in shapes.items():
         out, _ = jobs[name].communicate(timeout=300)
         assert jobs[name].returncode == 0
-        config = LlamaConfig(hidden_size=h, intermediate_size=inter, num_hidden_layers=layers,
-                             num_attention_heads=heads, num_key_value_heads=kv, vocab_size=vocab,
-                             tie_word_embeddings=True)
-        memory = step_memory(config, count_parameters(config).total, batch, seq, bf16=False,
-                             loss_implementation="full")
+        config = LlamaConfig(
+            hidden_size=h,
+            intermediate_size=inter,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            num_key_value_heads=kv,
+            vocab_size=vocab,
+            tie_word_embeddings=True,
+        )
+        memory = step_memory(config, count_parameters(config).total, batch, seq, bf16=False, loss_implementation="full")
         modelled = memory.gradients + memory.activations + memory.loss
         assert 0.75 <= json.loads(out) / modelled <= 1.5, (name, json.loads(out), modelled)
 
@@ -167,9 +181,18 @@ def test_auto_micro_batch_fits_the_free_gpu_memory(corpus_dir, monkeypatch):
     from hf_infcompute.planning.device import fit_micro_batch
     from hf_infcompute.training.arguments import RegularizedTrainingArguments
 
-    run = parse_run_config({"corpus": str(corpus_dir), "token_budget": 8192, "seq_len": 4096, "global_batch_size": 64,
-                            "per_device_train_batch_size": 64, "auto_micro_batch": True, "precision": "bf16"},
-                           "/tmp/unused")
+    run = parse_run_config(
+        {
+            "corpus": str(corpus_dir),
+            "token_budget": 8192,
+            "seq_len": 4096,
+            "global_batch_size": 64,
+            "per_device_train_batch_size": 64,
+            "auto_micro_batch": True,
+            "precision": "bf16",
+        },
+        "/tmp/unused",
+    )
     config = get_preset("llama-150m").build_config(vocab_size=LLAMA3_VOCAB)
     assert fit_micro_batch(run.training, config, 4096) == 64  # off a GPU the given micro-batch is kept
     free = 20 * 1024**3

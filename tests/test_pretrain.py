@@ -10,8 +10,8 @@ import torch
 from transformers import AutoModelForCausalLM, TrainerCallback
 
 from hf_infcompute import load_runs
-from hf_infcompute.errors import InputError
 from hf_infcompute.data import prepare_data
+from hf_infcompute.errors import InputError
 from hf_infcompute.training import RegularizedTrainingArguments, decay_parameter_names, parse_run_config, pretrain
 from hf_infcompute.training.pretraining import build_trainer
 from hf_infcompute.training.sampler import EpochShuffleSampler
@@ -28,9 +28,24 @@ def test_loss_falls_and_run_is_recorded(tiny_run, tmp_path):
     assert record["tokens_seen"] == tiny_run["token_budget"] * tiny_run["num_train_epochs"]
     runs = load_runs(tmp_path)
     assert list(runs["run_id"]) == [record["run_id"]]
-    for column in ("recipe", "corpus", "token_budget", "preset", "n_params", "n_params_total", "learning_rate",
-                   "weight_decay", "num_train_epochs", "seed", "data_seed", "val_loss", "train_loss", "tokens_seen",
-                   "wall_time_s", "version"):
+    for column in (
+        "recipe",
+        "corpus",
+        "token_budget",
+        "preset",
+        "n_params",
+        "n_params_total",
+        "learning_rate",
+        "weight_decay",
+        "num_train_epochs",
+        "seed",
+        "data_seed",
+        "val_loss",
+        "train_loss",
+        "tokens_seen",
+        "wall_time_s",
+        "version",
+    ):
         assert column in runs.columns
     model = AutoModelForCausalLM.from_pretrained(record["model_dir"])
     assert sum(p.numel() for p in model.parameters()) == record["n_params_total"]
@@ -97,8 +112,16 @@ def test_validation_split_shared_across_presets_and_seeds(tiny_run, tmp_path):
 def test_weight_decay_applies_to_matrices_only():
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                         num_attention_heads=2, num_key_value_heads=2))
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=64,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+        )
+    )
     decayed = set(decay_parameter_names(model))
     assert "model.embed_tokens.weight" in decayed
     assert "model.layers.0.self_attn.q_proj.weight" in decayed

@@ -11,8 +11,15 @@ from hf_infcompute.records import append_record, read_record
 
 def write_many(folder: str, worker: int, count: int) -> None:
     for i in range(count):
-        append_record(folder, {"run_id": f"w{worker}-r{i}", "worker": worker, "val_loss": 3.0 + i / 100,
-                               "config": {"lr": 1e-3 * (i + 1)}})
+        append_record(
+            folder,
+            {
+                "run_id": f"w{worker}-r{i}",
+                "worker": worker,
+                "val_loss": 3.0 + i / 100,
+                "config": {"lr": 1e-3 * (i + 1)},
+            },
+        )
 
 
 def test_concurrent_writers_lose_nothing(tmp_path):

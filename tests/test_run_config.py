@@ -8,8 +8,16 @@ from hf_infcompute.distillation import DistillationTrainingArguments
 from hf_infcompute.errors import InputError
 from hf_infcompute.training import RegularizedTrainingArguments, parse_run_config
 
-SETTINGS = {"corpus": "c", "token_budget": 4096, "preset": "tiny-0.5m", "learning_rate": 3e-3, "seed": 2,
-            "num_train_epochs": 4, "weight_decay": 0.8, "precision": "fp32"}
+SETTINGS = {
+    "corpus": "c",
+    "token_budget": 4096,
+    "preset": "tiny-0.5m",
+    "learning_rate": 3e-3,
+    "seed": 2,
+    "num_train_epochs": 4,
+    "weight_decay": 0.8,
+    "precision": "fp32",
+}
 
 
 def test_replace_is_the_run_its_settings_parse_to():
@@ -49,8 +57,10 @@ def test_a_method_run_keeps_the_shared_settings_and_adds_its_own():
     identity = student.identity()
     assert identity["synthetic_fraction"] == 0.75 and identity["kd_mode"] == "sequence"
     assert {key: identity[key] for key in run.identity()} == run.identity() and student.run_id() != run.run_id()
-    parsed = parse_run_config({**SETTINGS, "synthetic_data": "samples", "synthetic_fraction": 0.75},
-                              training_class=DistillationTrainingArguments)
+    parsed = parse_run_config(
+        {**SETTINGS, "synthetic_data": "samples", "synthetic_fraction": 0.75},
+        training_class=DistillationTrainingArguments,
+    )
     assert parsed.run_id() == student.run_id()
     with pytest.raises(InputError, match="needs `synthetic_data`"):
         run.replace(DistillationTrainingArguments)

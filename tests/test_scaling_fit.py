@@ -152,8 +152,21 @@ def test_data_efficiency_inverts_the_reference_law() -> None:
         assert data_efficiency(float(reference.predict(d)), d, reference) == pytest.approx(1.0, abs=1e-9)
 
     # Hand inverse: 1.2 / D^0.24 = L - 1.9  ->  D = (1.2 / (L - 1.9))^(1 / 0.24) billion tokens.
-    known = PowerLawFit(A=1.2, alpha=0.24, E=1.9, x_scale=1e9, x=(), loss=(), residuals=(), noise=math.nan,
-                        A_stderr=math.nan, alpha_stderr=math.nan, E_stderr=math.nan, E_interval=None, n_bootstrap=0)
+    known = PowerLawFit(
+        A=1.2,
+        alpha=0.24,
+        E=1.9,
+        x_scale=1e9,
+        x=(),
+        loss=(),
+        residuals=(),
+        noise=math.nan,
+        A_stderr=math.nan,
+        alpha_stderr=math.nan,
+        E_stderr=math.nan,
+        E_interval=None,
+        n_bootstrap=0,
+    )
     d_eff = (1.2 / (3.43 - 1.9)) ** (1 / 0.24) * 1e9
     assert data_efficiency(3.43, 200e6, known) == pytest.approx(d_eff / 200e6, rel=1e-12)
     assert data_efficiency(1.9, 200e6, known) == math.inf

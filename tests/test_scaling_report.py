@@ -41,30 +41,76 @@ def write_store(output: Path) -> None:
         for d in BUDGETS:
             for preset, n in PRESETS.items():
                 for lr, extra in LEARNING_RATES.items():
-                    append_record(output, {
-                        "run_id": f"{recipe}-{preset}-D{d}-lr{lr:g}", "kind": "pretrain", "status": "finished",
-                        "recipe": recipe, "corpus": "synthetic", "token_budget": d, "seq_len": 64, "preset": preset,
-                        "n_params": int(0.8 * n), "n_params_total": int(n), "learning_rate": lr,
-                        "weight_decay": 0.1 if recipe == "standard" else 0.8, "num_train_epochs": 4,
-                        "seed": 0,
-                        "val_loss": best_loss(recipe, n, d) + extra, "train_loss": 1.0,
-                    })
+                    append_record(
+                        output,
+                        {
+                            "run_id": f"{recipe}-{preset}-D{d}-lr{lr:g}",
+                            "kind": "pretrain",
+                            "status": "finished",
+                            "recipe": recipe,
+                            "corpus": "synthetic",
+                            "token_budget": d,
+                            "seq_len": 64,
+                            "preset": preset,
+                            "n_params": int(0.8 * n),
+                            "n_params_total": int(n),
+                            "learning_rate": lr,
+                            "weight_decay": 0.1 if recipe == "standard" else 0.8,
+                            "num_train_epochs": 4,
+                            "seed": 0,
+                            "val_loss": best_loss(recipe, n, d) + extra,
+                            "train_loss": 1.0,
+                        },
+                    )
     # Neither a failed run nor a non-finite loss may count as a best run.
-    append_record(output, {"run_id": "failed", "kind": "pretrain", "status": "failed", "recipe": "regularized",
-                           "corpus": "synthetic", "token_budget": BUDGETS[0], "preset": "p150m",
-                           "n_params_total": int(PRESETS["p150m"]), "val_loss": 0.5})
-    append_record(output, {"run_id": "diverged", "kind": "pretrain", "status": "finished", "recipe": "regularized",
-                           "corpus": "synthetic", "token_budget": BUDGETS[0], "preset": "p300m",
-                           "n_params_total": int(PRESETS["p300m"]), "val_loss": float("nan")})
+    append_record(
+        output,
+        {
+            "run_id": "failed",
+            "kind": "pretrain",
+            "status": "failed",
+            "recipe": "regularized",
+            "corpus": "synthetic",
+            "token_budget": BUDGETS[0],
+            "preset": "p150m",
+            "n_params_total": int(PRESETS["p150m"]),
+            "val_loss": 0.5,
+        },
+    )
+    append_record(
+        output,
+        {
+            "run_id": "diverged",
+            "kind": "pretrain",
+            "status": "finished",
+            "recipe": "regularized",
+            "corpus": "synthetic",
+            "token_budget": BUDGETS[0],
+            "preset": "p300m",
+            "n_params_total": int(PRESETS["p300m"]),
+            "val_loss": float("nan"),
+        },
+    )
     d = BUDGETS[0]
     for preset, n in PRESETS.items():
         for k in range(1, 5):
             loss = best_loss("regularized", n, d) - ENSEMBLE_GAIN + ENSEMBLE_GAIN / k
-            append_record(output, {
-                "run_id": f"ensemble-{preset}-K{k}", "kind": "ensemble", "status": "finished", "k": k,
-                "recipe": "regularized", "corpus": "synthetic", "token_budget": d, "preset": preset,
-                "n_params_total": int(n), "val_loss": loss, "combine": "logits",
-            })
+            append_record(
+                output,
+                {
+                    "run_id": f"ensemble-{preset}-K{k}",
+                    "kind": "ensemble",
+                    "status": "finished",
+                    "k": k,
+                    "recipe": "regularized",
+                    "corpus": "synthetic",
+                    "token_budget": d,
+                    "preset": preset,
+                    "n_params_total": int(n),
+                    "val_loss": loss,
+                    "combine": "logits",
+                },
+            )
 
 
 def run_fit(argv: list[str]) -> int:
@@ -95,8 +141,13 @@ def test_fit_writes_report_fits_and_figures(report_dir: Path) -> None:
     assert len(images) >= 5
     for name in images:
         assert (report_dir / name).read_bytes()[:4] == b"\x89PNG"
-    assert {"params_D200000000.png", "members_regularized_D200000000.png", "joint_regularized_D200000000.png",
-            "data.png", "efficiency.png"} <= set(images)
+    assert {
+        "params_D200000000.png",
+        "members_regularized_D200000000.png",
+        "joint_regularized_D200000000.png",
+        "data.png",
+        "efficiency.png",
+    } <= set(images)
     assert "data scaling, regularized ensembles (N, K -> inf): needs >= 3 token budgets, found 1" in report
 
 
@@ -138,7 +189,7 @@ def test_markdown_tables_match_the_store(report_dir: Path) -> None:
         section = lines.index(f"### D = {human_count(d)} tokens")
         for recipe in ("standard", "regularized"):
             start = lines.index(f"**{recipe}**: best run per N", section) + 4
-            for line in lines[start:start + len(PRESETS)]:
+            for line in lines[start : start + len(PRESETS)]:
                 preset, _, loss, lr, *_ = (cell.strip() for cell in line.strip("|").split("|"))
                 assert float(loss) == pytest.approx(best[(recipe, d, preset)], abs=5e-5)
                 assert float(lr) == 3e-3
@@ -158,10 +209,20 @@ def test_best_per_size_ignores_failed_and_non_finite_runs(report_dir: Path) -> N
 
 def test_efficiency_is_unbounded_below_the_reference_asymptote(tmp_path: Path) -> None:
     write_store(tmp_path)
-    append_record(tmp_path, {
-        "run_id": "great", "kind": "pretrain", "status": "finished", "recipe": "distilled", "corpus": "synthetic",
-        "token_budget": BUDGETS[0], "preset": "p300m", "n_params_total": int(PRESETS["p300m"]), "val_loss": 2.0,
-    })
+    append_record(
+        tmp_path,
+        {
+            "run_id": "great",
+            "kind": "pretrain",
+            "status": "finished",
+            "recipe": "distilled",
+            "corpus": "synthetic",
+            "token_budget": BUDGETS[0],
+            "preset": "p300m",
+            "n_params_total": int(PRESETS["p300m"]),
+            "val_loss": 2.0,
+        },
+    )
     report = build_report(load_runs(tmp_path), n_bootstrap=0)
     row = report.efficiency[report.efficiency["series"] == "distilled"].iloc[0]
     assert row["efficiency"] == math.inf

@@ -134,8 +134,10 @@ def test_grid_points_indices_and_neighbours():
 
 def test_grid_edges_name_the_axes_a_point_cannot_move_past():
     assert GRID.edges(OPTIMUM) == []
-    assert GRID.edges(GRID.point((0, 4, 5))) == ["learning_rate 0.0001 (smallest on the grid)",
-                                                 "weight_decay 3.2 (largest on the grid)"]
+    assert GRID.edges(GRID.point((0, 4, 5))) == [
+        "learning_rate 0.0001 (smallest on the grid)",
+        "weight_decay 3.2 (largest on the grid)",
+    ]
     pinned = GRID.replace(learning_rate=[3e-3])
     assert pinned.edges({**OPTIMUM, "weight_decay": 0.1}) == ["weight_decay 0.1 (smallest on the grid)"]
 

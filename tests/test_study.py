@@ -24,19 +24,38 @@ from hf_infcompute.study.state import STATE_FILE, load_report_state
 MICRO = {
     "name": "micro",
     "run": {
-        "tokenizer": "bpe", "vocab_size": 512, "tokenizer_train_chars": 500_000, "seq_len": 32, "val_sequences": 16,
-        "per_device_train_batch_size": 16, "precision": "fp32", "disable_tqdm": True, "save_strategy": "no",
+        "tokenizer": "bpe",
+        "vocab_size": 512,
+        "tokenizer_train_chars": 500_000,
+        "seq_len": 32,
+        "val_sequences": 16,
+        "per_device_train_batch_size": 16,
+        "precision": "fp32",
+        "disable_tqdm": True,
+        "save_strategy": "no",
     },
     "token_budget": 4096,
     "data_scaling_budgets": [1024, 2048],
     "presets": ["tiny-0.5m", "tiny-1m", "tiny-2m"],
     "standard": {"learning_rate": [3e-3], "num_train_epochs": [1, 2], "start": [3e-3, 1]},
-    "regularized": {"learning_rate": [3e-3], "num_train_epochs": [1, 2], "weight_decay": [0.1, 0.8],
-                    "start": [3e-3, 1, 0.1]},
-    "ensemble": {"k": 3, "tune_k": 2, "member_candidates": ["optimum", "paper"], "presets": ["tiny-0.5m", "tiny-1m",
-                                                                                             "tiny-2m"]},
-    "distillation": {"synthetic_tokens": 2048, "synthetic_fraction": 0.5, "weight_decay": ["optimum", 0.05],
-                     "token_level": True},
+    "regularized": {
+        "learning_rate": [3e-3],
+        "num_train_epochs": [1, 2],
+        "weight_decay": [0.1, 0.8],
+        "start": [3e-3, 1, 0.1],
+    },
+    "ensemble": {
+        "k": 3,
+        "tune_k": 2,
+        "member_candidates": ["optimum", "paper"],
+        "presets": ["tiny-0.5m", "tiny-1m", "tiny-2m"],
+    },
+    "distillation": {
+        "synthetic_tokens": 2048,
+        "synthetic_fraction": 0.5,
+        "weight_decay": ["optimum", 0.05],
+        "token_level": True,
+    },
 }
 
 
@@ -69,8 +88,9 @@ def test_micro_study_report_matches_the_results_store(micro_study):
     rows = parse_table(report, "## Best runs per recipe, budget and size (measured)")
     assert len(rows) == pretrain.groupby(["recipe", "token_budget", "preset"]).ngroups == 3 * 3 + 3
     for recipe, budget, preset, _, _, _, _, loss, run_id in rows:
-        group = pretrain[(pretrain.recipe == recipe) & (pretrain.token_budget == int(budget)) &
-                         (pretrain.preset == preset)]
+        group = pretrain[
+            (pretrain.recipe == recipe) & (pretrain.token_budget == int(budget)) & (pretrain.preset == preset)
+        ]
         assert float(loss) == pytest.approx(group.val_loss.min(), abs=1e-4)
         assert run_id == group.loc[group.val_loss.idxmin(), "run_id"]
     ensembles = parse_table(report, "## Ensembles (measured)")
@@ -93,12 +113,12 @@ def test_micro_study_report_matches_the_results_store(micro_study):
     students = runs[runs.kind == "student"].set_index("run_id")
     rows = parse_table(report, "## Distillation (measured)")
     assert len(rows) == len(students) == 3 * 2  # three teachers/modes x two weight decays (0.05 is no optimum)
-    for teacher, _, weight_decay, loss, share, run_id in rows:
+    for teacher, _, weight_decay, loss, _share, run_id in rows:
         record = students.loc[run_id]
         assert float(loss.removesuffix(" (best)")) == pytest.approx(record.val_loss, abs=1e-4)
         assert float(weight_decay) == pytest.approx(record.weight_decay)
         assert record.kd_mode == ("token" if "token-level" in teacher else "sequence")
-    for name, entry in state.distillation.items():
+    for entry in state.distillation.values():
         assert entry.student_val_loss == min(s.val_loss for s in entry.students)
         best = [row for row in rows if row[-1] == entry.run_id]
         assert best[0][3].endswith("(best)")
@@ -123,8 +143,9 @@ def test_report_only_rewrites_the_report_and_names_the_fix_for_an_old_state(micr
     copy = tmp_path / "study"
     shutil.copytree(output, copy)
     recipe = tmp_path / "micro.yaml"
-    recipe.write_text(yaml.safe_dump({**MICRO, "run": {**MICRO["run"], **{k: spec.run[k] for k in ("corpus",
-                                                                                                   "cache_dir")}}}))
+    recipe.write_text(
+        yaml.safe_dump({**MICRO, "run": {**MICRO["run"], **{k: spec.run[k] for k in ("corpus", "cache_dir")}}})
+    )
     (copy / "report.md").unlink()
     assert main(["study", str(recipe), "--output", str(copy), "--report-only"]) == 0
     assert (copy / "report.md").read_text() == (output / "report.md").read_text().replace(str(output), str(copy))
@@ -151,12 +172,16 @@ def test_the_resolved_corpus_is_recorded_and_reported(micro_study, tmp_path, mon
 
 
 def test_killed_study_resumes_without_retraining(corpus_dir, cache_dir, tmp_path, monkeypatch, trained_runs):
-    spec = parse_study({
-        **MICRO, "run": {**MICRO["run"], "corpus": str(corpus_dir), "cache_dir": str(cache_dir)},
-        "presets": ["tiny-0.5m"], "data_scaling_budgets": [],
-        "ensemble": {"k": 2, "tune_k": 1, "member_candidates": ["optimum"]},
-        "distillation": {"self_distillation": False, "synthetic_tokens": 1024},
-    })
+    spec = parse_study(
+        {
+            **MICRO,
+            "run": {**MICRO["run"], "corpus": str(corpus_dir), "cache_dir": str(cache_dir)},
+            "presets": ["tiny-0.5m"],
+            "data_scaling_budgets": [],
+            "ensemble": {"k": 2, "tune_k": 1, "member_candidates": ["optimum"]},
+            "distillation": {"self_distillation": False, "synthetic_tokens": 1024},
+        }
+    )
     import hf_infcompute.ensemble.members as members
 
     def killed(*args, **kwargs):
@@ -177,15 +202,28 @@ def test_killed_study_resumes_without_retraining(corpus_dir, cache_dir, tmp_path
 
 def test_two_workers_share_a_study(corpus_dir, cache_dir, tmp_path):
     spec = {
-        **MICRO, "run": {**MICRO["run"], "corpus": str(corpus_dir), "cache_dir": str(cache_dir)},
-        "presets": ["tiny-0.5m", "tiny-1m"], "data_scaling_budgets": [],
+        **MICRO,
+        "run": {**MICRO["run"], "corpus": str(corpus_dir), "cache_dir": str(cache_dir)},
+        "presets": ["tiny-0.5m", "tiny-1m"],
+        "data_scaling_budgets": [],
         "ensemble": {"k": 2, "tune_k": 1, "member_candidates": ["optimum", "paper"]},
         "distillation": {"self_distillation": False, "synthetic_tokens": 1024},
     }
     recipe = tmp_path / "study.yaml"
     recipe.write_text(yaml.safe_dump(spec))
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "hf_infcompute",
-               "study", str(recipe), "--output", str(tmp_path / "out")]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "hf_infcompute",
+        "study",
+        str(recipe),
+        "--output",
+        str(tmp_path / "out"),
+    ]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]

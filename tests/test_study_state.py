@@ -34,23 +34,48 @@ PACKAGES = (hf_infcompute.study, hf_infcompute.scaling)
 def full_state() -> StudyState:
     """A state with one record of every kind, as a finished study holds them."""
     search = SearchState(
-        recipe="regularized", preset="tiny-1m", token_budget=4096,
-        point={"learning_rate": 0.003, "num_train_epochs": 2, "weight_decay": 0.8}, val_loss=5.125,
-        locally_optimal=True, run_id="pretrain-a", model_dir="runs/pretrain-a", evaluations=3, reused=1,
+        recipe="regularized",
+        preset="tiny-1m",
+        token_budget=4096,
+        point={"learning_rate": 0.003, "num_train_epochs": 2, "weight_decay": 0.8},
+        val_loss=5.125,
+        locally_optimal=True,
+        run_id="pretrain-a",
+        model_dir="runs/pretrain-a",
+        evaluations=3,
+        reused=1,
         grid_edges=["weight_decay 0.8 (largest on the grid)"],
     )
     students = [StudentState(0.8, 5.0, "student-a", "runs/student-a"), StudentState(0.05, 5.25, "student-b", None)]
     return StudyState(
-        name="micro", corpus="HuggingFaceFW/fineweb-edu", corpus_config="sample-10BT",
+        name="micro",
+        corpus="HuggingFaceFW/fineweb-edu",
+        corpus_config="sample-10BT",
         searches={search_key("regularized", "tiny-1m", 4096): search},
-        ensembles={"tiny-1m": EnsembleState({"optimum": 4.9, "paper": 4.95}, "optimum", 3, 4.8, 5.1,
-                                            "ensembles/e", "ensemble-e")},
-        distillation={"ensemble": DistillationState(
-            preset="tiny-1m", teacher="ensembles/e", kd_mode="sequence", student_val_loss=5.0, weight_decay=0.8,
-            run_id="student-a", model_dir="runs/student-a", status="finished", teacher_val_loss=4.8,
-            single_val_loss=5.125, students=students)},
+        ensembles={
+            "tiny-1m": EnsembleState(
+                {"optimum": 4.9, "paper": 4.95}, "optimum", 3, 4.8, 5.1, "ensembles/e", "ensemble-e"
+            )
+        },
+        distillation={
+            "ensemble": DistillationState(
+                preset="tiny-1m",
+                teacher="ensembles/e",
+                kd_mode="sequence",
+                student_val_loss=5.0,
+                weight_decay=0.8,
+                run_id="student-a",
+                model_dir="runs/student-a",
+                status="finished",
+                teacher_val_loss=4.8,
+                single_val_loss=5.125,
+                students=students,
+            )
+        },
         benchmarks={"regularized tiny-1m": BenchmarkState(0.25, "runs/pretrain-a", {"arc_easy": 0.3})},
-        failures=[Failure("ensemble tiny-2m", "out of memory")], sessions=2, wall_time_s=61.5,
+        failures=[Failure("ensemble tiny-2m", "out of memory")],
+        sessions=2,
+        wall_time_s=61.5,
     )
 
 
@@ -62,8 +87,14 @@ def test_saved_state_loads_back_equal(tmp_path: Path) -> None:
     assert state.search("regularized", "tiny-1m", 4096).point["num_train_epochs"] == 2
 
 
-@pytest.mark.parametrize("drop", [("corpus",), ("searches", "regularized/tiny-1m/4096", "grid_edges"),
-                                  ("distillation", "ensemble", "students", 1, "model_dir")])
+@pytest.mark.parametrize(
+    "drop",
+    [
+        ("corpus",),
+        ("searches", "regularized/tiny-1m/4096", "grid_edges"),
+        ("distillation", "ensemble", "students", 1, "model_dir"),
+    ],
+)
 def test_a_state_missing_a_field_is_refused_with_the_fix(tmp_path: Path, drop: tuple) -> None:
     values = full_state().to_json()
     *path, field = drop
@@ -104,22 +135,29 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
             imported |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module:
             # `from package import module` imports that module; `from module import name`, the module itself
-            imported |= {f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in modules else node.module
-                         for alias in node.names}
+            imported |= {
+                f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in modules else node.module
+                for alias in node.names
+            }
     return (imported & set(modules)) - {name}
 
 
 def test_study_and_scaling_modules_import_one_way() -> None:
     modules = _modules()
-    assert {"hf_infcompute.study.pipeline", "hf_infcompute.study.report", "hf_infcompute.study.state",
-            "hf_infcompute.scaling.analysis", "hf_infcompute.scaling.report"} <= set(modules)
+    assert {
+        "hf_infcompute.study.pipeline",
+        "hf_infcompute.study.report",
+        "hf_infcompute.study.state",
+        "hf_infcompute.scaling.analysis",
+        "hf_infcompute.scaling.report",
+    } <= set(modules)
     graph = {name: _imports(name, path, modules) for name, path in modules.items()}
     assert "hf_infcompute.study.report" not in graph["hf_infcompute.study.pipeline"]
     assert "hf_infcompute.study.pipeline" not in graph["hf_infcompute.study.report"]
 
     def cycle_from(name: str, trail: tuple[str, ...]) -> tuple[str, ...] | None:
         if name in trail:
-            return trail[trail.index(name):] + (name,)
+            return trail[trail.index(name) :] + (name,)
         return next((found for nxt in sorted(graph[name]) if (found := cycle_from(nxt, trail + (name,)))), None)
 
     for name in graph:

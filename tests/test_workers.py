@@ -19,9 +19,14 @@ from hf_infcompute.workers import WorkerSlot, detach_from_launcher, end_launch, 
 LAUNCH = {"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "localhost"}
 # What `accelerate launch --config_file recipes/accelerate/fsdp2.yaml` (or zero3.yaml) exports to every process.
 JOB_SETTINGS = {
-    "ACCELERATE_MIXED_PRECISION": "bf16", "ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2",
-    "FSDP_STATE_DICT_TYPE": "SHARDED_STATE_DICT", "ACCELERATE_USE_DEEPSPEED": "true",
-    "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3", "ACCELERATE_DEEPSPEED_ZERO3_INIT": "true", "OMP_NUM_THREADS": "1",
+    "ACCELERATE_MIXED_PRECISION": "bf16",
+    "ACCELERATE_USE_FSDP": "true",
+    "FSDP_VERSION": "2",
+    "FSDP_STATE_DICT_TYPE": "SHARDED_STATE_DICT",
+    "ACCELERATE_USE_DEEPSPEED": "true",
+    "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3",
+    "ACCELERATE_DEEPSPEED_ZERO3_INIT": "true",
+    "OMP_NUM_THREADS": "1",
 }
 
 
@@ -99,8 +104,16 @@ def test_without_a_launcher_says_how_to_use_every_gpu(launch_env, caplog):
 def test_one_process_never_wraps_the_model_in_data_parallel(tmp_path):
     """Without a launcher transformers counts every visible GPU (`_n_gpu`) and wraps the model in `nn.DataParallel`:
     the run's arguments keep it at one device, so the batch is the one the record states."""
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                         num_attention_heads=2, num_key_value_heads=2))
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=64,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+        )
+    )
     for cls, wrapped in ((TrainingArguments, True), (RegularizedTrainingArguments, False)):
         args = cls(output_dir=str(tmp_path), per_device_train_batch_size=8, report_to="none")
         args._n_gpu = 4  # what `_setup_devices` finds on a 4-GPU machine
@@ -111,9 +124,19 @@ def test_one_process_never_wraps_the_model_in_data_parallel(tmp_path):
 
 def test_end_launch_leaves_one_plain_process(launch_env, tmp_path):
     """After the launch ends, an `Accelerator` (as lm-eval builds one) sees a single process and no job settings."""
-    set_env(launch_env, {"WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
-                         "MASTER_PORT": "29617", "ACCELERATE_MIXED_PRECISION": "bf16", "ACCELERATE_USE_CPU": "True",
-                         "OMP_NUM_THREADS": "1"})
+    set_env(
+        launch_env,
+        {
+            "WORLD_SIZE": "1",
+            "RANK": "0",
+            "LOCAL_RANK": "0",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": "29617",
+            "ACCELERATE_MIXED_PRECISION": "bf16",
+            "ACCELERATE_USE_CPU": "True",
+            "OMP_NUM_THREADS": "1",
+        },
+    )
     launch_env.setattr(os, "sched_getaffinity", lambda pid: set(range(3)))
     torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
     PartialState(cpu=True)

@@ -29,10 +29,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--eval-limit", type=float, help="score only this many items per task (quick checks)")
     parser.add_argument("--max-gen-toks", type=int, help="cap on generated tokens in generation tasks (default 256)")
     parser.add_argument("--no-eval", action="store_true", help="train and build the ensemble and soup only")
-    parser.add_argument("--parallel", choices=["members", "data"], default="data",
-                        help="under a multi-process launch: 'data' trains each member on all processes (FSDP, "
-                        "DeepSpeed, DDP), then ends the launch and scores on rank 0 alone; 'members' gives each "
-                        "process its own members")
+    parser.add_argument(
+        "--parallel",
+        choices=["members", "data"],
+        default="data",
+        help="under a multi-process launch: 'data' trains each member on all processes (FSDP, "
+        "DeepSpeed, DDP), then ends the launch and scores on rank 0 alone; 'members' gives each "
+        "process its own members",
+    )
     parser.set_defaults(func=run)
 
 
@@ -61,9 +65,15 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("give the base model and the domain corpus: `hf-infcompute cpt --base CKPT --data CORPUS`")
     limit = int(args.eval_limit) if args.eval_limit and args.eval_limit >= 1 else args.eval_limit
     result = continued_pretraining(
-        parse_run_config(config), args.output, k=args.k, tasks=args.tasks, eval_data_dir=args.eval_data_dir,
+        parse_run_config(config),
+        args.output,
+        k=args.k,
+        tasks=args.tasks,
+        eval_data_dir=args.eval_data_dir,
         eval_limit=limit,
-        max_gen_toks=args.max_gen_toks, evaluate=not args.no_eval, slot=slot,
+        max_gen_toks=args.max_gen_toks,
+        evaluate=not args.no_eval,
+        slot=slot,
     )
     if result.report is not None:
         print(result.report.read_text())

@@ -18,12 +18,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     add_recipe_arguments(parser)
     parser.add_argument("--k", type=int, required=False, default=None, help="number of members K")
-    parser.add_argument("--vary", choices=["both", "init", "data"], default="both",
-                        help="which seeds differ between members: initialisation, data order, or both (default)")
-    parser.add_argument("--member-rule", choices=["none", "paper"], default="none",
-                        help="'paper': double the epochs and halve the weight decay of the recipe, same LR")
-    parser.add_argument("--combine", choices=["logits", "probs"], default="logits",
-                        help="average member logits (the paper's) or probabilities")
+    parser.add_argument(
+        "--vary",
+        choices=["both", "init", "data"],
+        default="both",
+        help="which seeds differ between members: initialisation, data order, or both (default)",
+    )
+    parser.add_argument(
+        "--member-rule",
+        choices=["none", "paper"],
+        default="none",
+        help="'paper': double the epochs and halve the weight decay of the recipe, same LR",
+    )
+    parser.add_argument(
+        "--combine",
+        choices=["logits", "probs"],
+        default="logits",
+        help="average member logits (the paper's) or probabilities",
+    )
     parser.add_argument("--soup", action="store_true", help="also average the members' weights and evaluate it")
     parser.set_defaults(func=run)
 
@@ -42,15 +54,23 @@ def run(args: argparse.Namespace) -> int:
     from hf_infcompute.training.config import load_recipe, parse_run_config
 
     records = train_ensemble(
-        parse_run_config(load_recipe(args.recipe, args.overrides)), args.output, args.k, vary=args.vary,
-        member_rule=args.member_rule, combine=args.combine, soup=args.soup, slot=slot,
+        parse_run_config(load_recipe(args.recipe, args.overrides)),
+        args.output,
+        args.k,
+        vary=args.vary,
+        member_rule=args.member_rule,
+        combine=args.combine,
+        soup=args.soup,
+        slot=slot,
     )
     if records:
         print(f"\n{'k':>3}  {'ensemble':>9}  {'mean member':>11}  {'best member':>11}")
         for record in records:
             if record["kind"] == "ensemble":
-                print(f"{record['k']:>3}  {record['val_loss']:>9.4f}  {record['member_val_loss_mean']:>11.4f}  "
-                      f"{record['member_val_loss_best']:>11.4f}")
+                print(
+                    f"{record['k']:>3}  {record['val_loss']:>9.4f}  {record['member_val_loss_mean']:>11.4f}  "
+                    f"{record['member_val_loss_best']:>11.4f}"
+                )
             else:
                 print(f"soup of {record['k']}: {record['val_loss']:.4f}")
         print(f"ensemble saved to {records[len(records) - 1 - args.soup]['model_dir']}")

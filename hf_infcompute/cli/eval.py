@@ -54,8 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from hf_infcompute.evaluation import evaluate_model, plot_loss_vs_error, read_val_loss, resolve_tasks
     from hf_infcompute.evaluation.harness import check_model, model_label
     from hf_infcompute.evaluation.results import comparison_markdown, comparison_rows
-    from hf_infcompute.records import write_text_atomic
-    from hf_infcompute.records import write_json_atomic
+    from hf_infcompute.records import write_json_atomic, write_text_atomic
 
     tasks = resolve_tasks(args.tasks)
     for model in args.models:  # refuse a bad model before spending time on the good ones

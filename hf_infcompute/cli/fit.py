@@ -24,8 +24,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--bootstrap", type=int, default=500, help="bootstrap replicates for the uncertainty (default 500; 0: none)"
     )
     parser.add_argument(
-        "--huber", type=float, help="Huber loss with this residual size (nats) to resist outliers (default: least "
-        "squares)"
+        "--huber",
+        type=float,
+        help="Huber loss with this residual size (nats) to resist outliers (default: least squares)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
     parser.set_defaults(func=run)
@@ -43,8 +44,13 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         # Ill-conditioned fits are flagged in the report and in the summary below, each with its analysis.
         warnings.simplefilter("ignore", ScalingFitWarning)
-        report = build_report(load_runs(output_dir), source=str(results_dir(output_dir)), huber=args.huber,
-                              n_bootstrap=args.bootstrap, seed=args.seed)
+        report = build_report(
+            load_runs(output_dir),
+            source=str(results_dir(output_dir)),
+            huber=args.huber,
+            n_bootstrap=args.bootstrap,
+            seed=args.seed,
+        )
     path = write_report(report, args.report_dir or output_dir / "report")
     print(f"{report.n_runs} finished runs; report written to {path}")
     for asymptote in report.key_asymptotes():

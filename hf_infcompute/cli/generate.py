@@ -23,7 +23,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass; 1.0 disables (default)")
     parser.add_argument("--top-k", type=int, default=0, help="top-k sampling; 0 disables (default)")
     parser.add_argument(
-        "--batch-size", type=int, default=None,
+        "--batch-size",
+        type=int,
+        default=None,
         help="rows per generate call (default: sized to the KV-cache budget on a GPU, 64 on CPU; vllm: requests, 4096)",
     )
     parser.add_argument("--shard-tokens", type=int, default=None, help="tokens per shard (default 10M)")
@@ -34,7 +36,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--dtype", default="auto", help="teacher dtype: auto (bfloat16 on a GPU, float32 on CPU), float32, bfloat16"
     )
     parser.add_argument(
-        "--ensemble-mode", choices=("logit_average", "pooled"), default="logit_average",
+        "--ensemble-mode",
+        choices=("logit_average", "pooled"),
+        default="logit_average",
         help="an ensemble teacher: logit_average samples the ensemble's own distribution (any backend); pooled "
         "samples each member alone for its share of the rows, a mixture of the members (vllm only)",
     )

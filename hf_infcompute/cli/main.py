@@ -39,9 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hf-infcompute",
         description="Pre-training under infinite compute: get the most out of a fixed corpus.",
     )
-    subparsers = parser.add_subparsers(
-        dest="command", required=True, metavar="COMMAND", parser_class=IntermixedParser
-    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=IntermixedParser)
     for name in COMMANDS:
         importlib.import_module(f"hf_infcompute.cli.{name}").add_parser(subparsers)
     return parser

@@ -32,16 +32,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="run settings to override (a study's `run` mapping)"
     )
-    parser.add_argument("--gpu-memory", type=float, default=80.0, metavar="GIB",
-                        help="memory of one device in GiB (default 80)")
-    parser.add_argument("--gpu", default=DEFAULT_GPU,
-                        help=f"device whose dense bf16/tf32 peak the device-hours use (default {DEFAULT_GPU!r})")
+    parser.add_argument(
+        "--gpu-memory", type=float, default=80.0, metavar="GIB", help="memory of one device in GiB (default 80)"
+    )
+    parser.add_argument(
+        "--gpu",
+        default=DEFAULT_GPU,
+        help=f"device whose dense bf16/tf32 peak the device-hours use (default {DEFAULT_GPU!r})",
+    )
     parser.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation assumed (default 0.4)")
-    parser.add_argument("--world-size", type=int, default=1,
-                        help="processes sharing one global batch (default 1: a study runs one worker per device)")
+    parser.add_argument(
+        "--world-size",
+        type=int,
+        default=1,
+        help="processes sharing one global batch (default 1: a study runs one worker per device)",
+    )
     parser.add_argument("--members", type=int, default=1, help="seeds of a run recipe trained (e.g. cpt --k)")
-    parser.add_argument("--vocab-size", type=int,
-                        help="vocabulary of the recipe's tokenizer when it cannot be read (Llama 3: 128256)")
+    parser.add_argument(
+        "--vocab-size", type=int, help="vocabulary of the recipe's tokenizer when it cannot be read (Llama 3: 128256)"
+    )
     parser.add_argument("--json", action="store_true", help="print the plan as one JSON object")
     parser.set_defaults(func=run)
 
@@ -70,13 +79,16 @@ def run(args: argparse.Namespace) -> int:
     settings = run_settings(
         run_values, vocab_size=resolve_vocab_size(run_values, args.vocab_size), world_size=args.world_size
     )
-    plan = plan_study(spec, settings, device_bytes) if is_study else plan_run(
-        run_values, settings, device_bytes, members=args.members
+    plan = (
+        plan_study(spec, settings, device_bytes)
+        if is_study
+        else plan_run(run_values, settings, device_bytes, members=args.members)
     )
     peak = gpu_peak_flops(args.gpu, torch.bfloat16 if settings.bf16 else torch.float32)
     if peak is None:
-        raise InputError(f"unknown device {args.gpu!r} for its peak FLOP/s; name a known GPU (H100, H200, A100, L4, "
-                         "...) with --gpu")
+        raise InputError(
+            f"unknown device {args.gpu!r} for its peak FLOP/s; name a known GPU (H100, H200, A100, L4, ...) with --gpu"
+        )
     summary = {
         "presets": {name: preset.to_dict() for name, preset in plan.presets.items()},
         "work": [work.to_dict() for work in plan.work],
@@ -103,12 +115,16 @@ def run(args: argparse.Namespace) -> int:
 def _text(recipe: str, s: dict[str, Any]) -> str:
     d = s["device"]
     lines = [
-        (f"plan of {recipe}: {d['name']} ({d['memory_gib']:g} GiB, peak {d['peak_flops'] / 1e12:.0f} TFLOP/s) at "
-         f"{d['mfu']:.0%} MFU; global batch {s['global_batch']} x {s['seq_len']} tokens over {s['world_size']} "
-         f"process(es), loss {s['loss_implementation']}"),
+        (
+            f"plan of {recipe}: {d['name']} ({d['memory_gib']:g} GiB, peak {d['peak_flops'] / 1e12:.0f} TFLOP/s) at "
+            f"{d['mfu']:.0%} MFU; global batch {s['global_batch']} x {s['seq_len']} tokens over {s['world_size']} "
+            f"process(es), loss {s['loss_implementation']}"
+        ),
         "",
-        (f"{'model':<24}{'params':>9}{'non-emb':>9}{'micro x accum':>15}{'ckpt':>6}{'weights+grads+adam':>20}"
-         f"{'activations':>13}{'loss':>7}{'total GiB':>11}{'train FLOPs/token':>19}"),
+        (
+            f"{'model':<24}{'params':>9}{'non-emb':>9}{'micro x accum':>15}{'ckpt':>6}{'weights+grads+adam':>20}"
+            f"{'activations':>13}{'loss':>7}{'total GiB':>11}{'train FLOPs/token':>19}"
+        ),
     ]
     for name, p in s["presets"].items():
         m = p["memory"]
@@ -127,9 +143,12 @@ def _text(recipe: str, s: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        f"trainings {s['trainings']:,}; tokens trained {s['tokens_trained']:.3g}, generated {s['tokens_generated']:.3g}",
-        (f"total {s['total_flops']:.3g} FLOPs (upper bound {s['total_flops_upper']:.3g}): "
-         f"{s['device_hours']:,.0f} device-hours (upper bound {s['device_hours_upper']:,.0f}) at {d['mfu']:.0%} MFU"),
+        f"trainings {s['trainings']:,}; tokens trained {s['tokens_trained']:.3g}, "
+        f"generated {s['tokens_generated']:.3g}",
+        (
+            f"total {s['total_flops']:.3g} FLOPs (upper bound {s['total_flops_upper']:.3g}): "
+            f"{s['device_hours']:,.0f} device-hours (upper bound {s['device_hours_upper']:,.0f}) at {d['mfu']:.0%} MFU"
+        ),
     ]
     if "warning" in s:
         lines.append(f"warning: {s['warning']}")

@@ -14,8 +14,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "upload the folder to REPO_ID. A study folder (it holds study.json) goes up as a dataset repository: its "
         "report, figures, study.json and a table of every run, without weights. Log in first (`hf auth login`).",
     )
-    parser.add_argument("model_dir", metavar="FOLDER",
-                        help="a model folder written by hf-infcompute (it holds run_record.json), or a study folder")
+    parser.add_argument(
+        "model_dir",
+        metavar="FOLDER",
+        help="a model folder written by hf-infcompute (it holds run_record.json), or a study folder",
+    )
     parser.add_argument("repo_id", help="target repository, e.g. your-name/tiny-ensemble")
     parser.add_argument("--private", action="store_true", help="create the repository as private")
     parser.add_argument("--scores", help="a JSON file of scores from `hf-infcompute eval` to list in the card")

@@ -148,11 +148,7 @@ def format_result(result: SearchResult, grid: SearchGrid) -> str:
     lines.append(f"  {'neighbour':<28}{'loss':>10}{'vs best':>10}")
     index = grid.index(best.point)
     for neighbour in result.neighbours:
-        moved = [
-            (name, other)
-            for name, i, other in zip(grid.names, index, grid.index(neighbour.point))
-            if i != other
-        ]
+        moved = [(name, other) for name, i, other in zip(grid.names, index, grid.index(neighbour.point)) if i != other]
         name, position = moved[0]
         label = f"{name} {format_value(grid.axes[name][position])}"
         delta = "" if neighbour.failed else f"{neighbour.loss - best.loss:+.4f}"

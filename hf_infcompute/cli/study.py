@@ -33,8 +33,9 @@ def run(args: argparse.Namespace) -> int:
 
     spec = load_study(args.recipe, data=args.data)
     output = args.output or f"outputs/{spec.name}"
-    logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(
+        stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     if args.report_only:
         path = write_study_report(spec, output, load_report_state(output))
     else:

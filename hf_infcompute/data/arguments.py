@@ -17,9 +17,7 @@ class DataArguments:
 
     corpus: str = field(
         default=None,
-        metadata={
-            "help": "Local .jsonl/.json/.txt/.parquet file, folder or glob, or a Hugging Face Hub dataset id."
-        },
+        metadata={"help": "Local .jsonl/.json/.txt/.parquet file, folder or glob, or a Hugging Face Hub dataset id."},
     )
     corpus_config: str | None = field(default=None, metadata={"help": "Hub dataset configuration name."})
     corpus_split: str = field(default="train", metadata={"help": "Hub dataset split to read."})
@@ -81,8 +79,14 @@ class DataArguments:
             raise InputError("no token budget given: set `token_budget` (D, the number of training tokens)")
         if self.preprocessing_num_workers is None:
             self.preprocessing_num_workers = min(MAX_DEFAULT_WORKERS, _available_cpus())
-        sizes = ("token_budget", "seq_len", "val_sequences", "vocab_size", "tokenizer_train_chars",
-                 "preprocessing_num_workers")
+        sizes = (
+            "token_budget",
+            "seq_len",
+            "val_sequences",
+            "vocab_size",
+            "tokenizer_train_chars",
+            "preprocessing_num_workers",
+        )
         for name in sizes:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:

@@ -26,7 +26,9 @@ FORMATS_HELP = (
 
 def _looks_local(corpus: str) -> bool:
     return (
-        os.path.exists(corpus) or corpus.startswith((".", "/", "~")) or any(c in corpus for c in "*?")
+        os.path.exists(corpus)
+        or corpus.startswith((".", "/", "~"))
+        or any(c in corpus for c in "*?")
         or corpus.endswith(tuple(BUILDER_BY_SUFFIX))
     )
 
@@ -95,7 +97,9 @@ def load_corpus(args: DataArguments) -> datasets.Dataset | datasets.IterableData
 def _load(args: DataArguments, files: list[Path]) -> datasets.Dataset | datasets.IterableDataset:
     if files:
         return datasets.load_dataset(
-            BUILDER_BY_SUFFIX[files[0].suffix], data_files=[str(p) for p in files], split="train",
+            BUILDER_BY_SUFFIX[files[0].suffix],
+            data_files=[str(p) for p in files],
+            split="train",
             num_proc=_num_proc(min(args.preprocessing_num_workers, len(files))),
         )
     try:
@@ -137,6 +141,7 @@ def _check_texts(dataset: datasets.Dataset, args: DataArguments, files: list[Pat
             f"corpus {args.corpus!r} holds {len(dataset)} documents but no text (every `{args.text_column}` is "
             f"empty): fill it with {FORMATS_HELP}, or set `text_column` to the column that holds the text"
         )
+
 
 def corpus_fingerprint(args: DataArguments) -> str:
     """A key that changes when the corpus content may have changed (local files: names, sizes, mtimes)."""

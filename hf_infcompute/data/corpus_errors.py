@@ -30,7 +30,7 @@ def _json_line_problem(number: int, line: bytes, text_column: str) -> str | None
     except json.JSONDecodeError as error:
         return f"line {number} is not valid JSON ({error.msg}, column {error.colno}): {FIX_LINE}"
     if not isinstance(record, dict):
-        return f"line {number} is not a JSON object: write one object per line, e.g. {{\"{text_column}\": \"...\"}}"
+        return f'line {number} is not a JSON object: write one object per line, e.g. {{"{text_column}": "..."}}'
     value = record.get(text_column)
     if value is not None and not isinstance(value, str):
         return f"line {number}: `{text_column}` is a {type(value).__name__}, not a string: make it a string"

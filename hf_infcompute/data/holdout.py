@@ -44,4 +44,3 @@ def spread_rows(available: int, wanted: int) -> np.ndarray:
     """`wanted` row numbers spread evenly over `available` held-out rows, so that validation covers the whole
     held-out stream (for an ordered corpus: documents from its start to its end), not only its first documents."""
     return np.round(np.linspace(0, available - 1, wanted)).astype(np.int64)
-

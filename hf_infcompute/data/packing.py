@@ -191,8 +191,11 @@ def _document_batches(
     while start < len(corpus):
         stop = min(start + size, len(corpus))
         window = tokenize_documents(
-            corpus.select(range(start, stop)), tokenizer, args.text_column,
-            num_proc=args.preprocessing_num_workers, cache_file=workdir / f"tokens-{start}.arrow",
+            corpus.select(range(start, stop)),
+            tokenizer,
+            args.text_column,
+            num_proc=args.preprocessing_num_workers,
+            cache_file=workdir / f"tokens-{start}.arrow",
             first_document=start,
         )
         for table in window.with_format("arrow").iter(batch_size=TOKENIZE_BATCH_DOCS):
@@ -233,7 +236,10 @@ def _flat(ids: pa.ChunkedArray) -> np.ndarray:
 
 
 def _write_rows(
-    documents: Iterator[pa.ChunkedArray], args: DataArguments, folder: Path, meta: dict,
+    documents: Iterator[pa.ChunkedArray],
+    args: DataArguments,
+    folder: Path,
+    meta: dict,
     holdout: tuple[int, float] | None = None,
 ) -> int:
     """Cut the stream of `documents` into rows of `seq_len` tokens, appended to `folder`/ROWS_FILE a batch at a
@@ -303,7 +309,11 @@ def pack_corpus(args: DataArguments, tokenizer: PreTrainedTokenizerBase) -> Pack
         packed_tokens = (rows + meta.get("held_out_rows", 0)) * args.seq_len
         logger.info(
             "packed %s documents into %s rows of %s tokens in %.1f s (%.0f tokens/s)",
-            f"{meta['documents']:,}", f"{rows:,}", args.seq_len, seconds, packed_tokens / seconds,
+            f"{meta['documents']:,}",
+            f"{rows:,}",
+            args.seq_len,
+            seconds,
+            packed_tokens / seconds,
         )
         meta.update(rows=rows, seq_len=args.seq_len, eos_token_id=tokenizer.eos_token_id)
         (tmp / META_FILE).write_text(json.dumps(meta))

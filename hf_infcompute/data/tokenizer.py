@@ -115,9 +115,7 @@ def _map_settings(
         "input_columns": [text_column],
         "remove_columns": documents.column_names,
         "features": DOCUMENT_FEATURES,
-        "fn_kwargs": {
-            "tokenizer": tokenizer, "eos_token_id": tokenizer.eos_token_id, "first_document": first_document
-        },
+        "fn_kwargs": {"tokenizer": tokenizer, "eos_token_id": tokenizer.eos_token_id, "first_document": first_document},
     }
 
 

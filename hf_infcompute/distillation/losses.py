@@ -116,8 +116,14 @@ def chunked_token_kd_loss(
     `labels[:, t + 1]` is not -100. The mean over counted positions (0 when none count).
     """
     summed, count = _chunked_kd_terms(
-        student_hidden, student_weight, student_bias, teacher_logits, labels,
-        temperature=temperature, with_cross_entropy=False, chunk_tokens=chunk_tokens,
+        student_hidden,
+        student_weight,
+        student_bias,
+        teacher_logits,
+        labels,
+        temperature=temperature,
+        with_cross_entropy=False,
+        chunk_tokens=chunk_tokens,
     )
     return summed[0] / count.clamp(min=1)
 
@@ -138,8 +144,14 @@ def chunked_distillation_loss(
 
     The arguments before `*` are those of the model's `head_loss` (see `training.loss_forward`)."""
     summed, count = _chunked_kd_terms(
-        student_hidden, student_weight, student_bias, teacher_logits, labels,
-        temperature=temperature, with_cross_entropy=True, chunk_tokens=chunk_tokens,
+        student_hidden,
+        student_weight,
+        student_bias,
+        teacher_logits,
+        labels,
+        temperature=temperature,
+        with_cross_entropy=True,
+        chunk_tokens=chunk_tokens,
     )
     kd, ce = summed[0] / count.clamp(min=1), summed[1] / count  # CE of no position: NaN, as transformers'
     return (1 - alpha) * ce + alpha * kd

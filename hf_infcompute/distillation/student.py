@@ -38,7 +38,8 @@ def _synthetic_rows(
 
 
 def build_distillation_trainer(
-    run: RunConfig[DistillationTrainingArguments], data: PretrainingData,
+    run: RunConfig[DistillationTrainingArguments],
+    data: PretrainingData,
     callbacks: list[TrainerCallback] | None = None,
 ) -> DistillationTrainer:
     """A `DistillationTrainer` for the student of `run`, on its real split plus the synthetic corpus."""
@@ -82,8 +83,10 @@ def distill(
     `config` is a run whose training arguments are `DistillationTrainingArguments`, or a mapping of its recipe keys
     (pre-training keys plus kd_mode, teacher, synthetic_data, ...), parsed first.
     """
-    run = config if isinstance(config, RunConfig) else parse_run_config(
-        dict(config), training_class=DistillationTrainingArguments
+    run = (
+        config
+        if isinstance(config, RunConfig)
+        else parse_run_config(dict(config), training_class=DistillationTrainingArguments)
     )
     args = run.training
     if not isinstance(args, DistillationTrainingArguments):
@@ -104,6 +107,10 @@ def distill(
         "synthetic_fraction": args.synthetic_fraction if args.kd_mode == "sequence" else 0.0,
     }
     return pretrain(
-        run, output_dir, callbacks=callbacks, kind="student", trainer_factory=build_distillation_trainer,
+        run,
+        output_dir,
+        callbacks=callbacks,
+        kind="student",
+        trainer_factory=build_distillation_trainer,
         record_extra=extra,
     )

@@ -27,9 +27,7 @@ class DistillationTrainer(RegularizedTrainer):
 
     args: DistillationTrainingArguments
 
-    def __init__(
-        self, *args: Any, num_real: int, teacher: PreTrainedModel | None = None, **kwargs: Any
-    ) -> None:
+    def __init__(self, *args: Any, num_real: int, teacher: PreTrainedModel | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if not isinstance(self.args, DistillationTrainingArguments):
             raise TypeError(f"DistillationTrainer needs DistillationTrainingArguments, got {type(self.args).__name__}")
@@ -62,8 +60,12 @@ class DistillationTrainer(RegularizedTrainer):
         if computes_loss_in_chunks(self.model):
             teacher_logits = TeacherChunkLogits(self.teacher, inputs["input_ids"], inputs.get("attention_mask"))
             head_loss = partial(
-                chunked_distillation_loss, teacher_logits=teacher_logits, labels=inputs["labels"], alpha=self.args.kd_alpha,
-                temperature=self.args.kd_temperature, chunk_tokens=self.args.loss_chunk_tokens,
+                chunked_distillation_loss,
+                teacher_logits=teacher_logits,
+                labels=inputs["labels"],
+                alpha=self.args.kd_alpha,
+                temperature=self.args.kd_temperature,
+                chunk_tokens=self.args.loss_chunk_tokens,
             )
             outputs = model(**inputs, head_loss=head_loss)
             return (outputs.loss, outputs) if return_outputs else outputs.loss
@@ -73,7 +75,9 @@ class DistillationTrainer(RegularizedTrainer):
                 input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask")
             ).logits
         kd = token_kd_loss(
-            outputs.logits[:, :-1], teacher_logits[:, :-1], inputs["labels"][:, 1:],
+            outputs.logits[:, :-1],
+            teacher_logits[:, :-1],
+            inputs["labels"][:, 1:],
             temperature=self.args.kd_temperature,
         )
         loss = (1 - self.args.kd_alpha) * outputs.loss + self.args.kd_alpha * kd

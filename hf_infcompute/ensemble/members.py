@@ -78,8 +78,9 @@ def wait_for_members(output_dir: str | Path, run_ids: list[str], poll_s: float =
         time.sleep(poll_s)
 
 
-def planned_ensemble_id(run: RunConfig, k: int, *, vary: str = "both", member_rule: str = "none",
-                        combine: str = "logits") -> str:
+def planned_ensemble_id(
+    run: RunConfig, k: int, *, vary: str = "both", member_rule: str = "none", combine: str = "logits"
+) -> str:
     """The record id that `train_ensemble(run, ..., k, ...)` gives its k-member ensemble."""
     members = [member_config(run, i, vary=vary, member_rule=member_rule) for i in range(k)]
     return ensemble_run_id(run.model.name, run.data.token_budget, [member.run_id() for member in members], combine)
@@ -111,10 +112,13 @@ def train_ensemble(
     records = wait_for_members(output_dir, [member.run_id() for member in members])
     failed = [m["run_id"] for m in records if m["status"] != "finished"]
     if failed:
-        raise InputError(f"ensemble members failed to train ({', '.join(failed)}); see their records and "
-                         "lower the learning rate, then delete those records to retrain")
-    return record_curve(members[0], records, output_dir, combine=combine, soup=soup,
-                        rule={"member_rule": member_rule, "vary": vary})
+        raise InputError(
+            f"ensemble members failed to train ({', '.join(failed)}); see their records and "
+            "lower the learning rate, then delete those records to retrain"
+        )
+    return record_curve(
+        members[0], records, output_dir, combine=combine, soup=soup, rule={"member_rule": member_rule, "vary": vary}
+    )
 
 
 def record_curve(
@@ -127,21 +131,48 @@ def record_curve(
     device = "cuda" if torch.cuda.is_available() else "cpu"
     # In the members' saved dtype, on the host: the scorer moves them onto the device (streamed if they do not fit).
     models = [AutoModelForCausalLM.from_pretrained(m["model_dir"], dtype="auto").eval() for m in members]
-    curve = ensemble_curve(models, data.validation, data.tokenizer.pad_token_id, combine=combine,
-                           batch_size=run.training.per_device_eval_batch_size, device=device)
+    curve = ensemble_curve(
+        models,
+        data.validation,
+        data.tokenizer.pad_token_id,
+        combine=combine,
+        batch_size=run.training.per_device_eval_batch_size,
+        device=device,
+    )
     first = members[0]
-    shared = {key: first[key] for key in ("recipe", "corpus", "token_budget", "seq_len", "preset", "n_params",
-                                          "n_params_total", "learning_rate", "weight_decay", "num_train_epochs",
-                                          "validation_fingerprint", "version")}
+    shared = {
+        key: first[key]
+        for key in (
+            "recipe",
+            "corpus",
+            "token_budget",
+            "seq_len",
+            "preset",
+            "n_params",
+            "n_params_total",
+            "learning_rate",
+            "weight_decay",
+            "num_train_epochs",
+            "validation_fingerprint",
+            "version",
+        )
+    }
     ids = [m["run_id"] for m in members]
     records = []
     for k in range(1, len(members) + 1):
         ensemble_id = ensemble_run_id(first["preset"], first["token_budget"], ids[:k], combine)
         record = {
-            **shared, **rule,
-            "run_id": ensemble_id, "kind": "ensemble", "status": "finished", "k": k, "combine": combine,
-            "members": ids[:k], "val_loss": curve.ensemble[k - 1],
-            "member_val_loss_mean": sum(curve.members[:k]) / k, "member_val_loss_best": min(curve.members[:k]),
+            **shared,
+            **rule,
+            "run_id": ensemble_id,
+            "kind": "ensemble",
+            "status": "finished",
+            "k": k,
+            "combine": combine,
+            "members": ids[:k],
+            "val_loss": curve.ensemble[k - 1],
+            "member_val_loss_mean": sum(curve.members[:k]) / k,
+            "member_val_loss_best": min(curve.members[:k]),
             "tokens_seen": sum(m["tokens_seen"] for m in members[:k]),
         }
         if k == len(members):
@@ -163,10 +194,19 @@ def record_soup(
     soup_id = soup_run_id(shared["preset"], shared["token_budget"], ids)
     soup_dir = Path(output_dir) / "soups" / soup_id
     model = average_weights([m["model_dir"] for m in members], soup_dir).eval()
-    loss = ensemble_curve([model], data.validation, data.tokenizer.pad_token_id,
-                          batch_size=run.training.per_device_eval_batch_size).ensemble[0]
-    record = {**shared, "run_id": soup_id, "kind": "soup", "status": "finished", "k": len(ids), "members": ids,
-              "val_loss": loss, "model_dir": str(soup_dir)}
+    loss = ensemble_curve(
+        [model], data.validation, data.tokenizer.pad_token_id, batch_size=run.training.per_device_eval_batch_size
+    ).ensemble[0]
+    record = {
+        **shared,
+        "run_id": soup_id,
+        "kind": "soup",
+        "status": "finished",
+        "k": len(ids),
+        "members": ids,
+        "val_loss": loss,
+        "model_dir": str(soup_dir),
+    }
     write_json_atomic(soup_dir / RUN_RECORD_FILE, record)
     append_record(output_dir, record)
     return record

@@ -15,11 +15,10 @@ from lm_eval.api.model import LM
 from lm_eval.tasks import TaskManager
 
 from hf_infcompute.errors import InputError
-from hf_infcompute.records import RUN_RECORD_FILE
 from hf_infcompute.evaluation.local_tasks import local_task_manager
 from hf_infcompute.evaluation.results import EvalResult, scores_from_harness
 from hf_infcompute.evaluation.tasks import resolve_tasks
-
+from hf_infcompute.records import RUN_RECORD_FILE
 
 
 def evaluate_model(
@@ -66,10 +65,7 @@ def evaluate_model(
         label = label or model_label(model)
 
     with tempfile.TemporaryDirectory(prefix="hf_infcompute_tasks_") as workdir:
-        if data_dir is None:
-            task_manager = TaskManager()
-        else:
-            task_manager = local_task_manager(data_dir, task_names, workdir)
+        task_manager = TaskManager() if data_dir is None else local_task_manager(data_dir, task_names, workdir)
         output = lm_eval.simple_evaluate(
             model=harness_model,
             model_args=harness_args,

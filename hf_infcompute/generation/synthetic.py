@@ -231,8 +231,9 @@ def _sampler(
     """The backend's sampler, the ensemble size K (None for a single model) and the batch size it samples at; a
     model in memory is put back in its training mode afterwards."""
     if backend == "vllm":
-        yield _vllm_sampler(spec, settings, seed=seed, dtype=dtype, ensemble_mode=ensemble_mode,
-                            members_dir=members_dir)
+        yield _vllm_sampler(
+            spec, settings, seed=seed, dtype=dtype, ensemble_mode=ensemble_mode, members_dir=members_dir
+        )
         return
     model = in_memory.to(device) if in_memory is not None else load_teacher_model(spec, device=device, dtype=dtype)
     if settings.batch_size is None:
@@ -393,12 +394,24 @@ def generate_synthetic(
     sampling = SamplingSettings(
         settings["seq_len"], settings["start_token_id"], temperature, top_p, top_k, settings["batch_size"]
     )
-    opened = _sampler(backend, spec, in_memory, sampling, seed=seed, device=device, dtype=settings["dtype"],
-                      ensemble_mode=ensemble_mode, members_dir=output_dir / MEMBERS_DIRNAME)
+    opened = _sampler(
+        backend,
+        spec,
+        in_memory,
+        sampling,
+        seed=seed,
+        device=device,
+        dtype=settings["dtype"],
+        ensemble_mode=ensemble_mode,
+        members_dir=output_dir / MEMBERS_DIRNAME,
+    )
     with opened as (sampler, members, rows_per_call):
         manifest.update(
             teacher={
-                "name": spec.name, "model_type": spec.model_type, "ensemble": spec.is_ensemble, "members": members
+                "name": spec.name,
+                "model_type": spec.model_type,
+                "ensemble": spec.is_ensemble,
+                "members": members,
             },
             batch_size_used=rows_per_call,
             tokens_requested=num_tokens,
@@ -437,7 +450,10 @@ def _sample_shards(
     settings = manifest["settings"]
     tokens_done = plan.tokens_before(shards.start)
     progress = tqdm(
-        total=plan.num_tokens, initial=tokens_done, unit="tok", unit_scale=True,
+        total=plan.num_tokens,
+        initial=tokens_done,
+        unit="tok",
+        unit_scale=True,
         desc=f"sampling ({settings['backend']})",
     )
     with progress:

@@ -138,9 +138,7 @@ def trained_seq_len(spec: TeacherSpec) -> int | None:
     return int(seq_len) if seq_len else None
 
 
-def check_same_tokenizer(
-    teacher_dir: str | Path, student_tokenizer: PreTrainedTokenizerBase | str | Path
-) -> None:
+def check_same_tokenizer(teacher_dir: str | Path, student_tokenizer: PreTrainedTokenizerBase | str | Path) -> None:
     """Raise `InputError` naming the difference unless the student's tokenizer equals the teacher's.
 
     `teacher_dir` is a teacher model folder or a generation output folder (which keeps the teacher's tokenizer in

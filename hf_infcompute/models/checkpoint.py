@@ -19,7 +19,11 @@ def context_length(config: PretrainedConfig) -> int | None:
 
 
 def load_base_model(
-    name_or_path: str, *, lora_r: int = 0, lora_alpha: int = 32, lora_dropout: float = 0.0,
+    name_or_path: str,
+    *,
+    lora_r: int = 0,
+    lora_alpha: int = 32,
+    lora_dropout: float = 0.0,
     attn_implementation: str = "sdpa",
 ) -> PreTrainedModel:
     """The base causal LM in fp32 (the Trainer adds bf16 autocast), with LoRA adapters on every linear layer if
@@ -37,7 +41,10 @@ def load_base_model(
         from peft import LoraConfig, get_peft_model
 
         lora = LoraConfig(
-            task_type="CAUSAL_LM", r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+            task_type="CAUSAL_LM",
+            r=lora_r,
+            lora_alpha=lora_alpha,
+            lora_dropout=lora_dropout,
             target_modules="all-linear",
         )
         model = get_peft_model(model, lora)

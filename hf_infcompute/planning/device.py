@@ -24,8 +24,14 @@ def fit_micro_batch(args: RegularizedTrainingArguments, config: PretrainedConfig
         return args.per_device_train_batch_size
     free, _ = torch.cuda.mem_get_info(device)
     micro_batch = largest_micro_batch(
-        config, count_parameters(config).total, seq_len, args.global_batch_size, args.world_size, free,
-        bf16=args.bf16, gradient_checkpointing=args.gradient_checkpointing,
+        config,
+        count_parameters(config).total,
+        seq_len,
+        args.global_batch_size,
+        args.world_size,
+        free,
+        bf16=args.bf16,
+        gradient_checkpointing=args.gradient_checkpointing,
         loss_implementation=getattr(args, "loss_implementation", "chunked"),
         loss_chunk_tokens=getattr(args, "loss_chunk_tokens", DEFAULT_LOSS_CHUNK_TOKENS),
     )
@@ -35,6 +41,11 @@ def fit_micro_batch(args: RegularizedTrainingArguments, config: PretrainedConfig
             "`gradient_checkpointing`, set `loss_implementation=chunked`, lower `seq_len`, or shard the model"
         )
     args.set_micro_batch(micro_batch)
-    logger.info("micro-batch %d x %d accumulation steps fits %.1f GiB free on %s", micro_batch,
-                args.gradient_accumulation_steps, free / GIB, device)
+    logger.info(
+        "micro-batch %d x %d accumulation steps fits %.1f GiB free on %s",
+        micro_batch,
+        args.gradient_accumulation_steps,
+        free / GIB,
+        device,
+    )
     return micro_batch

@@ -56,9 +56,13 @@ class StepMemory:
     def to_gib(self) -> dict[str, float]:
         """The terms and the total in GiB (2 decimals), for printing."""
         terms = {
-            "weights": self.weights, "gradients": self.gradients, "optimizer": self.optimizer,
-            "activations": self.activations, "activations_checkpointed": self.activations_checkpointed,
-            "loss": self.loss, "total": self.total,
+            "weights": self.weights,
+            "gradients": self.gradients,
+            "optimizer": self.optimizer,
+            "activations": self.activations,
+            "activations_checkpointed": self.activations_checkpointed,
+            "loss": self.loss,
+            "total": self.total,
         }
         return {name: round(value / GIB, 2) for name, value in terms.items()}
 
@@ -78,8 +82,12 @@ class _Shape:
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
         kv_heads = getattr(config, "num_key_value_heads", None) or heads
         return cls(
-            config.hidden_size, config.intermediate_size, config.num_hidden_layers, heads * head_dim,
-            kv_heads * head_dim, config.vocab_size,
+            config.hidden_size,
+            config.intermediate_size,
+            config.num_hidden_layers,
+            heads * head_dim,
+            kv_heads * head_dim,
+            config.vocab_size,
         )
 
     @property

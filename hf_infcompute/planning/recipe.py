@@ -148,7 +148,8 @@ class PresetPlan:
             "configured_micro_batch_memory_gib": round(self.configured_memory.total / GIB, 2),
             "flops_per_token": self.flops.training,
             "forward_flops_per_token": {
-                "non_embedding": self.flops.non_embedding, "lm_head": self.flops.lm_head,
+                "non_embedding": self.flops.non_embedding,
+                "lm_head": self.flops.lm_head,
                 "attention": self.flops.attention,
             },
         }
@@ -158,13 +159,22 @@ def plan_model(name: str, config: PretrainedConfig, settings: RunSettings, devic
     """The largest micro-batch of `config` that fits `device_bytes` at the global batch; gradient checkpointing is
     turned on only when the run asks for it or when nothing fits without it."""
     parameters = count_parameters(config)
-    options = {"bf16": settings.bf16, "loss_implementation": settings.loss_implementation,
-               "loss_chunk_tokens": settings.loss_chunk_tokens}
+    options = {
+        "bf16": settings.bf16,
+        "loss_implementation": settings.loss_implementation,
+        "loss_chunk_tokens": settings.loss_chunk_tokens,
+    }
 
     def largest(checkpointing: bool) -> int:
         return largest_micro_batch(
-            config, parameters.total, settings.seq_len, settings.global_batch, settings.world_size, device_bytes,
-            gradient_checkpointing=checkpointing, **options,
+            config,
+            parameters.total,
+            settings.seq_len,
+            settings.global_batch,
+            settings.world_size,
+            device_bytes,
+            gradient_checkpointing=checkpointing,
+            **options,
         )
 
     checkpointing = settings.gradient_checkpointing
@@ -174,8 +184,9 @@ def plan_model(name: str, config: PretrainedConfig, settings: RunSettings, devic
         micro_batch = largest(checkpointing)
 
     def memory(batch: int) -> StepMemory:
-        return step_memory(config, parameters.total, max(batch, 1), settings.seq_len,
-                           gradient_checkpointing=checkpointing, **options)
+        return step_memory(
+            config, parameters.total, max(batch, 1), settings.seq_len, gradient_checkpointing=checkpointing, **options
+        )
 
     return PresetPlan(
         name=name,
@@ -224,9 +235,15 @@ class Work:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "what": self.what, "model": self.model, "count": self.count, "count_upper": self.count_upper,
-            "tokens": self.tokens, "tokens_upper": self.tokens_upper, "flops": self.flops,
-            "flops_upper": self.flops_upper, "generated": self.generated,
+            "what": self.what,
+            "model": self.model,
+            "count": self.count,
+            "count_upper": self.count_upper,
+            "tokens": self.tokens,
+            "tokens_upper": self.tokens_upper,
+            "flops": self.flops,
+            "flops_upper": self.flops_upper,
+            "generated": self.generated,
         }
 
 
@@ -273,15 +290,26 @@ def _search_work(recipe: str, preset: PresetPlan, grid: SearchGrid, start: dict,
     mean_epochs = sum(p[NUM_TRAIN_EPOCHS] for p in around) / len(around)
     epochs = sum(p[NUM_TRAIN_EPOCHS] for p in around) + (expected - len(around)) * mean_epochs
     all_epochs = sum(grid.point(index)[NUM_TRAIN_EPOCHS] for index in itertools.product(*map(range, grid.shape)))
-    return Work(f"search {recipe} D={budget:,}", preset.name, expected, epochs * budget, grid.size,
-                all_epochs * budget, preset.flops.training)
+    return Work(
+        f"search {recipe} D={budget:,}",
+        preset.name,
+        expected,
+        epochs * budget,
+        grid.size,
+        all_epochs * budget,
+        preset.flops.training,
+    )
 
 
 def _search_grid(spec: StudySpec, recipe: str) -> tuple[SearchGrid, dict]:
     """The grid and start of a study's search of `recipe` (the one place reading the study's search fields)."""
     search = spec.standard if recipe == "standard" else spec.regularized
-    grid = for_recipe(recipe, learning_rates=search.learning_rate, epochs=search.num_train_epochs,
-                      weight_decays=search.weight_decay if recipe == "regularized" else None)
+    grid = for_recipe(
+        recipe,
+        learning_rates=search.learning_rate,
+        epochs=search.num_train_epochs,
+        weight_decays=search.weight_decay if recipe == "regularized" else None,
+    )
     return grid, search_start(grid, search, recipe)
 
 
@@ -292,8 +320,10 @@ def _main_budget(spec: StudySpec) -> int:
 
 def plan_study(spec: StudySpec, settings: RunSettings, device_bytes: float) -> RecipePlan:
     """Every training and sampling of `spec` (see the module docstring for the bounds)."""
-    presets = {name: plan_model(name, model_config(spec.run, name, settings)[1], settings, device_bytes)
-               for name in spec.presets}
+    presets = {
+        name: plan_model(name, model_config(spec.run, name, settings)[1], settings, device_bytes)
+        for name in spec.presets
+    }
     budget = _main_budget(spec)
     work: list[Work] = []
     for recipe, budgets in (("standard", spec.budgets), ("regularized", [budget])):
@@ -342,14 +372,26 @@ def _distillation_work(
     work = []
     for teacher, members in teachers.items():
         work.append(Work(f"sampling ({teacher} teacher)", name, 1, synthetic, 1, synthetic, members * forward, True))
-        work.append(Work(f"students ({teacher} teacher)", name, students, students * student_tokens, students,
-                         students * student_tokens, preset.flops.training))
+        work.append(
+            Work(
+                f"students ({teacher} teacher)",
+                name,
+                students,
+                students * student_tokens,
+                students,
+                students * student_tokens,
+                preset.flops.training,
+            )
+        )
     if distill.token_level:
         k = spec.ensemble.k
         tokens = students * epochs * budget
         # Each real token also runs the K-member teacher forward.
-        work.append(Work("students (token-level)", name, students, tokens, students, tokens,
-                         preset.flops.training + k * forward))
+        work.append(
+            Work(
+                "students (token-level)", name, students, tokens, students, tokens, preset.flops.training + k * forward
+            )
+        )
     return work
 
 
@@ -361,8 +403,15 @@ def plan_run(run: dict[str, Any], settings: RunSettings, device_bytes: float, me
     if budget is None:
         raise InputError("the recipe sets no `token_budget`: add it to plan its cost")
     tokens = members * float(_setting(run, "num_train_epochs", RegularizedTrainingArguments)) * int(budget)
-    work = Work("training" if members == 1 else f"{members} members", name, members, tokens, members, tokens,
-                plan.flops.training)
+    work = Work(
+        "training" if members == 1 else f"{members} members",
+        name,
+        members,
+        tokens,
+        members,
+        tokens,
+        plan.flops.training,
+    )
     return RecipePlan(presets={name: plan}, work=(work,))
 
 
@@ -371,5 +420,7 @@ def fits_message(plans: dict[str, PresetPlan], device_bytes: float) -> str | Non
     misfits = [name for name, plan in plans.items() if not plan.fits]
     if not misfits:
         return None
-    return (f"{', '.join(misfits)} do(es) not fit {device_bytes / GIB:g} GiB even one sequence per step with gradient "
-            "checkpointing: use a larger device, a shorter seq_len, or shard the model (FSDP)")
+    return (
+        f"{', '.join(misfits)} do(es) not fit {device_bytes / GIB:g} GiB even one sequence per step with gradient "
+        "checkpointing: use a larger device, a shorter seq_len, or shard the model (FSDP)"
+    )

@@ -23,8 +23,16 @@ BILLION = 1e9  # N and D enter the laws in billions, as in the paper
 MIN_POINTS = 3
 REQUIRED_COLUMNS = ("kind", "status", "recipe", "token_budget", "n_params_total", "val_loss")
 Skipped = list[tuple[str, str]]  # (analysis, reason it was skipped)
-SIZE_COLUMNS = ("preset", "n_params_total", "val_loss", "learning_rate", "weight_decay", "num_train_epochs", "run_id",
-                "runs")
+SIZE_COLUMNS = (
+    "preset",
+    "n_params_total",
+    "val_loss",
+    "learning_rate",
+    "weight_decay",
+    "num_train_epochs",
+    "run_id",
+    "runs",
+)
 
 
 class Asymptote(NamedTuple):
@@ -116,8 +124,10 @@ def finished_runs(runs: pd.DataFrame, source: str = "the store") -> pd.DataFrame
     if not runs.empty and {"status", "val_loss"} <= set(runs):
         runs = runs[(runs["status"] == "finished") & np.isfinite(pd.to_numeric(runs["val_loss"], errors="coerce"))]
     if runs.empty or "status" not in runs:
-        raise InputError(f"no finished runs with a finite val_loss in {source}; train models into it first "
-                         "(e.g. `hf-infcompute pretrain ... --output DIR`)")
+        raise InputError(
+            f"no finished runs with a finite val_loss in {source}; train models into it first "
+            "(e.g. `hf-infcompute pretrain ... --output DIR`)"
+        )
     missing = [column for column in REQUIRED_COLUMNS if column not in runs]
     if missing:
         raise InputError(f"run records in {source} lack the columns {missing}; they were not written by this package")
@@ -162,8 +172,16 @@ def build_report(
     ensembles = _ensemble_scaling(best_per_members(runs), skipped, fit_options)
     data = _data_scaling(best_per_budget(runs), sizes, ensembles, skipped, fit_options)
     efficiency = _efficiency(data, skipped)
-    return ScalingReport(source=source, n_runs=len(runs), n_bootstrap=n_bootstrap, sizes=sizes,
-                         ensembles=ensembles, data=data, efficiency=efficiency, skipped=skipped)
+    return ScalingReport(
+        source=source,
+        n_runs=len(runs),
+        n_bootstrap=n_bootstrap,
+        sizes=sizes,
+        ensembles=ensembles,
+        data=data,
+        efficiency=efficiency,
+        skipped=skipped,
+    )
 
 
 def best_runs(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -187,8 +205,12 @@ def _size_scaling(best: pd.DataFrame, skipped: Skipped, options: dict) -> list[S
         if len(table) >= MIN_POINTS:
             fit = fit_power_law(table["n_params_total"], table["val_loss"], scale=BILLION, **options)
         else:
-            skipped.append((f"loss vs N, {recipe}, D = {human_count(budget)}",
-                            f"needs >= {MIN_POINTS} model sizes, found {len(table)}"))
+            skipped.append(
+                (
+                    f"loss vs N, {recipe}, D = {human_count(budget)}",
+                    f"needs >= {MIN_POINTS} model sizes, found {len(table)}",
+                )
+            )
         results.append(SizeScaling(corpus, recipe, int(budget), table, fit))
     return results
 
@@ -205,16 +227,21 @@ def _ensemble_scaling(best: pd.DataFrame, skipped: Skipped, options: dict) -> li
             if len(curve) >= MIN_POINTS:
                 curves[float(n)] = curve
             else:
-                skipped.append((f"loss vs K, {where}, N = {human_count(n)}",
-                                f"needs >= {MIN_POINTS} ensemble sizes, found {len(curve)}"))
+                skipped.append(
+                    (
+                        f"loss vs K, {where}, N = {human_count(n)}",
+                        f"needs >= {MIN_POINTS} ensemble sizes, found {len(curve)}",
+                    )
+                )
         joint = None
         if len(curves) >= MIN_POINTS:
             points = table[table["n_params_total"].isin(curves)][["n_params_total", "k", "val_loss"]]
             joint = joint_asymptote(points, n_scale=BILLION, **options)
             k_fits = joint.k_fits
         else:
-            skipped.append((f"joint N, K limit, {where}",
-                            f"needs K-curves at >= {MIN_POINTS} model sizes, found {len(curves)}"))
+            skipped.append(
+                (f"joint N, K limit, {where}", f"needs K-curves at >= {MIN_POINTS} model sizes, found {len(curves)}")
+            )
             k_fits = {n: fit_power_law(c["k"], c["val_loss"], **options) for n, c in curves.items()}
         table = table.reindex(columns=["preset", "n_params_total", "k", "val_loss", "runs"])
         table = table.sort_values(["n_params_total", "k"])
@@ -256,17 +283,31 @@ def _efficiency(data: list[DataScaling], skipped: Skipped) -> pd.DataFrame:
     for corpus in sorted({d.corpus for d in data}):
         reference = references.get(corpus)
         if reference is None:
-            skipped.append(("data efficiency", f"needs a data-scaling fit of the {REFERENCE_RECIPE!r} recipe "
-                                               f"(>= {MIN_POINTS} token budgets)"))
+            skipped.append(
+                (
+                    "data efficiency",
+                    f"needs a data-scaling fit of the {REFERENCE_RECIPE!r} recipe (>= {MIN_POINTS} token budgets)",
+                )
+            )
             continue
         if not reference.well_conditioned:
-            skipped.append(("data efficiency", f"the {REFERENCE_RECIPE!r} data law is ill-conditioned: "
-                                               f"{'; '.join(reference.issues)}"))
+            skipped.append(
+                (
+                    "data efficiency",
+                    f"the {REFERENCE_RECIPE!r} data law is ill-conditioned: {'; '.join(reference.issues)}",
+                )
+            )
             continue
         for d in data:
             if d.corpus == corpus and d.series != REFERENCE_RECIPE:
                 for budget, loss in d.losses.items():
-                    rows.append({"corpus": corpus, "series": d.series, "token_budget": budget, "loss": loss,
-                                 "efficiency": data_efficiency(loss, budget, reference)})
+                    rows.append(
+                        {
+                            "corpus": corpus,
+                            "series": d.series,
+                            "token_budget": budget,
+                            "loss": loss,
+                            "efficiency": data_efficiency(loss, budget, reference),
+                        }
+                    )
     return pd.DataFrame(rows, columns=["corpus", "series", "token_budget", "loss", "efficiency"])
-

@@ -101,20 +101,34 @@ def joint_asymptote(
         raise InputError(f"the N -> inf limit needs K-curves at >= 3 model sizes N, got {len(curves)}")
     sizes = sorted(curves)
     k_fits = {
-        n: fit_power_law(list(curves[n]), list(curves[n].values()), scale=k_scale, huber=huber,
-                         noise=noise, n_bootstrap=n_bootstrap, seed=seed)
+        n: fit_power_law(
+            list(curves[n]),
+            list(curves[n].values()),
+            scale=k_scale,
+            huber=huber,
+            noise=noise,
+            n_bootstrap=n_bootstrap,
+            seed=seed,
+        )
         for n in sizes
     }
-    n_fit = fit_power_law(sizes, [k_fits[n].E for n in sizes], scale=n_scale, huber=huber,
-                          n_bootstrap=n_bootstrap, seed=seed)
+    n_fit = fit_power_law(
+        sizes, [k_fits[n].E for n in sizes], scale=n_scale, huber=huber, n_bootstrap=n_bootstrap, seed=seed
+    )
     sigma, dof = (noise, None) if noise is not None else _pooled_noise(k_fits.values())
     draws = _propagate(k_fits, sizes, sigma, dof, n_scale=n_scale, huber=huber, n_bootstrap=n_bootstrap, seed=seed)
     if draws.size > 1:
         stderr, interval = float(robust_stderr(draws)), percentile_interval(draws)
     else:
         stderr, interval = math.nan, None
-    return JointFit(k_fits=k_fits, n_fit=n_fit, E_stderr=stderr, E_interval=interval, noise=float(sigma),
-                    n_bootstrap=int(draws.size))
+    return JointFit(
+        k_fits=k_fits,
+        n_fit=n_fit,
+        E_stderr=stderr,
+        E_interval=interval,
+        noise=float(sigma),
+        n_bootstrap=int(draws.size),
+    )
 
 
 def _curves(points: JointPoints) -> dict[float, dict[float, float]]:

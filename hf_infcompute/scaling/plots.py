@@ -95,11 +95,25 @@ def plot_data_efficiency(
             value, x = by_d[d], j + (i - (len(efficiency) - 1) / 2) * width
             bounded = math.isfinite(value)
             height = value if bounded else ceiling
-            ax.bar(x, height, width, color=color, hatch=None if bounded else "//", alpha=1.0 if bounded else 0.4,
-                   label=legend_label)
+            ax.bar(
+                x,
+                height,
+                width,
+                color=color,
+                hatch=None if bounded else "//",
+                alpha=1.0 if bounded else 0.4,
+                label=legend_label,
+            )
             legend_label = None
-            ax.annotate(f"{value:.2f}x" if bounded else "unbounded", (x, height), ha="center", va="bottom",
-                        fontsize=8, textcoords="offset points", xytext=(0, 2))
+            ax.annotate(
+                f"{value:.2f}x" if bounded else "unbounded",
+                (x, height),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+                textcoords="offset points",
+                xytext=(0, 2),
+            )
     ax.axhline(1.0, color="gray", linestyle="--", linewidth=1)
     ax.set_xticks(range(len(budgets)), [f"D = {human_count(d)}" for d in budgets])
     ax.set_ylabel(f"data efficiency over {reference} (x)")
@@ -146,9 +160,19 @@ def _draw_asymptote(ax: Axes, value: float, color: str, stderr: float, *, label:
     ax.axhline(value, color=color, linestyle="--", linewidth=1, alpha=0.8, label=label)
     text = f"{value:.3f}" + (f" ± {stderr:.3f}" if math.isfinite(stderr) else "")
     # At the right edge, in the margin past the points that `_finish` leaves free for these labels.
-    ax.annotate(text, xy=(1.0, value), xycoords=("axes fraction", "data"), xytext=(-3, 2),
-                textcoords="offset points", ha="right", va="bottom", fontsize=8, color=color, gid=_ASYMPTOTE,
-                bbox={"boxstyle": "square,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.85})
+    ax.annotate(
+        text,
+        xy=(1.0, value),
+        xycoords=("axes fraction", "data"),
+        xytext=(-3, 2),
+        textcoords="offset points",
+        ha="right",
+        va="bottom",
+        fontsize=8,
+        color=color,
+        gid=_ASYMPTOTE,
+        bbox={"boxstyle": "square,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.85},
+    )
 
 
 def _finish(ax: Axes, fits: Iterable[PowerLawFit], *, xlabel: str, title: str, counts: bool = True) -> None:

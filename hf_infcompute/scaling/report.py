@@ -64,18 +64,49 @@ def report_json(report: ScalingReport) -> dict[str, Any]:
         "source": report.source,
         "n_runs": report.n_runs,
         "law": "L(x) = A / (x / x_scale)^alpha + E",
-        "params": [{"corpus": s.corpus, "recipe": s.recipe, "token_budget": s.token_budget,
-                    "best_runs": s.table["run_id"].tolist(), "fit": s.fit.to_dict() if s.fit else None}
-                   for s in report.sizes],
-        "members": [{"corpus": e.corpus, "recipe": e.recipe, "token_budget": e.token_budget, "n_params_total": n,
-                     "fit": fit.to_dict()} for e in report.ensembles for n, fit in e.k_fits.items()],
-        "joint": [{"corpus": e.corpus, "recipe": e.recipe, "token_budget": e.token_budget, "fit": e.joint.to_dict()}
-                  for e in report.ensembles if e.joint],
-        "data": [{"corpus": d.corpus, "series": d.series, "losses": {str(k): v for k, v in d.losses.items()},
-                  "fit": d.fit.to_dict() if d.fit else None} for d in report.data],
-        "data_efficiency": [{**row, "token_budget": int(row["token_budget"]),
-                             "efficiency": row["efficiency"] if math.isfinite(row["efficiency"]) else "unbounded"}
-                            for row in report.efficiency.to_dict("records")],
+        "params": [
+            {
+                "corpus": s.corpus,
+                "recipe": s.recipe,
+                "token_budget": s.token_budget,
+                "best_runs": s.table["run_id"].tolist(),
+                "fit": s.fit.to_dict() if s.fit else None,
+            }
+            for s in report.sizes
+        ],
+        "members": [
+            {
+                "corpus": e.corpus,
+                "recipe": e.recipe,
+                "token_budget": e.token_budget,
+                "n_params_total": n,
+                "fit": fit.to_dict(),
+            }
+            for e in report.ensembles
+            for n, fit in e.k_fits.items()
+        ],
+        "joint": [
+            {"corpus": e.corpus, "recipe": e.recipe, "token_budget": e.token_budget, "fit": e.joint.to_dict()}
+            for e in report.ensembles
+            if e.joint
+        ],
+        "data": [
+            {
+                "corpus": d.corpus,
+                "series": d.series,
+                "losses": {str(k): v for k, v in d.losses.items()},
+                "fit": d.fit.to_dict() if d.fit else None,
+            }
+            for d in report.data
+        ],
+        "data_efficiency": [
+            {
+                **row,
+                "token_budget": int(row["token_budget"]),
+                "efficiency": row["efficiency"] if math.isfinite(row["efficiency"]) else "unbounded",
+            }
+            for row in report.efficiency.to_dict("records")
+        ],
         "reference_recipe": REFERENCE_RECIPE,
         "skipped": [{"analysis": analysis, "reason": reason} for analysis, reason in report.skipped],
     }
@@ -94,9 +125,18 @@ def _size_section(report: ScalingReport, folder: Path) -> list[str]:
             lines += ["", f"**{size.recipe}**: best run per N", ""]
             lines += markdown_table(
                 ["preset", "N", "val loss", "LR", "WD", "epochs", "runs"],
-                [[_cell(row.preset), human_count(row.n_params_total), f"{row.val_loss:.4f}",
-                  _cell(row.learning_rate), _cell(row.weight_decay), _cell(row.num_train_epochs), _cell(row.runs)]
-                 for row in size.table.itertuples()],
+                [
+                    [
+                        _cell(row.preset),
+                        human_count(row.n_params_total),
+                        f"{row.val_loss:.4f}",
+                        _cell(row.learning_rate),
+                        _cell(row.weight_decay),
+                        _cell(row.num_train_epochs),
+                        _cell(row.runs),
+                    ]
+                    for row in size.table.itertuples()
+                ],
             )
             if size.fit:
                 lines += ["", _fit_line(size.fit, "N")]
@@ -131,10 +171,14 @@ def _ensemble_section(report: ScalingReport, folder: Path) -> list[str]:
             lines += ["", f"![loss vs K, {where}]({name})"]
         if ensemble.joint:
             joint = ensemble.joint
-            interval = f", 95% interval [{joint.E_interval[0]:.4f}, {joint.E_interval[1]:.4f}]" if joint.E_interval \
-                else ""
-            lines += ["", f"Joint limit N, K -> inf: **{joint.E:.4f}** {_stderr(joint.E_stderr)}{interval} "
-                          f"(law in N over the K-asymptotes: `{joint.n_fit.formula('N')}`)."]
+            interval = (
+                f", 95% interval [{joint.E_interval[0]:.4f}, {joint.E_interval[1]:.4f}]" if joint.E_interval else ""
+            )
+            lines += [
+                "",
+                f"Joint limit N, K -> inf: **{joint.E:.4f}** {_stderr(joint.E_stderr)}{interval} "
+                f"(law in N over the K-asymptotes: `{joint.n_fit.formula('N')}`).",
+            ]
             lines += _conditioning(joint.issues)
             name = f"joint_{slug}.png"
             plot_joint_fit(joint, folder / name, title=f"Joint scaling: {where}")
@@ -158,10 +202,15 @@ def _data_section(report: ScalingReport, folder: Path) -> list[str]:
         budgets = sorted({b for d in data for b in d.losses})
         if report.multiple_corpora:
             lines += ["", f"### {corpus}", ""]
-        lines += markdown_table(["series"] + [f"D = {human_count(b)}" for b in budgets] + ["D -> inf"],
-                        [[d.series] + [f"{d.losses[b]:.4f}" if b in d.losses else "" for b in budgets]
-                         + [f"{d.fit.E:.4f} {_stderr(d.fit.E_stderr, short=True)}" if d.fit else "—"]
-                         for d in data])
+        lines += markdown_table(
+            ["series"] + [f"D = {human_count(b)}" for b in budgets] + ["D -> inf"],
+            [
+                [d.series]
+                + [f"{d.losses[b]:.4f}" if b in d.losses else "" for b in budgets]
+                + [f"{d.fit.E:.4f} {_stderr(d.fit.E_stderr, short=True)}" if d.fit else "—"]
+                for d in data
+            ],
+        )
         for d in data:
             if d.fit:
                 lines += ["", f"{d.series}: " + _fit_line(d.fit, "D")]
@@ -172,15 +221,24 @@ def _data_section(report: ScalingReport, folder: Path) -> list[str]:
             lines += ["", f"![data scaling]({name})"]
         efficiency = report.efficiency[report.efficiency["corpus"] == corpus]
         if not efficiency.empty:
-            lines += ["", f"### Data efficiency over {REFERENCE_RECIPE}", "",
-                      f"Tokens the {REFERENCE_RECIPE} recipe's data law needs to reach each loss, over D.", ""]
+            lines += [
+                "",
+                f"### Data efficiency over {REFERENCE_RECIPE}",
+                "",
+                f"Tokens the {REFERENCE_RECIPE} recipe's data law needs to reach each loss, over D.",
+                "",
+            ]
             lines += markdown_table(
                 ["series", "D", "loss", "data efficiency"],
-                [[row.series, human_count(row.token_budget), f"{row.loss:.4f}", efficiency_text(row.efficiency)]
-                 for row in efficiency.itertuples()],
+                [
+                    [row.series, human_count(row.token_budget), f"{row.loss:.4f}", efficiency_text(row.efficiency)]
+                    for row in efficiency.itertuples()
+                ],
             )
-            bars = {series: dict(zip(rows["token_budget"], rows["efficiency"]))
-                    for series, rows in efficiency.groupby("series", sort=False)}
+            bars = {
+                series: dict(zip(rows["token_budget"], rows["efficiency"]))
+                for series, rows in efficiency.groupby("series", sort=False)
+            }
             name = f"efficiency{_corpus_slug(report, corpus)}.png"
             plot_data_efficiency(bars, folder / name, reference=REFERENCE_RECIPE)
             lines += ["", f"![data efficiency]({name})"]
@@ -189,8 +247,9 @@ def _data_section(report: ScalingReport, folder: Path) -> list[str]:
 
 def _fit_line(fit: PowerLawFit, variable: str) -> str:
     interval = f", 95% interval [{fit.E_interval[0]:.4f}, {fit.E_interval[1]:.4f}]" if fit.E_interval else ""
-    line = f"Fit `L({variable}) = {fit.formula(variable)}`: asymptote **{fit.E:.4f}** {_stderr(fit.E_stderr)}" \
-        f"{interval}."
+    line = (
+        f"Fit `L({variable}) = {fit.formula(variable)}`: asymptote **{fit.E:.4f}** {_stderr(fit.E_stderr)}{interval}."
+    )
     return "\n\n".join([line, *_conditioning(fit.issues)])
 
 

@@ -17,9 +17,9 @@ import os
 import sys
 import time
 import traceback
-from numbers import Real
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from numbers import Real
 from typing import Any
 
 from hf_infcompute.errors import InputError
@@ -149,8 +149,12 @@ class _Search:
                 return self._result(here, [results[point_key(n)] for n in neighbours], optimal, path)
             logger.info(
                 "%s: move %d: %s -> %s (loss %s -> %s)",
-                self.worker_id, len(path), point_label(current), point_label(best),
-                _loss_text(here), _loss_text(results[point_key(best)]),
+                self.worker_id,
+                len(path),
+                point_label(current),
+                point_label(best),
+                _loss_text(here),
+                _loss_text(results[point_key(best)]),
             )
             current = best
             path.append(current)
@@ -176,7 +180,9 @@ class _Search:
                 if held != waiting_on:
                     logger.info(
                         "%s: waiting for %d point(s) claimed by other workers: %s",
-                        self.worker_id, len(held), "; ".join(held),
+                        self.worker_id,
+                        len(held),
+                        "; ".join(held),
                     )
                     waiting_on = held
                 time.sleep(self.poll_interval)
@@ -259,9 +265,7 @@ class _Search:
         candidates = [point for point in [current, *neighbours] if point_key(point) in known]
         best = min(candidates, key=lambda point: self._rank(point, known, current)) if candidates else None
         around = {} if best is None else self._stored(self.grid.neighbours(best))
-        logger.info(
-            "%s: stopped after %d evaluation(s), not yet locally optimal", self.worker_id, len(self.evaluated)
-        )
+        logger.info("%s: stopped after %d evaluation(s), not yet locally optimal", self.worker_id, len(self.evaluated))
         return self._result(None if best is None else known[point_key(best)], list(around.values()), False, path)
 
     def _stored(self, points: Sequence[Point]) -> dict[str, PointResult]:

@@ -252,7 +252,11 @@ class SweepStore:
         if current is not None:
             logger.info(
                 "%s: took over the stale claim of worker %s (pid %s on %s) on %s",
-                worker_id, current.worker_id, current.pid, current.host, key,
+                worker_id,
+                current.worker_id,
+                current.pid,
+                current.host,
+                key,
             )
             current.path.unlink(missing_ok=True)
         return Claim(path, dict(point), worker_id, self.heartbeat_s)

@@ -34,8 +34,14 @@ def best_sizes(scaling: ScalingReport, recipe: str, token_budget: int) -> pd.Dat
 
 def regularized_fit(spec: StudySpec, scaling: ScalingReport) -> PowerLawFit | None:
     """The regularized recipe's law in N at the main budget."""
-    return next((s.fit for s in scaling.sizes if s.recipe == "regularized" and s.token_budget == spec.token_budget
-                 and s.fit is not None), None)
+    return next(
+        (
+            s.fit
+            for s in scaling.sizes
+            if s.recipe == "regularized" and s.token_budget == spec.token_budget and s.fit is not None
+        ),
+        None,
+    )
 
 
 def ensemble_scaling(spec: StudySpec, scaling: ScalingReport) -> EnsembleScaling | None:
@@ -65,13 +71,17 @@ def retained_share(student: DistillationState, val_loss: float | None = None) ->
 
 def ill_conditioned(fits: dict[str, PowerLawFit | JointFit | None]) -> str:
     """Why the named fits cannot be compared (empty when every one is well conditioned)."""
-    return "; ".join(f"{name} fit ill-conditioned ({', '.join(fit.issues)})"
-                     for name, fit in fits.items() if fit is not None and not fit.well_conditioned)
+    return "; ".join(
+        f"{name} fit ill-conditioned ({', '.join(fit.issues)})"
+        for name, fit in fits.items()
+        if fit is not None and not fit.well_conditioned
+    )
 
 
 def standard_overfits_in_epochs(spec: StudySpec, runs: pd.DataFrame) -> Finding:
-    done = runs[(runs["kind"] == "pretrain") & (runs["status"] == "finished")
-                & (runs["token_budget"] == spec.token_budget)]
+    done = runs[
+        (runs["kind"] == "pretrain") & (runs["status"] == "finished") & (runs["token_budget"] == spec.token_budget)
+    ]
     standard = done[done["recipe"] == "standard"]
     over_epochs, still_falling = [], []
     for preset, group in best_runs(standard, ["preset", "num_train_epochs"]).groupby("preset"):
@@ -79,12 +89,17 @@ def standard_overfits_in_epochs(spec: StudySpec, runs: pd.DataFrame) -> Finding:
         best_epochs = by_epochs.idxmin()
         longer = by_epochs[by_epochs.index > best_epochs]
         if len(longer):
-            over_epochs.append(f"{preset}: best at {best_epochs:g} epochs ({by_epochs[best_epochs]:.4f}), "
-                               f"{longer.index[0]:g} epochs {longer.iloc[0]:.4f}")
+            over_epochs.append(
+                f"{preset}: best at {best_epochs:g} epochs ({by_epochs[best_epochs]:.4f}), "
+                f"{longer.index[0]:g} epochs {longer.iloc[0]:.4f}"
+            )
         else:
             still_falling.append(f"{preset}: best at the most epochs run ({best_epochs:g})")
-    return Finding("standard recipe overfits in epochs (more passes raise validation loss)",
-                   bool(over_epochs) if len(standard) else None, "; ".join(over_epochs + still_falling))
+    return Finding(
+        "standard recipe overfits in epochs (more passes raise validation loss)",
+        bool(over_epochs) if len(standard) else None,
+        "; ".join(over_epochs + still_falling),
+    )
 
 
 def standard_overfits_in_size(spec: StudySpec, scaling: ScalingReport) -> Finding | None:
@@ -92,10 +107,11 @@ def standard_overfits_in_size(spec: StudySpec, scaling: ScalingReport) -> Findin
     if len(best) < 2:
         return None
     largest, lowest = best.iloc[-1], best.loc[best["val_loss"].idxmin()]
-    return Finding("standard recipe overfits in N (the largest model is not the best)",
-                   bool(largest["val_loss"] > lowest["val_loss"]),
-                   f"best {lowest['preset']} {lowest['val_loss']:.4f}; largest {largest['preset']} "
-                   f"{largest['val_loss']:.4f}")
+    return Finding(
+        "standard recipe overfits in N (the largest model is not the best)",
+        bool(largest["val_loss"] > lowest["val_loss"]),
+        f"best {lowest['preset']} {lowest['val_loss']:.4f}; largest {largest['preset']} {largest['val_loss']:.4f}",
+    )
 
 
 def regularized_falls_in_size(spec: StudySpec, scaling: ScalingReport) -> Finding | None:
@@ -103,8 +119,11 @@ def regularized_falls_in_size(spec: StudySpec, scaling: ScalingReport) -> Findin
     if len(best) < 2:
         return None
     losses = best["val_loss"].tolist()
-    return Finding("regularized loss falls monotonically in N", all(b < a for a, b in zip(losses, losses[1:])),
-                   ", ".join(f"{p} {v:.4f}" for p, v in zip(best["preset"], losses)))
+    return Finding(
+        "regularized loss falls monotonically in N",
+        all(b < a for a, b in zip(losses, losses[1:])),
+        ", ".join(f"{p} {v:.4f}" for p, v in zip(best["preset"], losses)),
+    )
 
 
 def ensemble_limit_below_regularized(spec: StudySpec, scaling: ScalingReport) -> Finding:
@@ -112,15 +131,19 @@ def ensemble_limit_below_regularized(spec: StudySpec, scaling: ScalingReport) ->
     reg_asymptote = regularized_fit(spec, scaling)
     ensemble = ensemble_scaling(spec, scaling)
     k_fits = ensemble.k_fits if ensemble is not None else {}
-    unusable = ill_conditioned({"regularized N -> inf": reg_asymptote,
-                                **{f"K -> inf at N = {n:,.0f}": fit for n, fit in k_fits.items()}})
+    unusable = ill_conditioned(
+        {"regularized N -> inf": reg_asymptote, **{f"K -> inf at N = {n:,.0f}": fit for n, fit in k_fits.items()}}
+    )
     if reg_asymptote is None or not k_fits:
         return Finding(claim, None, "no fit over N or over K at the main budget")
     if unusable:
         return Finding(claim, None, unusable)
     k_limits = [fit.E for fit in k_fits.values()]
-    return Finding(claim, min(k_limits) < reg_asymptote.E,
-                   f"K -> inf: {', '.join(f'{v:.4f}' for v in k_limits)}; regularized N -> inf {reg_asymptote.E:.4f}")
+    return Finding(
+        claim,
+        min(k_limits) < reg_asymptote.E,
+        f"K -> inf: {', '.join(f'{v:.4f}' for v in k_limits)}; regularized N -> inf {reg_asymptote.E:.4f}",
+    )
 
 
 def joint_limit_lowest(spec: StudySpec, scaling: ScalingReport) -> Finding | None:
@@ -151,28 +174,36 @@ def distilled_student_beats_baseline(state: StudyState) -> Finding | None:
     student = state.distillation.get("ensemble")
     if student is None:
         return None
-    return Finding("distilled student below its same-size baseline",
-                   student.student_val_loss < student.single_val_loss,
-                   f"student {student.student_val_loss:.4f} (weight decay {student.weight_decay:g}), best single "
-                   f"{student.single_val_loss:.4f}, ensemble teacher {student.teacher_val_loss:.4f}")
+    return Finding(
+        "distilled student below its same-size baseline",
+        student.student_val_loss < student.single_val_loss,
+        f"student {student.student_val_loss:.4f} (weight decay {student.weight_decay:g}), best single "
+        f"{student.single_val_loss:.4f}, ensemble teacher {student.teacher_val_loss:.4f}",
+    )
 
 
 def self_distillation_beats_teacher(state: StudyState) -> Finding | None:
     student = state.distillation.get("self")
     if student is None:
         return None
-    return Finding("self-distillation (real data kept in the mix) beats its teacher",
-                   student.student_val_loss < student.teacher_val_loss,
-                   f"teacher {student.teacher_val_loss:.4f}, student {student.student_val_loss:.4f} "
-                   f"(weight decay {student.weight_decay:g})")
+    return Finding(
+        "self-distillation (real data kept in the mix) beats its teacher",
+        student.student_val_loss < student.teacher_val_loss,
+        f"teacher {student.teacher_val_loss:.4f}, student {student.student_val_loss:.4f} "
+        f"(weight decay {student.weight_decay:g})",
+    )
 
 
 def findings(spec: StudySpec, runs: pd.DataFrame, scaling: ScalingReport, state: StudyState) -> list[Finding]:
     """The paper's qualitative findings that this study's runs can check, in the report's order."""
     checked: list[Finding | None] = [
-        standard_overfits_in_epochs(spec, runs), standard_overfits_in_size(spec, scaling),
-        regularized_falls_in_size(spec, scaling), ensemble_limit_below_regularized(spec, scaling),
-        joint_limit_lowest(spec, scaling), ensemble_beats_single_model(spec, state),
-        distilled_student_beats_baseline(state), self_distillation_beats_teacher(state),
+        standard_overfits_in_epochs(spec, runs),
+        standard_overfits_in_size(spec, scaling),
+        regularized_falls_in_size(spec, scaling),
+        ensemble_limit_below_regularized(spec, scaling),
+        joint_limit_lowest(spec, scaling),
+        ensemble_beats_single_model(spec, state),
+        distilled_student_beats_baseline(state),
+        self_distillation_beats_teacher(state),
     ]
     return [finding for finding in checked if finding is not None]

@@ -79,7 +79,9 @@ def search_recipe(
     recorded run."""
     search = spec.standard if recipe == "standard" else spec.regularized
     grid = for_recipe(
-        recipe, learning_rates=search.learning_rate, epochs=search.num_train_epochs,
+        recipe,
+        learning_rates=search.learning_rate,
+        epochs=search.num_train_epochs,
         weight_decays=search.weight_decay if recipe == "regularized" else None,
     )
     objective = PretrainObjective(study_run(run, recipe, budget, preset), output_dir)
@@ -106,8 +108,15 @@ class Study:
         # Wall time adds up over the sessions of a resumed study; each save counts this one up to now.
         sessions, self._earlier_wall_time_s = previous_sessions(self.output_dir)
         self.state = StudyState(
-            name=spec.name, corpus=self.run["corpus"], corpus_config=self.run.get("corpus_config"), searches={},
-            ensembles={}, distillation={}, benchmarks={}, failures=[], sessions=sessions + 1,
+            name=spec.name,
+            corpus=self.run["corpus"],
+            corpus_config=self.run.get("corpus_config"),
+            searches={},
+            ensembles={},
+            distillation={},
+            benchmarks={},
+            failures=[],
+            sessions=sessions + 1,
             wall_time_s=self._earlier_wall_time_s,
         )
         self._started = time.perf_counter()
@@ -147,11 +156,16 @@ class Study:
                 logger.info("search %s", key)
                 result, grid = search_recipe(self.spec, self.run, recipe, budget, preset, self.output_dir)
                 self.state.searches[key] = SearchState(
-                    recipe=recipe, preset=preset, token_budget=budget, point=result.best_point,
-                    val_loss=result.best_loss, locally_optimal=result.locally_optimal,
+                    recipe=recipe,
+                    preset=preset,
+                    token_budget=budget,
+                    point=result.best_point,
+                    val_loss=result.best_loss,
+                    locally_optimal=result.locally_optimal,
                     run_id=result.best.extra.get("run_id") if result.best else None,
                     model_dir=result.best.extra.get("model_dir") if result.best else None,
-                    evaluations=result.evaluations, reused=result.reused,
+                    evaluations=result.evaluations,
+                    reused=result.reused,
                     grid_edges=grid.edges(result.best_point) if result.best else [],
                 )
                 self.save()
@@ -178,12 +192,12 @@ class Study:
                 tuning = {}
                 for rule in spec.member_candidates:
                     member_rule = "paper" if rule == "paper" else "none"
-                    records = train_ensemble(run, self.output_dir, spec.tune_k, member_rule=member_rule,
-                                             slot=self.slot)
+                    records = train_ensemble(run, self.output_dir, spec.tune_k, member_rule=member_rule, slot=self.slot)
                     tuning[rule] = _ensemble_loss(records, self.output_dir, run, spec.tune_k, member_rule)
                 chosen = min(tuning, key=tuning.get)
-                records = train_ensemble(run, self.output_dir, spec.k, slot=self.slot,
-                                         member_rule="paper" if chosen == "paper" else "none")
+                records = train_ensemble(
+                    run, self.output_dir, spec.k, slot=self.slot, member_rule="paper" if chosen == "paper" else "none"
+                )
             except (InputError, RuntimeError) as error:
                 self.note_failure(f"ensemble {preset}", error)
                 continue
@@ -191,8 +205,13 @@ class Study:
                 continue
             full = records[-1]
             self.state.ensembles[preset] = EnsembleState(
-                tuning=tuning, chosen=chosen, k=spec.k, val_loss=full["val_loss"],
-                member_val_loss_mean=full["member_val_loss_mean"], model_dir=full["model_dir"], run_id=full["run_id"],
+                tuning=tuning,
+                chosen=chosen,
+                k=spec.k,
+                val_loss=full["val_loss"],
+                member_val_loss_mean=full["member_val_loss_mean"],
+                model_dir=full["model_dir"],
+                run_id=full["run_id"],
             )
             self.save()
 
@@ -219,11 +238,17 @@ class Study:
             except (InputError, RuntimeError) as error:
                 self.note_failure(f"synthetic data from {name}", error)
                 continue
-            plans[name] = (teacher, teacher_loss,
-                           {"synthetic_data": str(synthetic), "synthetic_fraction": spec.synthetic_fraction})
+            plans[name] = (
+                teacher,
+                teacher_loss,
+                {"synthetic_data": str(synthetic), "synthetic_fraction": spec.synthetic_fraction},
+            )
         if spec.token_level and ensemble:
-            plans["token"] = (ensemble.model_dir, ensemble.val_loss,
-                              {"kd_mode": "token", "teacher": ensemble.model_dir})
+            plans["token"] = (
+                ensemble.model_dir,
+                ensemble.val_loss,
+                {"kd_mode": "token", "teacher": ensemble.model_dir},
+            )
         weight_decays = spec.student_weight_decays(optimum.point[WEIGHT_DECAY])
         for name, (teacher, teacher_loss, extra) in plans.items():
             tried = self._students(name, base, extra, weight_decays)
@@ -231,10 +256,17 @@ class Study:
                 continue
             best = min(tried, key=lambda student: student.val_loss)
             self.state.distillation[name] = DistillationState(
-                preset=preset, teacher=teacher, kd_mode=extra.get("kd_mode", "sequence"),
-                student_val_loss=best.val_loss, weight_decay=best.weight_decay, run_id=best.run_id,
-                model_dir=best.model_dir, status="finished", teacher_val_loss=teacher_loss,
-                single_val_loss=optimum.val_loss, students=tried,
+                preset=preset,
+                teacher=teacher,
+                kd_mode=extra.get("kd_mode", "sequence"),
+                student_val_loss=best.val_loss,
+                weight_decay=best.weight_decay,
+                run_id=best.run_id,
+                model_dir=best.model_dir,
+                status="finished",
+                teacher_val_loss=teacher_loss,
+                single_val_loss=optimum.val_loss,
+                students=tried,
             )
             self.save()
 
@@ -254,27 +286,45 @@ class Study:
                 self.note_failure(f"student of {name} at weight decay {weight_decay:g}", error)
                 continue
             if record["status"] != "finished":
-                self.note_failure(f"student of {name} at weight decay {weight_decay:g}",
-                                  RuntimeError(f"run {record['run_id']} ended {record['status']}"))
+                self.note_failure(
+                    f"student of {name} at weight decay {weight_decay:g}",
+                    RuntimeError(f"run {record['run_id']} ended {record['status']}"),
+                )
                 continue
-            finished.append(StudentState(weight_decay=weight_decay, val_loss=record["val_loss"],
-                                         run_id=record["run_id"], model_dir=record.get("model_dir")))
+            finished.append(
+                StudentState(
+                    weight_decay=weight_decay,
+                    val_loss=record["val_loss"],
+                    run_id=record["run_id"],
+                    model_dir=record.get("model_dir"),
+                )
+            )
         return finished
 
     def benchmarks(self) -> None:
         from hf_infcompute.evaluation import evaluate_model
 
         spec = self.spec.benchmarks
-        models = {f"regularized {p}": Path(self.optimum(p).model_dir)
-                  for p in self.spec.presets if self.optimum(p).model_dir}
+        models = {
+            f"regularized {p}": Path(self.optimum(p).model_dir) for p in self.spec.presets if self.optimum(p).model_dir
+        }
         models.update({f"ensemble {p} K={e.k}": Path(e.model_dir) for p, e in self.state.ensembles.items()})
-        models.update({f"student ({name})": Path(d.model_dir) for name, d in self.state.distillation.items()
-                       if d.model_dir})
+        models.update(
+            {f"student ({name})": Path(d.model_dir) for name, d in self.state.distillation.items() if d.model_dir}
+        )
         for label, path in models.items():
-            result = evaluate_model(path, spec.tasks, data_dir=spec.data_dir, limit=spec.limit, label=label,
-                                    output_dir=self.output_dir / "benchmarks")
+            result = evaluate_model(
+                path,
+                spec.tasks,
+                data_dir=spec.data_dir,
+                limit=spec.limit,
+                label=label,
+                output_dir=self.output_dir / "benchmarks",
+            )
             self.state.benchmarks[label] = BenchmarkState(
-                average=result.average, model_dir=str(path), scores={t: result.headline(t).value for t in result.tasks},
+                average=result.average,
+                model_dir=str(path),
+                scores={t: result.headline(t).value for t in result.tasks},
             )
             self.save()
 
@@ -287,4 +337,3 @@ def _ensemble_loss(records: list[dict], output_dir: Path, run: RunConfig, k: int
         return next(r["val_loss"] for r in records if r.get("kind") == "ensemble" and r["k"] == k)
     ensemble_id = planned_ensemble_id(run, k, member_rule=member_rule)
     return wait_for_members(output_dir, [ensemble_id])[0]["val_loss"]
-

@@ -29,8 +29,11 @@ from hf_infcompute.study.spec import StudySpec
 from hf_infcompute.study.state import DistillationState, StudyState
 
 FIGURES_DIRNAME = "figures"
-DISTILLATION_LABELS = {"ensemble": "ensemble, sequence-level", "self": "best single model (self-distillation)",
-                       "token": "ensemble, token-level KL"}
+DISTILLATION_LABELS = {
+    "ensemble": "ensemble, sequence-level",
+    "self": "best single model (self-distillation)",
+    "token": "ensemble, token-level KL",
+}
 
 
 def _loss(value: float | None) -> str:
@@ -72,8 +75,16 @@ def distillation_rows(distilled: dict[str, DistillationState]) -> list[list[str]
         for student in entry.students:
             chosen = " (best)" if student.run_id == entry.run_id and len(entry.students) > 1 else ""
             share = _share_text(entry, student.val_loss) if name != "self" else "n/a"
-            rows.append([DISTILLATION_LABELS.get(name, name), _loss(entry.teacher_val_loss),
-                         f"{student.weight_decay:g}", f"{student.val_loss:.4f}{chosen}", share, student.run_id])
+            rows.append(
+                [
+                    DISTILLATION_LABELS.get(name, name),
+                    _loss(entry.teacher_val_loss),
+                    f"{student.weight_decay:g}",
+                    f"{student.val_loss:.4f}{chosen}",
+                    share,
+                    student.run_id,
+                ]
+            )
     return rows
 
 
@@ -83,48 +94,109 @@ def comparison_rows(spec: StudySpec, scaling: ScalingReport, state: StudyState) 
     rows = []
     if len(std):
         top = std.loc[std["val_loss"].idxmin()]
-        rows.append(["standard recipe, best loss", _loss(top["val_loss"]), f"measured ({top['preset']})",
-                     f"{paper.STANDARD_BEST} (600M)"])
-    rows.append(_fit_row("regularized, N -> inf asymptote", regularized_fit(spec, scaling), "fit over N",
-                         f"{paper.REGULARIZED_ASYMPTOTE}"))
+        rows.append(
+            [
+                "standard recipe, best loss",
+                _loss(top["val_loss"]),
+                f"measured ({top['preset']})",
+                f"{paper.STANDARD_BEST} (600M)",
+            ]
+        )
+    rows.append(
+        _fit_row(
+            "regularized, N -> inf asymptote",
+            regularized_fit(spec, scaling),
+            "fit over N",
+            f"{paper.REGULARIZED_ASYMPTOTE}",
+        )
+    )
     ensemble = ensemble_scaling(spec, scaling)
     if ensemble is not None:
         for n, fit in sorted(ensemble.k_fits.items()):
-            rows.append(_fit_row(f"ensemble of N = {n:,.0f}, K -> inf asymptote", fit, "fit over K",
-                                 f"{paper.ENSEMBLE_ASYMPTOTE} (300M)"))
-        rows.append(_fit_row("joint N, K -> inf asymptote", ensemble.joint, "two-step fit",
-                             f"{paper.JOINT_ASYMPTOTE}"))
-    for label, series, reference in (("regularized", "regularized (N -> inf)", paper.EFFICIENCY_REGULARIZED),
-                                     ("joint", "regularized ensembles (N, K -> inf)", paper.EFFICIENCY_JOINT)):
+            rows.append(
+                _fit_row(
+                    f"ensemble of N = {n:,.0f}, K -> inf asymptote",
+                    fit,
+                    "fit over K",
+                    f"{paper.ENSEMBLE_ASYMPTOTE} (300M)",
+                )
+            )
+        rows.append(_fit_row("joint N, K -> inf asymptote", ensemble.joint, "two-step fit", f"{paper.JOINT_ASYMPTOTE}"))
+    for label, series, reference in (
+        ("regularized", "regularized (N -> inf)", paper.EFFICIENCY_REGULARIZED),
+        ("joint", "regularized ensembles (N, K -> inf)", paper.EFFICIENCY_JOINT),
+    ):
         value, how = efficiency(scaling, series, spec.token_budget)
-        rows.append([f"data efficiency, {label} over standard", "n/a" if value is None else efficiency_text(value),
-                     how, f"{reference}x"])
+        rows.append(
+            [
+                f"data efficiency, {label} over standard",
+                "n/a" if value is None else efficiency_text(value),
+                how,
+                f"{reference}x",
+            ]
+        )
     distilled = state.distillation
-    students = (("ensemble", "distilled student", "(ensemble teacher)", f"{paper.DISTILLED_STUDENT}",
-                 f"{paper.RETAINED_SHARE:.0%}"),
-                ("token", "token-level student", "(KL to the ensemble)", "not in the paper", "not in the paper"))
+    students = (
+        (
+            "ensemble",
+            "distilled student",
+            "(ensemble teacher)",
+            f"{paper.DISTILLED_STUDENT}",
+            f"{paper.RETAINED_SHARE:.0%}",
+        ),
+        ("token", "token-level student", "(KL to the ensemble)", "not in the paper", "not in the paper"),
+    )
     for name, label, how, paper_loss, paper_share in students:
         if name in distilled:
             student = distilled[name]
             rows.append([f"{label} {how}", _loss(student.student_val_loss), "measured", paper_loss])
-            rows.append([f"share of the ensemble's gain the {label} keeps", _share_text(student),
-                         "measured: (single - student) / (single - ensemble)", paper_share])
+            rows.append(
+                [
+                    f"share of the ensemble's gain the {label} keeps",
+                    _share_text(student),
+                    "measured: (single - student) / (single - ensemble)",
+                    paper_share,
+                ]
+            )
     if "self" in distilled:
         student = distilled["self"]
-        rows.append(["self-distillation: teacher -> student",
-                     f"{student.teacher_val_loss:.4f} -> {student.student_val_loss:.4f}",
-                     "measured", f"{paper.SELF_DISTILLATION[0]} -> {paper.SELF_DISTILLATION[1]}"])
+        rows.append(
+            [
+                "self-distillation: teacher -> student",
+                f"{student.teacher_val_loss:.4f} -> {student.student_val_loss:.4f}",
+                "measured",
+                f"{paper.SELF_DISTILLATION[0]} -> {paper.SELF_DISTILLATION[1]}",
+            ]
+        )
     for label, scores in state.benchmarks.items():
-        rows.append([f"benchmark average, {label}", f"{100 * scores.average:.2f}", "measured (lm-eval)",
-                     "; ".join(f"{k} {v}" for k, v in paper.BENCHMARK_AVERAGES.items())])
+        rows.append(
+            [
+                f"benchmark average, {label}",
+                f"{100 * scores.average:.2f}",
+                "measured (lm-eval)",
+                "; ".join(f"{k} {v}" for k, v in paper.BENCHMARK_AVERAGES.items()),
+            ]
+        )
     return rows
 
 
 def best_run_rows(scaling: ScalingReport) -> list[list[str]]:
     """The best run per recipe, token budget and size, as the scaling analysis selected them."""
-    return [[size.recipe, str(size.token_budget), r.preset, str(int(r.n_params_total)), f"{r.learning_rate:g}",
-             f"{r.num_train_epochs:g}", f"{r.weight_decay:g}", f"{r.val_loss:.4f}", r.run_id]
-            for size in scaling.sizes for r in size.table.itertuples()]
+    return [
+        [
+            size.recipe,
+            str(size.token_budget),
+            r.preset,
+            str(int(r.n_params_total)),
+            f"{r.learning_rate:g}",
+            f"{r.num_train_epochs:g}",
+            f"{r.weight_decay:g}",
+            f"{r.val_loss:.4f}",
+            r.run_id,
+        ]
+        for size in scaling.sizes
+        for r in size.table.itertuples()
+    ]
 
 
 def write_study_report(spec: StudySpec, output_dir: str | Path, state: StudyState) -> Path:
@@ -150,36 +222,59 @@ def write_study_report(spec: StudySpec, output_dir: str | Path, state: StudyStat
         "## Findings",
         "",
     ]
-    rows = [[f.claim, {True: "yes", False: "**no**", None: "not tested"}[f.reproduced], f.evidence]
-            for f in findings(spec, runs, scaling, state)]
+    rows = [
+        [f.claim, {True: "yes", False: "**no**", None: "not tested"}[f.reproduced], f.evidence]
+        for f in findings(spec, runs, scaling, state)
+    ]
     lines += markdown_table(["paper's finding", "reproduced here", "evidence (validation loss)"], rows)
     if any(f[1] == "**no**" for f in rows):
         lines += ["", "A finding marked **no** did not reproduce at this scale; it is reported as measured."]
     lines += ["", f"## This run beside the paper ({paper.PAPER_BUDGET})", ""]
-    lines += markdown_table(["quantity", "this run", "how obtained", "paper"],
-                            comparison_rows(spec, scaling, state))
+    lines += markdown_table(["quantity", "this run", "how obtained", "paper"], comparison_rows(spec, scaling, state))
     lines += ["", "## Best runs per recipe, budget and size (measured)", ""]
     lines += markdown_table(
         ["recipe", "D", "preset", "parameters", "learning rate", "epochs", "weight decay", "val loss", "run"],
         best_run_rows(scaling),
     )
-    edges = [f"{s.recipe} {s.preset} at D = {s.token_budget:,}: {', '.join(s.grid_edges)}"
-             for s in state.searches.values() if s.grid_edges]
+    edges = [
+        f"{s.recipe} {s.preset} at D = {s.token_budget:,}: {', '.join(s.grid_edges)}"
+        for s in state.searches.values()
+        if s.grid_edges
+    ]
     if edges:
-        lines += ["", "Optima on the edge of their search grid (a better point may lie past it; widen that axis in "
-                  "the recipe):", ""] + [f"- {edge}" for edge in edges]
+        lines += [
+            "",
+            "Optima on the edge of their search grid (a better point may lie past it; widen that axis in the recipe):",
+            "",
+        ] + [f"- {edge}" for edge in edges]
     if state.ensembles:
         lines += ["", "## Ensembles (measured)", ""]
         lines += markdown_table(
             ["preset", "member hyperparameters (tuned at small K)", "K", "ensemble loss", "mean member loss"],
-            [[preset, f"{e.chosen} ({', '.join(f'{k}: {v:.4f}' for k, v in e.tuning.items())})", str(e.k),
-              f"{e.val_loss:.4f}", f"{e.member_val_loss_mean:.4f}"] for preset, e in state.ensembles.items()],
+            [
+                [
+                    preset,
+                    f"{e.chosen} ({', '.join(f'{k}: {v:.4f}' for k, v in e.tuning.items())})",
+                    str(e.k),
+                    f"{e.val_loss:.4f}",
+                    f"{e.member_val_loss_mean:.4f}",
+                ]
+                for preset, e in state.ensembles.items()
+            ],
         )
     if state.distillation:
         lines += ["", "## Distillation (measured)", ""]
         lines += markdown_table(
-            ["teacher", "teacher loss", "student weight decay", "student loss", "share of the ensemble's gain kept",
-             "run"], distillation_rows(state.distillation))
+            [
+                "teacher",
+                "teacher loss",
+                "student weight decay",
+                "student loss",
+                "share of the ensemble's gain kept",
+                "run",
+            ],
+            distillation_rows(state.distillation),
+        )
     if state.failures:
         lines += ["", "## Failures", ""] + [f"- {f.phase}: {f.error}" for f in state.failures]
     if len(failed):
@@ -187,9 +282,11 @@ def write_study_report(spec: StudySpec, output_dir: str | Path, state: StudyStat
     lines += ["", "## Figures", ""]
     for figure in sorted((output_dir / FIGURES_DIRNAME).glob("*.png")):
         lines += [f"![{figure.stem}]({FIGURES_DIRNAME}/{figure.name})", ""]
-    lines += [f"Every fit with its uncertainty: [{FIGURES_DIRNAME}/report.md]({FIGURES_DIRNAME}/report.md), "
-              f"[{FIGURES_DIRNAME}/fits.json]({FIGURES_DIRNAME}/fits.json). Every run: `hf_infcompute.load_runs"
-              f"(\"{output_dir}\")`."]
+    lines += [
+        f"Every fit with its uncertainty: [{FIGURES_DIRNAME}/report.md]({FIGURES_DIRNAME}/report.md), "
+        f"[{FIGURES_DIRNAME}/fits.json]({FIGURES_DIRNAME}/fits.json). Every run: `hf_infcompute.load_runs"
+        f'("{output_dir}")`.'
+    ]
     path = output_dir / "report.md"
     write_text_atomic(path, "\n".join(lines) + "\n")
     return path

@@ -109,7 +109,10 @@ class StudySpec:
 
 
 NESTED = {
-    "standard": SearchSpec, "regularized": SearchSpec, "ensemble": EnsembleSpec, "distillation": DistillationSpec,
+    "standard": SearchSpec,
+    "regularized": SearchSpec,
+    "ensemble": EnsembleSpec,
+    "distillation": DistillationSpec,
     "benchmarks": BenchmarkSpec,
 }
 
@@ -156,8 +159,9 @@ def parse_study(values: dict[str, Any]) -> StudySpec:
     if len(spec.presets) < 1:
         raise InputError("a study needs at least one preset")
     if spec.ensemble.k < 1 or not 1 <= spec.ensemble.tune_k <= spec.ensemble.k:
-        raise InputError(f"ensemble needs k >= 1 and 1 <= tune_k <= k, got k={spec.ensemble.k}, "
-                         f"tune_k={spec.ensemble.tune_k}")
+        raise InputError(
+            f"ensemble needs k >= 1 and 1 <= tune_k <= k, got k={spec.ensemble.k}, tune_k={spec.ensemble.tune_k}"
+        )
     unknown = sorted(set(spec.ensemble.member_candidates) - {OPTIMUM, "paper"})
     if unknown:
         raise InputError(f"unknown member candidate(s) {unknown}; use '{OPTIMUM}' and/or 'paper'")

@@ -127,18 +127,24 @@ class StudyState:
         fields = _fields(cls, values, "", source)
         mappings = {"searches": SearchState, "ensembles": EnsembleState, "benchmarks": BenchmarkState}
         for name, record in mappings.items():
-            fields[name] = {key: record(**_fields(record, entry, f"{name}[{key}].", source))
-                            for key, entry in _mapping(fields[name], name, source).items()}
+            fields[name] = {
+                key: record(**_fields(record, entry, f"{name}[{key}].", source))
+                for key, entry in _mapping(fields[name], name, source).items()
+            }
         distillation = {}
         for key, entry in _mapping(fields["distillation"], "distillation", source).items():
             where = f"distillation[{key}]."
             entry = _fields(DistillationState, entry, where, source)
-            entry["students"] = [StudentState(**_fields(StudentState, student, f"{where}students[{i}].", source))
-                                 for i, student in enumerate(entry["students"])]
+            entry["students"] = [
+                StudentState(**_fields(StudentState, student, f"{where}students[{i}].", source))
+                for i, student in enumerate(entry["students"])
+            ]
             distillation[key] = DistillationState(**entry)
         fields["distillation"] = distillation
-        fields["failures"] = [Failure(**_fields(Failure, failure, f"failures[{i}].", source))
-                              for i, failure in enumerate(fields["failures"])]
+        fields["failures"] = [
+            Failure(**_fields(Failure, failure, f"failures[{i}].", source))
+            for i, failure in enumerate(fields["failures"])
+        ]
         return cls(**fields)
 
     def save(self, path: str | Path) -> None:
@@ -155,8 +161,9 @@ class StudyState:
 
 def _mapping(values: Any, where: str, source: str) -> dict[str, Any]:
     if not isinstance(values, dict):
-        raise InputError(f"{source}: `{where}` is not a mapping; the file was not written by this hf-infcompute. "
-                         f"{RERUN}")
+        raise InputError(
+            f"{source}: `{where}` is not a mapping; the file was not written by this hf-infcompute. {RERUN}"
+        )
     return values
 
 
@@ -166,8 +173,11 @@ def _fields(cls: type, values: Any, where: str, source: str) -> dict[str, Any]:
     names = {f.name for f in dataclasses.fields(cls)}
     missing, unknown = sorted(names - set(values)), sorted(set(values) - names)
     if missing or unknown:
-        problem = (f"lacks {', '.join(f'`{where}{m}`' for m in missing)}" if missing else
-                   f"holds unknown {', '.join(f'`{where}{u}`' for u in unknown)}")
+        problem = (
+            f"lacks {', '.join(f'`{where}{m}`' for m in missing)}"
+            if missing
+            else f"holds unknown {', '.join(f'`{where}{u}`' for u in unknown)}"
+        )
         raise InputError(f"{source} {problem}: it was written by another version of hf-infcompute. {RERUN}")
     return dict(values)
 

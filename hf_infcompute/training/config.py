@@ -26,13 +26,34 @@ from hf_infcompute.training.arguments import ModelArguments, RegularizedTraining
 # The settings that define a run's result: two configurations equal on these are the same run.
 IDENTITY_KEYS = {
     "data": (
-        "corpus", "corpus_config", "corpus_split", "corpus_revision", "text_column", "max_corpus_tokens",
-        "tokenizer", "vocab_size", "tokenizer_train_chars", "seq_len", "token_budget", "val_sequences",
+        "corpus",
+        "corpus_config",
+        "corpus_split",
+        "corpus_revision",
+        "text_column",
+        "max_corpus_tokens",
+        "tokenizer",
+        "vocab_size",
+        "tokenizer_train_chars",
+        "seq_len",
+        "token_budget",
+        "val_sequences",
     ),
     "model": ("preset", "base_model", "lora_r", "lora_alpha", "lora_dropout"),
     "training": (
-        "recipe", "learning_rate", "num_train_epochs", "weight_decay", "lr_scheduler_type", "warmup_steps",
-        "max_grad_norm", "adam_beta1", "adam_beta2", "adam_epsilon", "seed", "data_seed", "precision",
+        "recipe",
+        "learning_rate",
+        "num_train_epochs",
+        "weight_decay",
+        "lr_scheduler_type",
+        "warmup_steps",
+        "max_grad_norm",
+        "adam_beta1",
+        "adam_beta2",
+        "adam_epsilon",
+        "seed",
+        "data_seed",
+        "precision",
     ),
 }
 # Settings added after runs were recorded: part of the identity only when they differ from these defaults, so the
@@ -59,11 +80,14 @@ class RunConfig(Generic[Training]):
         """The settings that decide this run's result (see `IDENTITY_KEYS`, plus the method's own fields)."""
         parts = {"data": self.data, "model": self.model, "training": self.training}
         identity = {key: getattr(parts[group], key) for group, keys in IDENTITY_KEYS.items() for key in keys}
-        identity.update({
-            key: getattr(parts[group], key)
-            for group, defaults in IDENTITY_IF_CHANGED.items() for key, default in defaults.items()
-            if getattr(parts[group], key) != default
-        })
+        identity.update(
+            {
+                key: getattr(parts[group], key)
+                for group, defaults in IDENTITY_IF_CHANGED.items()
+                for key, default in defaults.items()
+                if getattr(parts[group], key) != default
+            }
+        )
         identity["batch_size"] = self.global_batch_size
         own = set(_init_fields(type(self.training))) - set(_init_fields(RegularizedTrainingArguments))
         identity.update({name: getattr(self.training, name) for name in sorted(own)})
@@ -78,8 +102,13 @@ class RunConfig(Generic[Training]):
     def run_id(self) -> str:
         t = self.training
         return training_run_id(
-            self.identity(), recipe=t.recipe, model=self.model.name, token_budget=self.data.token_budget,
-            learning_rate=t.learning_rate, weight_decay=t.weight_decay, num_train_epochs=t.num_train_epochs,
+            self.identity(),
+            recipe=t.recipe,
+            model=self.model.name,
+            token_budget=self.data.token_budget,
+            learning_rate=t.learning_rate,
+            weight_decay=t.weight_decay,
+            num_train_epochs=t.num_train_epochs,
             seed=t.seed,
         )
 
@@ -94,8 +123,10 @@ class RunConfig(Generic[Training]):
         field_types = _field_types((DataArguments, ModelArguments, training_class))
         unknown = sorted(set(changes) - set(field_types))
         if unknown:
-            raise InputError(f"unknown run key(s) {unknown}; valid keys are the fields of DataArguments, "
-                             f"ModelArguments and {training_class.__name__}")
+            raise InputError(
+                f"unknown run key(s) {unknown}; valid keys are the fields of DataArguments, "
+                f"ModelArguments and {training_class.__name__}"
+            )
         values = {key: _coerce(key, value, field_types[key]) for key, value in changes.items()}
         t = self.training
         if "seed" in values and "data_seed" not in values and t.data_seed == t.seed:
@@ -107,7 +138,8 @@ class RunConfig(Generic[Training]):
             return cls(**{**kept, **{key: value for key, value in values.items() if key in names}})
 
         return RunConfig(
-            data=rebuilt(self.data, DataArguments), model=rebuilt(self.model, ModelArguments),
+            data=rebuilt(self.data, DataArguments),
+            model=rebuilt(self.model, ModelArguments),
             training=rebuilt(self.training, training_class),
         )
 

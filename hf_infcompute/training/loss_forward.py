@@ -96,7 +96,9 @@ def _forward_with_loss(
     states by `self.loss_implementation` and no logits are returned. `head_loss(hidden, weight, bias)` replaces the
     cross-entropy (distillation passes its loss so). Without either it is the model's own forward."""
     inputs = {
-        "input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids,
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "position_ids": position_ids,
         "inputs_embeds": inputs_embeds,
     }
     if (labels is None and head_loss is None) or not (isinstance(logits_to_keep, int) and logits_to_keep == 0):
@@ -113,21 +115,28 @@ def _forward_with_loss(
         if self.loss_implementation == "liger":
             head_loss = liger_head_loss(labels, num_items_in_batch, shift_labels)
         else:
+
             def head_loss(hidden, weight, bias):
                 return chunked_causal_lm_loss(
-                    hidden, weight, labels, bias=bias, num_items_in_batch=num_items_in_batch,
-                    shift_labels=shift_labels, chunk_tokens=self.loss_chunk_tokens,
+                    hidden,
+                    weight,
+                    labels,
+                    bias=bias,
+                    num_items_in_batch=num_items_in_batch,
+                    shift_labels=shift_labels,
+                    chunk_tokens=self.loss_chunk_tokens,
                 )
+
     output = CausalLMOutputWithPast(
-        loss=head_loss(hidden, head.weight, head.bias), logits=None,
-        hidden_states=outputs.hidden_states, attentions=outputs.attentions,
+        loss=head_loss(hidden, head.weight, head.bias),
+        logits=None,
+        hidden_states=outputs.hidden_states,
+        attentions=outputs.attentions,
     )
     return output.to_tuple() if return_dict is False else output
 
 
-def install_loss_forward(
-    model: nn.Module, implementation: str, chunk_tokens: int, *, tokens_per_step: int = 0
-) -> None:
+def install_loss_forward(model: nn.Module, implementation: str, chunk_tokens: int, *, tokens_per_step: int = 0) -> None:
     """Have `model(..., labels=...)` compute its loss by `implementation` ('auto', 'chunked', 'full' or 'liger';
     'auto' decides by the logits of `tokens_per_step` tokens, see `resolve_loss_implementation`).
 
@@ -142,7 +151,9 @@ def install_loss_forward(
         raise InputError(f"`loss_chunk_tokens` must be >= 1, got {chunk_tokens}")
     if implementation == "full":
         return
-    if implementation == "liger" and (importlib.util.find_spec("liger_kernel") is None or not torch.cuda.is_available()):
+    if implementation == "liger" and (
+        importlib.util.find_spec("liger_kernel") is None or not torch.cuda.is_available()
+    ):
         raise InputError(
             "loss_implementation=liger needs liger-kernel (`pip install liger-kernel`) and a CUDA GPU (its kernels are "
             "Triton); install it on a GPU machine or set loss_implementation=chunked, which runs anywhere"

@@ -39,7 +39,6 @@ from hf_infcompute.workers import is_lead
 logger = logging.getLogger(__name__)
 
 
-
 def run_dir(output_dir: str | Path, run_id: str) -> Path:
     return Path(output_dir) / "runs" / run_id
 
@@ -81,8 +80,11 @@ def build_model_for(run: RunConfig, data: PretrainingData) -> PreTrainedModel:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(run.training.seed)  # peft draws the LoRA adapters' initial weights from this generator
             model = load_base_model(
-                model_args.base_model, lora_r=model_args.lora_r, lora_alpha=model_args.lora_alpha,
-                lora_dropout=model_args.lora_dropout, attn_implementation=model_args.attn_implementation,
+                model_args.base_model,
+                lora_r=model_args.lora_r,
+                lora_alpha=model_args.lora_alpha,
+                lora_dropout=model_args.lora_dropout,
+                attn_implementation=model_args.attn_implementation,
             )
     else:
         model = build_model(model_config_for(run, data), seed=run.training.seed)
