@@ -17,6 +17,7 @@ the BPE is trained once, before the measured preparations.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -92,10 +93,8 @@ def measure(corpus: Path, tokenizer_dir: Path, workers: int, seq_len: int, scrat
     )
     root, peak_anonymous = psutil.Process(child.pid), 0
     while child.poll() is None:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError):
             peak_anonymous = max(peak_anonymous, sum(map(anonymous_bytes, [root, *root.children(recursive=True)])))
-        except (psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError):
-            pass
         time.sleep(SAMPLE_S)
     output = child.stdout.read()
     if child.returncode:
