@@ -23,6 +23,7 @@ from hf_infcompute.method import member_hyperparameters
 from hf_infcompute.records import RUN_RECORD_FILE, append_record, read_record, write_json_atomic
 from hf_infcompute.run_ids import ensemble_run_id, soup_run_id
 from hf_infcompute.training import RunConfig, pretrain
+from hf_infcompute.training.checkpoints import model_folder_problem
 from hf_infcompute.workers import WorkerSlot, is_lead
 
 logger = logging.getLogger(__name__)
@@ -127,6 +128,13 @@ def record_curve(
     """Evaluate and record the K-curve of finished `members` (in order) on `run`'s validation split."""
     from transformers import AutoModelForCausalLM
 
+    for member in members:
+        problem = model_folder_problem(member["model_dir"])
+        if problem:
+            raise InputError(
+                f"ensemble member {member['run_id']}: {problem}. Run the same command again: a member whose model "
+                "folder is gone is trained again"
+            )
     data = prepare_data(run.data)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     # In the members' saved dtype, on the host: the scorer moves them onto the device (streamed if they do not fit).

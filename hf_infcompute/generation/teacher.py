@@ -22,6 +22,7 @@ from transformers import (
 from hf_infcompute.data.cache import build_once
 from hf_infcompute.errors import InputError
 from hf_infcompute.records import RUN_RECORD_FILE
+from hf_infcompute.training.checkpoints import model_folder_problem
 
 ENSEMBLE_MODEL_TYPE = "logit_ensemble"
 # Written beside every model that `pretrain` saves; it holds the sequence length the model was trained on.
@@ -82,6 +83,12 @@ def _register_ensemble() -> None:
 
 def load_teacher_model(spec: TeacherSpec, *, device: str, dtype: str = "auto") -> PreTrainedModel:
     """The teacher on `device` in eval mode; ensembles are loaded through the same Auto class."""
+    problem = model_folder_problem(spec.name) if Path(spec.name).is_dir() else None
+    if problem:
+        raise InputError(
+            f"teacher {problem}: give a folder written by `save_pretrained` (a finished run's `model/` folder or an "
+            "ensemble's folder), or train the teacher again"
+        )
     if spec.is_ensemble:
         _register_ensemble()
     model = AutoModelForCausalLM.from_pretrained(spec.name, dtype=dtype)

@@ -136,7 +136,21 @@ class Study:
         """Worker 0 (or a lone process) records ensembles, distils and reports; the others help train."""
         return is_lead(self.slot)
 
+    def check_runs(self) -> None:
+        """Parse the run of every search before anything trains, so a bad `run:` key stops the study at once."""
+        for recipe, budget in self.search_plan():
+            for preset in self.spec.presets:
+                try:
+                    study_run(self.run, recipe, budget, preset)
+                except InputError as error:
+                    raise InputError(f"study {self.spec.name}, `run:` section: {error}") from None
+
+    def search_plan(self) -> list[tuple[str, int]]:
+        """(recipe, token budget) of every search: the standard recipe at each budget, the regularized at the main."""
+        return [("standard", budget) for budget in self.spec.budgets] + [("regularized", self.spec.token_budget)]
+
     def run_all(self) -> StudyState:
+        self.check_runs()
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.searches()
         self.ensembles()
@@ -149,8 +163,7 @@ class Study:
         return self.state
 
     def searches(self) -> None:
-        plan = [("standard", budget) for budget in self.spec.budgets] + [("regularized", self.spec.token_budget)]
-        for recipe, budget in plan:
+        for recipe, budget in self.search_plan():
             for preset in self.spec.presets:
                 key = search_key(recipe, preset, budget)
                 logger.info("search %s", key)

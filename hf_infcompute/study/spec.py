@@ -7,10 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from hf_infcompute.errors import InputError
 from hf_infcompute.method import STANDARD_WEIGHT_DECAY
+from hf_infcompute.recipe_files import read_yaml
 
 
 @dataclass(frozen=True)
@@ -183,7 +182,7 @@ def load_study(path: str | Path, *, data: str | None = None) -> StudySpec:
         text = packaged.read_text()
     else:
         text = path.read_text()
-    values = yaml.safe_load(text) or {}
+    values = read_yaml(path, "study recipe", text)
     if data:
         values.setdefault("run", {})["corpus"] = data
     try:

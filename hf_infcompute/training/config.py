@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-import yaml
 from transformers import HfArgumentParser
 
 from hf_infcompute.data.arguments import DataArguments
 from hf_infcompute.errors import InputError
+from hf_infcompute.recipe_files import read_yaml
 from hf_infcompute.run_ids import training_run_id
 from hf_infcompute.training.arguments import ModelArguments, RegularizedTrainingArguments
 
@@ -59,6 +59,8 @@ IDENTITY_KEYS = {
 # Settings added after runs were recorded: part of the identity only when they differ from these defaults, so the
 # ids of runs recorded before them still hold.
 IDENTITY_IF_CHANGED = {"data": {"validation_split": "head", "validation_seed": 0}}
+
+BOOLEAN_WORDS = {"true": True, "false": False, "yes": True, "no": False, "on": True, "off": False}
 
 Training = TypeVar("Training", bound=RegularizedTrainingArguments)
 
@@ -154,12 +156,18 @@ def _field_types(classes: tuple[type, ...]) -> dict[str, Any]:
 
 
 def _coerce(key: str, value: Any, hint: Any) -> Any:
-    """Convert YAML/CLI values such as '3e-3' or 1e6 to the field's type; anything else passes through."""
+    """Convert YAML/CLI values such as '3e-3' or 1e6 to the field's type; anything else passes through.
+
+    Command-line values arrive as strings and are read by the field's type, as the recipe file's quoted values are:
+    `save_strategy=no` stays the string 'no' (YAML would read it as false), `max_corpus_tokens=null` is None.
+    """
     kinds = _type_args(hint)
     numeric = float in kinds or int in kinds
     if isinstance(value, str):
-        if bool in kinds and value.lower() in ("true", "false"):
-            return value.lower() == "true"
+        if type(None) in kinds and value.strip().lower() in ("null", "none", "~"):
+            return None
+        if bool in kinds and value.lower() in BOOLEAN_WORDS:
+            return BOOLEAN_WORDS[value.lower()]
         if not numeric:
             return value
         try:
@@ -202,7 +210,7 @@ def parse_run_config(
     if unknown:
         raise InputError(
             f"unknown recipe key(s) {unknown}; valid keys are the fields of "
-            f"{', '.join(c.__name__ for c in classes)} (`--help-keys` lists them)"
+            f"{', '.join(c.__name__ for c in classes)} (`hf-infcompute pretrain --help-keys` lists them)"
         )
     values = {key: _coerce(key, value, field_types[key]) for key, value in config.items()}
     values["output_dir"] = output_dir
@@ -218,13 +226,13 @@ def parse_run_config(
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """`["key=value", ...]` to a mapping; values are read as YAML scalars ('3e-3', '16', 'true')."""
+    """`["key=value", ...]` to a mapping of strings, which `parse_run_config` reads by each field's type."""
     overrides: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise InputError(f"override {pair!r} is not of the form key=value")
-        overrides[key.strip()] = yaml.safe_load(value)
+        overrides[key.strip()] = value.strip()
     return overrides
 
 
@@ -233,7 +241,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> dict[st
     path = Path(path)
     if not path.is_file():
         raise InputError(f"recipe file {path} not found")
-    config = yaml.safe_load(path.read_text()) or {}
+    config = read_yaml(path, "recipe")
     if not isinstance(config, dict):
         raise InputError(f"recipe {path} must be a mapping of setting: value")
     config.update(parse_overrides(overrides or []))
