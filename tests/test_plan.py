@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -91,6 +92,7 @@ def test_device_peaks():
 
 MEASURE = """
 import json, resource, sys, torch
+torch.set_num_threads(1)  # each thread's allocator arena would count too
 from transformers import LlamaConfig, LlamaForCausalLM
 h, inter, layers, heads, kv, vocab, batch, seq = map(int, sys.argv[1:])
 config = LlamaConfig(hidden_size=h, intermediate_size=inter, num_hidden_layers=layers, num_attention_heads=heads,
@@ -110,7 +112,12 @@ def test_memory_model_within_a_factor_of_a_measured_step():
     against the model: within 0.75-1.5x for a logit-bound and an activation-bound shape, measured in parallel."""
     shapes = {"logits": (128, 448, 2, 4, 4, 4096, 4, 512), "activations": (256, 896, 4, 4, 2, 512, 2, 1024)}
     jobs = {
-        name: subprocess.Popen([sys.executable, "-c", MEASURE, *map(str, shape)], stdout=subprocess.PIPE, text=True)
+        name: subprocess.Popen(
+            [sys.executable, "-c", MEASURE, *map(str, shape)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "2"},
+        )
         for name, shape in shapes.items()
     }
     for name, (h, inter, layers, heads, kv, vocab, batch, seq) in shapes.items():

@@ -149,7 +149,8 @@ def test_end_launch_leaves_one_plain_process(launch_env, tmp_path):
     assert end_launch()  # outside a launch: nothing to end
 
 
-def test_the_lead_is_worker_zero_or_rank_zero_or_the_only_process(monkeypatch):
+def test_the_lead_is_worker_zero_or_rank_zero_or_the_only_process(launch_env):
+    monkeypatch = launch_env
     monkeypatch.delenv("RANK", raising=False)
     assert is_lead()  # a lone process
     monkeypatch.setenv("RANK", "1")

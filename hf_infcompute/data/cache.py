@@ -13,6 +13,9 @@ from filelock import FileLock, Timeout
 
 logger = logging.getLogger(__name__)
 
+# Where build locks live, beside the entries they guard.
+LOCKS_DIRNAME = ".locks"
+
 
 def cache_root(cache_dir: str | None) -> Path:
     root = cache_dir or os.environ.get("HF_INFCOMPUTE_CACHE") or Path.home() / ".cache" / "hf_infcompute"
@@ -22,14 +25,16 @@ def cache_root(cache_dir: str | None) -> Path:
 def build_once(target: Path, build: Callable[[Path], None]) -> Path:
     """Build a cache folder at `target` unless it exists: `build(tmp)` fills a temporary folder that is then renamed.
 
-    A lock file beside the entry (`<target>.lock`) lets one process build it, among processes and machines sharing
+    A lock file beside the entry (`.locks/<target>.lock`, in a hidden folder so that listings of the entries see
+    none) lets one process build it, among processes and machines sharing
     the filesystem; the others wait for the lock, then read what it published. The rename makes publishing atomic,
     so a reader never sees a half-written entry.
     """
     if target.is_dir():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(target.parent / f"{target.name}.lock"))
+    locks = target.parent / LOCKS_DIRNAME
+    locks.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(locks / f"{target.name}.lock"))
     try:
         lock.acquire(blocking=False)
     except Timeout:
