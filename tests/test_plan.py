@@ -213,3 +213,11 @@ def test_auto_micro_batch_fits_the_free_gpu_memory(corpus_dir, monkeypatch):
     assert run.global_batch_size == 64
     with pytest.raises(InputError, match="set `global_batch_size` too"):
         parse_run_config({"corpus": str(corpus_dir), "token_budget": 8192, "auto_micro_batch": True}, "/tmp/unused")
+
+
+def test_out_of_memory_anywhere_in_a_study_is_an_input_error_and_other_errors_pass():
+    from hf_infcompute.errors import raise_if_out_of_memory
+
+    with pytest.raises(InputError, match="ensemble tiny-1m ran out of device memory.*hf-infcompute plan"):
+        raise_if_out_of_memory(torch.OutOfMemoryError("CUDA out of memory"), "ensemble tiny-1m")
+    raise_if_out_of_memory(RuntimeError("run x ended failed"), "ensemble tiny-1m")  # an ordinary failure: noted

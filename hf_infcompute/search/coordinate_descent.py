@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import sys
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -22,7 +21,7 @@ from dataclasses import dataclass, replace
 from numbers import Real
 from typing import Any
 
-from hf_infcompute.errors import InputError
+from hf_infcompute.errors import InputError, raise_if_out_of_memory
 from hf_infcompute.search.grid import Point, SearchGrid, point_label
 from hf_infcompute.search.store import FAILED, FINISHED, PointResult, SweepStore, default_worker_id, point_key
 
@@ -222,15 +221,7 @@ class _Search:
         except InputError:
             raise  # the settings are wrong, not this point: every other point would fail the same way
         except Exception as error:
-            if _is_out_of_memory(error):
-                # The device, not the point, is at fault: steering around it would bias the search to cheap points.
-                raise InputError(
-                    f"{point_label(point)} ran out of device memory ({error}); the search stops instead of counting "
-                    "it as a failed point. Lower `per_device_train_batch_size` (with `global_batch_size` set, the "
-                    "accumulation keeps the global batch), turn on `gradient_checkpointing`, set "
-                    "`loss_implementation=chunked`, or run `hf-infcompute plan RECIPE.yaml` to see what fits; then "
-                    "re-run the search, which resumes."
-                ) from error
+            raise_if_out_of_memory(error, f"search point {point_label(point)}")
             outcome = {"status": FAILED, "error": f"{type(error).__name__}: {error}"}
             extra = {"traceback": traceback.format_exc()}
         else:
@@ -302,12 +293,6 @@ def _split_output(output: Any) -> tuple[float, dict[str, Any]]:
     if isinstance(output, bool) or not isinstance(output, Real):
         raise TypeError(f"an objective must return a loss (a number) or a dict with 'val_loss', got {output!r}")
     return float(output), extra
-
-
-def _is_out_of_memory(error: BaseException) -> bool:
-    """A torch device out-of-memory error. torch is looked up, not imported: an objective that raised one loaded it."""
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(error, torch.OutOfMemoryError)
 
 
 def _loss_text(result: PointResult) -> str:

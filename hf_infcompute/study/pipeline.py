@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hf_infcompute.errors import InputError
+from hf_infcompute.errors import InputError, raise_if_out_of_memory
 from hf_infcompute.method import STANDARD_WEIGHT_DECAY
 from hf_infcompute.search import SearchGrid, SearchResult, SweepStore, coordinate_descent, for_recipe
 from hf_infcompute.search.grid import LEARNING_RATE, NUM_TRAIN_EPOCHS, WEIGHT_DECAY
@@ -212,6 +212,7 @@ class Study:
                     run, self.output_dir, spec.k, slot=self.slot, member_rule="paper" if chosen == "paper" else "none"
                 )
             except (InputError, RuntimeError) as error:
+                raise_if_out_of_memory(error, f"ensemble {preset}")
                 self.note_failure(f"ensemble {preset}", error)
                 continue
             if not self.is_lead:
@@ -249,6 +250,7 @@ class Study:
             try:
                 generate_synthetic(teacher, synthetic, num_tokens=tokens, seq_len=base.data.seq_len, seed=0)
             except (InputError, RuntimeError) as error:
+                raise_if_out_of_memory(error, f"sampling from {name}")
                 self.note_failure(f"synthetic data from {name}", error)
                 continue
             plans[name] = (
@@ -296,6 +298,7 @@ class Study:
                 student = base.replace(DistillationTrainingArguments, weight_decay=weight_decay, **distillation)
                 record = distill(student, self.output_dir)
             except (InputError, RuntimeError) as error:
+                raise_if_out_of_memory(error, f"student of {name} at weight decay {weight_decay:g}")
                 self.note_failure(f"student of {name} at weight decay {weight_decay:g}", error)
                 continue
             if record["status"] != "finished":
