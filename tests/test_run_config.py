@@ -43,7 +43,7 @@ def test_replace_validates_again():
         standard.replace(weight_decay=0.2)
     with pytest.raises(InputError, match="learning_rate"):
         standard.replace(learning_rate=0)
-    with pytest.raises(InputError, match=r"unknown run key\(s\) \['learnig_rate'\]"):
+    with pytest.raises(InputError, match=r"unknown recipe key\(s\) \['learnig_rate'\]"):
         standard.replace(learnig_rate=1e-3)
     with pytest.raises(InputError, match="token_budget"):
         standard.replace(token_budget=0)

@@ -36,8 +36,8 @@ from hf_infcompute.planning.memory import (
     largest_micro_batch,
     step_memory,
 )
-from hf_infcompute.search.grid import NUM_TRAIN_EPOCHS, WEIGHT_DECAY, SearchGrid, for_recipe
-from hf_infcompute.study.pipeline import search_start
+from hf_infcompute.search.grid import NUM_TRAIN_EPOCHS, WEIGHT_DECAY, SearchGrid
+from hf_infcompute.study.pipeline import search_grid
 from hf_infcompute.study.spec import StudySpec
 from hf_infcompute.training.arguments import RegularizedTrainingArguments
 
@@ -301,18 +301,6 @@ def _search_work(recipe: str, preset: PresetPlan, grid: SearchGrid, start: dict,
     )
 
 
-def _search_grid(spec: StudySpec, recipe: str) -> tuple[SearchGrid, dict]:
-    """The grid and start of a study's search of `recipe` (the one place reading the study's search fields)."""
-    search = spec.standard if recipe == "standard" else spec.regularized
-    grid = for_recipe(
-        recipe,
-        learning_rates=search.learning_rate,
-        epochs=search.num_train_epochs,
-        weight_decays=search.weight_decay if recipe == "regularized" else None,
-    )
-    return grid, search_start(grid, search, recipe)
-
-
 def _main_budget(spec: StudySpec) -> int:
     """The study's main token budget D (the one place reading it)."""
     return spec.token_budget
@@ -327,9 +315,9 @@ def plan_study(spec: StudySpec, settings: RunSettings, device_bytes: float) -> R
     budget = _main_budget(spec)
     work: list[Work] = []
     for recipe, budgets in (("standard", spec.budgets), ("regularized", [budget])):
-        grid, start = _search_grid(spec, recipe)
+        grid, start = search_grid(spec, recipe)
         work += [_search_work(recipe, presets[name], grid, start, d) for d in budgets for name in spec.presets]
-    grid, start = _search_grid(spec, "regularized")
+    grid, start = search_grid(spec, "regularized")
     epochs, weight_decay = start[NUM_TRAIN_EPOCHS], start[WEIGHT_DECAY]
     for name in spec.ensemble.presets or spec.presets:
         work.append(_member_work(spec, presets[name], epochs * budget))

@@ -77,6 +77,15 @@ def search_recipe(
 ) -> tuple[SearchResult, SearchGrid]:
     """Locally optimal hyperparameters of `recipe` for (`budget`, `preset`), and the grid searched; every point is a
     recorded run."""
+    grid, start = search_grid(spec, recipe)
+    objective = PretrainObjective(study_run(run, recipe, budget, preset), output_dir)
+    store = SweepStore(output_dir / "sweeps" / f"{recipe}-{preset}-D{budget}")
+    store.bind(objective.binding(grid.names))
+    return coordinate_descent(objective, grid, start, store), grid
+
+
+def search_grid(spec: StudySpec, recipe: str) -> tuple[SearchGrid, dict[str, Any]]:
+    """The grid and the start of a study's search of `recipe` (the one place reading the study's search fields)."""
     search = spec.standard if recipe == "standard" else spec.regularized
     grid = for_recipe(
         recipe,
@@ -84,10 +93,7 @@ def search_recipe(
         epochs=search.num_train_epochs,
         weight_decays=search.weight_decay if recipe == "regularized" else None,
     )
-    objective = PretrainObjective(study_run(run, recipe, budget, preset), output_dir)
-    store = SweepStore(output_dir / "sweeps" / f"{recipe}-{preset}-D{budget}")
-    store.bind(objective.binding(grid.names))
-    return coordinate_descent(objective, grid, search_start(grid, search, recipe), store), grid
+    return grid, search_start(grid, search, recipe)
 
 
 def study_run(run: dict[str, Any], recipe: str, token_budget: int, preset: str) -> RunConfig:

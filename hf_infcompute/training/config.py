@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -122,14 +123,7 @@ class RunConfig(Generic[Training]):
         method's arguments (e.g. `DistillationTrainingArguments`), keeping every shared setting.
         """
         training_class = training_class or type(self.training)
-        field_types = _field_types((DataArguments, ModelArguments, training_class))
-        unknown = sorted(set(changes) - set(field_types))
-        if unknown:
-            raise InputError(
-                f"unknown run key(s) {unknown}; valid keys are the fields of DataArguments, "
-                f"ModelArguments and {training_class.__name__}"
-            )
-        values = {key: _coerce(key, value, field_types[key]) for key, value in changes.items()}
+        values = _typed_values(changes, (DataArguments, ModelArguments, training_class))
         t = self.training
         if "seed" in values and "data_seed" not in values and t.data_seed == t.seed:
             values["data_seed"] = values["seed"]
@@ -153,6 +147,18 @@ def _field_types(classes: tuple[type, ...]) -> dict[str, Any]:
         for f in dataclasses.fields(cls):
             types_by_name.setdefault(f.name, hints.get(f.name, Any))
     return types_by_name
+
+
+def _typed_values(settings: Mapping[str, Any], classes: tuple[type, ...]) -> dict[str, Any]:
+    """`settings` read by the type of the field each names; an unknown key is refused by name."""
+    field_types = _field_types(classes)
+    unknown = sorted(set(settings) - set(field_types))
+    if unknown:
+        raise InputError(
+            f"unknown recipe key(s) {unknown}; valid keys are the fields of "
+            f"{', '.join(c.__name__ for c in classes)} (`hf-infcompute pretrain --help-keys` lists them)"
+        )
+    return {key: _coerce(key, value, field_types[key]) for key, value in settings.items()}
 
 
 def _coerce(key: str, value: Any, hint: Any) -> Any:
@@ -205,14 +211,7 @@ def parse_run_config(
     if "output_dir" in config:
         raise InputError("give `output_dir` on the command line (--output), not in the recipe")
     classes = (DataArguments, ModelArguments, training_class)
-    field_types = _field_types(classes)
-    unknown = sorted(set(config) - set(field_types))
-    if unknown:
-        raise InputError(
-            f"unknown recipe key(s) {unknown}; valid keys are the fields of "
-            f"{', '.join(c.__name__ for c in classes)} (`hf-infcompute pretrain --help-keys` lists them)"
-        )
-    values = {key: _coerce(key, value, field_types[key]) for key, value in config.items()}
+    values = _typed_values(config, classes)
     values["output_dir"] = output_dir
     data, model, training = HfArgumentParser(classes).parse_dict(values)
     if model.base_model:
