@@ -91,7 +91,7 @@ def test_device_peaks():
 
 
 MEASURE = """
-import json, resource, sys, torch
+import json, sys, torch
 torch.set_num_threads(1)  # each thread's allocator arena would count too
 from transformers import LlamaConfig, LlamaForCausalLM
 h, inter, layers, heads, kv, vocab, batch, seq = map(int, sys.argv[1:])
@@ -100,9 +100,12 @@ config = LlamaConfig(hidden_size=h, intermediate_size=inter, num_hidden_layers=l
 config._attn_implementation = "sdpa"
 model = LlamaForCausalLM(config)
 ids = torch.randint(0, vocab, (batch, seq))
-before = int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()
+def status_kib(field):
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(field + ":"))
+open("/proc/self/clear_refs", "w").write("5")  # the peak so far (imports, the model's init) is forgotten
+before = status_kib("VmRSS")
 model(input_ids=ids, labels=ids).loss.backward()
-print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before))
+print(json.dumps((status_kib("VmHWM") - before) * 1024))
 """
 
 

@@ -170,7 +170,7 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     kinds = _type_args(hint)
     numeric = float in kinds or int in kinds
     if isinstance(value, str):
-        if type(None) in kinds and value.strip().lower() in ("null", "none", "~"):
+        if type(None) in kinds and value.strip().lower() in ("null", "~"):
             return None
         if bool in kinds and value.lower() in BOOLEAN_WORDS:
             return BOOLEAN_WORDS[value.lower()]
