@@ -301,18 +301,13 @@ def _search_work(recipe: str, preset: PresetPlan, grid: SearchGrid, start: dict,
     )
 
 
-def _main_budget(spec: StudySpec) -> int:
-    """The study's main token budget D (the one place reading it)."""
-    return spec.token_budget
-
-
 def plan_study(spec: StudySpec, settings: RunSettings, device_bytes: float) -> RecipePlan:
     """Every training and sampling of `spec` (see the module docstring for the bounds)."""
     presets = {
         name: plan_model(name, model_config(spec.run, name, settings)[1], settings, device_bytes)
         for name in spec.presets
     }
-    budget = _main_budget(spec)
+    budget = spec.token_budget
     work: list[Work] = []
     for recipe, budgets in (("standard", spec.budgets), ("regularized", [budget])):
         grid, start = search_grid(spec, recipe)
