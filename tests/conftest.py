@@ -15,6 +15,34 @@ PRETRAIN_CORPUS = SHARED_DATA / "pretrain"
 BENCH_DATA = SHARED_DATA / "bench"
 
 
+def save_base_checkpoint(folder: Path, corpus_dir: Path) -> Path:
+    """A tiny random Llama with a BPE tokenizer, saved into `folder` like a hub checkpoint (for continued
+    pre-training)."""
+    import json
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from hf_infcompute.data.tokenizer import train_bpe_tokenizer
+
+    texts = [json.loads(line)["text"] for line in (corpus_dir / "part-05.jsonl").open()][:300]
+    tokenizer = train_bpe_tokenizer(texts, 512)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def corpus_dir() -> Path:
     if not PRETRAIN_CORPUS.is_dir():

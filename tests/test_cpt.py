@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from conftest import BENCH_DATA
+from conftest import BENCH_DATA, save_base_checkpoint
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, ViTConfig, ViTModel
 
 from hf_infcompute.cli.main import main
 from hf_infcompute.continued_pretraining import continued_pretraining
-from hf_infcompute.data.tokenizer import train_bpe_tokenizer
 from hf_infcompute.errors import InputError
 from hf_infcompute.hub import model_card, read_run_record
 from hf_infcompute.training import parse_run_config, pretrain
@@ -19,24 +16,7 @@ from hf_infcompute.training import parse_run_config, pretrain
 @pytest.fixture(scope="module")
 def base_checkpoint(tmp_path_factory, corpus_dir):
     """A tiny random Llama with a BPE tokenizer, saved like a hub checkpoint."""
-    texts = [json.loads(line)["text"] for line in (corpus_dir / "part-05.jsonl").open()][:300]
-    tokenizer = train_bpe_tokenizer(texts, 512)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    folder = tmp_path_factory.mktemp("base")
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_base_checkpoint(tmp_path_factory.mktemp("base"), corpus_dir)
 
 
 @pytest.fixture

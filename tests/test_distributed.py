@@ -17,11 +17,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
-from conftest import BENCH_DATA
+from conftest import BENCH_DATA, save_base_checkpoint
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from hf_infcompute.data import PackedCollator, prepare_data
-from hf_infcompute.data.tokenizer import train_bpe_tokenizer
 from hf_infcompute.hub import read_run_record
 from hf_infcompute.records import iter_records
 from hf_infcompute.training import (
@@ -173,23 +172,7 @@ def test_fsdp2_pretrain_under_a_launcher_saves_a_full_checkpoint(launch_recipe, 
 @pytest.fixture
 def base_checkpoint(tmp_path, corpus_dir) -> Path:
     """A tiny random Llama with a BPE tokenizer, saved like a hub checkpoint."""
-    texts = [json.loads(line)["text"] for line in (corpus_dir / "part-05.jsonl").open()][:300]
-    tokenizer = train_bpe_tokenizer(texts, 512)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    LlamaForCausalLM(config).save_pretrained(tmp_path / "base")
-    tokenizer.save_pretrained(tmp_path / "base")
-    return tmp_path / "base"
+    return save_base_checkpoint(tmp_path / "base", corpus_dir)
 
 
 # The `cpt` command, with each scoring noting what the scoring process sees of the launch (lm-eval's HFLM spreads its
