@@ -16,14 +16,15 @@ import torch
 
 from hf_infcompute.data import PretrainingData, prepare_data
 from hf_infcompute.ensemble.build import build_ensemble
+from hf_infcompute.ensemble.configuration_logit_ensemble import EnsembleMemberError
 from hf_infcompute.ensemble.curve import COMBINE_MODES, ensemble_curve
+from hf_infcompute.ensemble.modeling_logit_ensemble import check_member_folder
 from hf_infcompute.ensemble.soup import average_weights
 from hf_infcompute.errors import InputError
 from hf_infcompute.method import member_hyperparameters
 from hf_infcompute.records import RUN_RECORD_FILE, append_record, read_record, write_json_atomic
 from hf_infcompute.run_ids import ensemble_run_id, soup_run_id
 from hf_infcompute.training import RunConfig, pretrain
-from hf_infcompute.training.checkpoints import model_folder_problem
 from hf_infcompute.workers import WorkerSlot, is_lead
 
 logger = logging.getLogger(__name__)
@@ -128,13 +129,13 @@ def record_curve(
     """Evaluate and record the K-curve of finished `members` (in order) on `run`'s validation split."""
     from transformers import AutoModelForCausalLM
 
-    for member in members:
-        problem = model_folder_problem(member["model_dir"])
-        if problem:
+    for member in members:  # the ensemble's own check, before any member is loaded
+        try:
+            check_member_folder(member["model_dir"], member["run_id"])
+        except EnsembleMemberError as error:
             raise InputError(
-                f"ensemble member {member['run_id']}: {problem}. Run the same command again: a member whose model "
-                "folder is gone is trained again"
-            )
+                f"ensemble {error}. Run the same command again: a member whose model folder is gone is trained again"
+            ) from None
     data = prepare_data(run.data)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     # In the members' saved dtype, on the host: the scorer moves them onto the device (streamed if they do not fit).
