@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from hf_infcompute.errors import InputError
 from hf_infcompute.search.grid import RUN_AXES, Point
 
-if TYPE_CHECKING:  # the search engine itself stays free of torch and the training stack
+if TYPE_CHECKING:  # the search engine imports no training stack (the package itself loads torch to register)
     from hf_infcompute.training.config import RunConfig
 
 

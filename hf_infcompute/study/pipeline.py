@@ -39,7 +39,7 @@ from hf_infcompute.study.state import (
 )
 from hf_infcompute.workers import WorkerSlot, is_lead
 
-if TYPE_CHECKING:  # the training stack (torch) loads when a run is built, not when a study is read
+if TYPE_CHECKING:  # the training stack loads when a run is built, not when a study is read
     from hf_infcompute.training.config import RunConfig
 
 logger = logging.getLogger(__name__)
