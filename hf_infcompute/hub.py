@@ -18,6 +18,7 @@ from huggingface_hub.errors import OfflineModeIsEnabled
 
 from hf_infcompute.errors import InputError
 from hf_infcompute.records import RUN_RECORD_FILE, load_runs
+from hf_infcompute.study.state import STATE_FILE, StudyState
 
 LICENSE = "apache-2.0"
 KIND_DESCRIPTIONS = {
@@ -28,7 +29,7 @@ KIND_DESCRIPTIONS = {
     "student": "a student distilled from a teacher on real plus synthetic data",
 }
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-STUDY_FILES = ["report.md", "study.json", "figures/*", "results.csv"]
+STUDY_FILES = ["report.md", STATE_FILE, "figures/*", "results.csv"]
 
 MODEL_CARD_TEMPLATE = """---
 {{ card_data }}
@@ -147,11 +148,11 @@ def model_card(record: dict[str, Any], scores: list[dict[str, Any]] | None = Non
 
 def study_card(study_dir: Path, runs_count: int) -> DatasetCard:
     """The dataset card of a pushed study: its report is the card's body."""
-    state = json.loads((study_dir / "study.json").read_text())
-    corpus = (state.get("corpus") or {}).get("corpus") if isinstance(state.get("corpus"), dict) else state.get("corpus")
+    state = StudyState.load(study_dir / STATE_FILE)
+    corpus = state.corpus
     data = DatasetCardData(
         license=LICENSE,
-        pretty_name=f"hf-infcompute study: {state.get('name', study_dir.name)}",
+        pretty_name=f"hf-infcompute study: {state.name}",
         tags=["hf-infcompute", "scaling-laws", "data-efficient-pretraining"],
         source_datasets=[corpus] if is_hub_id(corpus) else None,
         configs=[{"config_name": "runs", "data_files": "results.csv"}],
@@ -192,7 +193,7 @@ def push_model(
 
 
 def is_study_dir(folder: str | Path) -> bool:
-    return (Path(folder) / "study.json").is_file()
+    return (Path(folder) / STATE_FILE).is_file()
 
 
 def push_study(study_dir: str | Path, repo_id: str, *, private: bool = False) -> str:

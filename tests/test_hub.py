@@ -10,6 +10,7 @@ from huggingface_hub import DatasetCard, ModelCard
 from hf_infcompute.cli.main import main
 from hf_infcompute.hub import model_card
 from hf_infcompute.records import RUN_RECORD_FILE, append_record
+from hf_infcompute.study.state import StudyState
 
 RECORD = {
     "run_id": "regularized-tiny-1m-D8192-abc",
@@ -65,7 +66,18 @@ def test_a_study_goes_up_as_a_dataset_with_its_report_and_runs_table(tmp_path: P
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     study = tmp_path / "study"
     append_record(study, RECORD)
-    (study / "study.json").write_text(json.dumps({"name": "micro", "corpus": "HuggingFaceFW/fineweb-edu"}))
+    StudyState(
+        name="micro",
+        corpus="HuggingFaceFW/fineweb-edu",
+        corpus_config=None,
+        searches={},
+        ensembles={},
+        distillation={},
+        benchmarks={},
+        failures=[],
+        sessions=1,
+        wall_time_s=1.0,
+    ).save(study / "study.json")
     (study / "report.md").write_text("# Study micro\n\nfindings\n")
     assert main(["push", str(study), "me/micro-study"]) == 2
     assert "offline" in capsys.readouterr().err
