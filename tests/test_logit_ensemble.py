@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import datasets
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -26,9 +27,10 @@ from hf_infcompute.ensemble import (
     average_weights,
     build_ensemble,
 )
-from hf_infcompute.ensemble.curve import MemberPlacement, ensemble_curve, members_fit, row_chunks
+from hf_infcompute.ensemble.curve import MemberPlacement, ensemble_curve, members_fit
 from hf_infcompute.ensemble.modeling_logit_ensemble import OUTPUT_CACHE_FIELD, EnsembleCache
 from hf_infcompute.errors import InputError
+from hf_infcompute.training.validation import row_chunks, sequence_losses
 
 TEXT = [f"member {i} of the ensemble reads the quick brown fox, then sleeps {i % 5} hours. " * 2 for i in range(40)]
 CONTEXT = 64
@@ -242,16 +244,25 @@ def test_chunked_and_streamed_curve_equals_the_naive_mean(members, tokenizer, co
     expected = naive_curve(members, data, pad, combine)
     with CallLog(members) as log:
         # Batches of 2 rows, reduced one row (12 tokens) at a time.
-        chunked = ensemble_curve(members, data, pad, combine=combine, batch_size=2, chunk_tokens=12, stream=False)
+        chunked = ensemble_curve(members, data, pad, batch_size=2, chunk_tokens=12, stream=False)
     assert {use_cache for _, use_cache in log.calls} == {False}
     assert [index for index, _ in log.calls[:6]] == [0, 1, 2, 0, 1, 2]  # resident: chunk by chunk
-    torch.testing.assert_close(chunked.ensemble, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(chunked.ensemble[combine], expected, atol=1e-5, rtol=0)
     with CallLog(members) as log:
-        streamed = ensemble_curve(members, data, pad, combine=combine, batch_size=2, chunk_tokens=12, stream=True)
+        streamed = ensemble_curve(members, data, pad, batch_size=2, chunk_tokens=12, stream=True)
     assert [index for index, _ in log.calls[:6]] == [0, 0, 1, 1, 2, 2]  # streamed: member by member in a batch
-    torch.testing.assert_close(streamed.ensemble, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(streamed.ensemble[combine], expected, atol=1e-5, rtol=0)
     assert streamed.members == pytest.approx(chunked.members, abs=1e-6)
     assert chunked.members[1] == pytest.approx(naive_curve(members[1:2], data, pad, combine)[0], abs=1e-5)
+    # Per row: the rows' means weighted by their targets are the curve's points, and a member's rows are what
+    # `sequence_losses` scores for it alone.
+    rows = np.array(chunked.sequences[combine])
+    assert rows.shape == (len(members), len(data))
+    targets = (PackedCollator(pad)([data[i] for i in range(len(data))])["labels"][:, 1:] != -100).sum(-1).numpy()
+    np.testing.assert_allclose(rows @ targets / targets.sum(), expected, atol=1e-5)
+    np.testing.assert_allclose(streamed.sequences[combine], chunked.sequences[combine], atol=2e-6)
+    alone = sequence_losses(members[1], data, pad, batch_size=2, chunk_tokens=12)
+    assert alone == pytest.approx(chunked.member_sequences[1], abs=2e-6)
     # The full-K point is the ensemble model's own loss.
     if combine == "logits":
         batch = PackedCollator(pad)([data[i] for i in range(len(data))])

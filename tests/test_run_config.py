@@ -74,10 +74,10 @@ def test_students_default_to_the_papers_distillation_settings():
     assert (args.weight_decay, args.synthetic_fraction, args.kd_mode) == (0.1, 0.5, "sequence")
 
 
-def test_the_validation_split_counts_in_the_identity_only_when_not_the_default():
-    head = parse_run_config(SETTINGS)
+def test_the_validation_split_counts_in_the_identity_unless_it_is_the_head_of_the_corpus():
+    head = parse_run_config({**SETTINGS, "validation_split": "head"})
     assert "validation_split" not in head.identity()  # ids of runs recorded before the setting existed still hold
-    assert parse_run_config({**SETTINGS, "validation_split": "head"}).run_id() == head.run_id()
-    random = parse_run_config({**SETTINGS, "validation_split": "random"})
+    random = parse_run_config(SETTINGS)
+    assert random.data.validation_split == "random"  # the default: an i.i.d. sample of the corpus's documents
     other_seed = parse_run_config({**SETTINGS, "validation_split": "random", "validation_seed": 1})
     assert len({head.run_id(), random.run_id(), other_seed.run_id()}) == 3

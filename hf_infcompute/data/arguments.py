@@ -56,12 +56,13 @@ class DataArguments:
         default=64, metadata={"help": "Held-out validation sequences (of `seq_len` tokens), the same for every run."}
     )
     validation_split: str = field(
-        default="head",
+        default="random",
         metadata={
-            "help": "How validation is chosen. 'head': the first `val_sequences` rows of the packed corpus (its first "
-            "documents). 'random': a seeded random sample of whole documents from across the corpus (or the part "
-            "`max_corpus_tokens` reads), held out from training and from a trained tokenizer, the same for every run "
-            "whatever D, the model or `seed`; an i.i.d. sample even when the corpus is ordered by source or time."
+            "help": "How validation is chosen. 'random' (default): a seeded random sample of whole documents from "
+            "across the corpus (or the part `max_corpus_tokens` reads), held out from training and from a trained "
+            "tokenizer, the same for every run whatever D, the model or `seed`; an i.i.d. sample even when the corpus "
+            "is ordered by source or time. 'head': the first `val_sequences` rows of the packed corpus (its first "
+            "documents), a biased sample of any corpus ordered by source, topic or time."
         },
     )
     validation_seed: int = field(default=0, metadata={"help": "Seed of the 'random' validation split's documents."})

@@ -19,20 +19,23 @@ from transformers import PreTrainedModel
 
 from hf_infcompute.data import PackedCollator
 from hf_infcompute.ensemble.modeling_logit_ensemble import LogitCombiner
+from hf_infcompute.training.validation import CHUNK_TOKENS, rounded, row_chunks, row_nll
 
 COMBINE_MODES = ("logits", "probs")
-# Tokens whose logits are reduced at once: 8,192 x the Llama 3 vocabulary is 4.2 GB of float32 running sum.
-CHUNK_TOKENS = 8192
 # Share of the device's free memory kept for activations and logits when deciding whether all members fit.
 MEMORY_HEADROOM = 0.3
 
 
 @dataclass(frozen=True)
 class EnsembleCurve:
-    """Per-token validation NLL: `ensemble[k-1]` of the first k members, `members[i]` of member i alone."""
+    """Per-token validation NLL: `ensemble[combine][k-1]` of the first k members combined by mean logits ("logits")
+    or mean probabilities ("probs"), `members[i]` of member i alone; `sequences` and `member_sequences` hold the same
+    per validation row ([k-1][row] and [i][row])."""
 
-    ensemble: list[float]
+    ensemble: dict[str, list[float]]
     members: list[float]
+    sequences: dict[str, list[list[float]]]
+    member_sequences: list[list[float]]
 
 
 def model_bytes(model: torch.nn.Module) -> int:
@@ -51,12 +54,6 @@ def free_device_memory(device: torch.device) -> int | None:
     if device.type != "cuda":
         return None
     return torch.cuda.mem_get_info(device)[0]
-
-
-def row_chunks(rows: int, seq_len: int, chunk_tokens: int = CHUNK_TOKENS) -> list[slice]:
-    """Row ranges of a batch holding at most `chunk_tokens` tokens each (at least one row)."""
-    step = max(1, chunk_tokens // max(1, seq_len))
-    return [slice(start, min(start + step, rows)) for start in range(0, rows, step)]
 
 
 class MemberPlacement:
@@ -109,53 +106,55 @@ def ensemble_curve(
     validation: datasets.Dataset,
     pad_token_id: int,
     *,
-    combine: str = "logits",
     batch_size: int = 16,
     device: str | torch.device | None = None,
     stream: bool | None = None,
     chunk_tokens: int = CHUNK_TOKENS,
 ) -> EnsembleCurve:
-    """Evaluate every prefix ensemble (k = 1..K) of `members` on `validation` (packed rows) in one pass.
+    """Evaluate every prefix ensemble (k = 1..K) of `members` on `validation` (packed rows) in one pass, combining
+    logits and probabilities both.
 
-    Each member runs once per row; the prefix ensembles come from a running sum of member logits (or probabilities),
+    Each member runs once per row; the prefix ensembles come from running sums of member logits and probabilities,
     so the whole curve costs K forward passes, not K(K+1)/2. Written by hand because no library evaluates nested
     ensembles; the full-K point equals `LogitEnsembleForCausalLM`'s loss. `device` defaults to member 0's;
     `stream` (default: decided from the device's free memory) moves members onto it one at a time. Members run in
     their own dtype; the reduction is float32. Members end where they started.
     """
-    if combine not in COMBINE_MODES:
-        raise ValueError(f"combine must be one of {COMBINE_MODES}, got {combine!r}")
     device = torch.device(device) if device is not None else members[0].device
-    k_total = len(members)
-    ensemble_nll = torch.zeros(k_total, dtype=torch.float64, device=device)
-    member_nll = torch.zeros(k_total, dtype=torch.float64, device=device)
-    tokens = torch.zeros((), dtype=torch.long, device=device)
+    k_total, rows_total = len(members), len(validation)
+    ensemble_nll = {
+        mode: torch.zeros(k_total, rows_total, dtype=torch.float64, device=device) for mode in COMBINE_MODES
+    }
+    member_nll = torch.zeros(k_total, rows_total, dtype=torch.float64, device=device)
+    tokens = torch.zeros(rows_total, dtype=torch.long, device=device)
     loader = DataLoader(validation, batch_size=batch_size, collate_fn=PackedCollator(pad_token_id))
+    first_row = 0
     with MemberPlacement(members, device, stream=stream).placed() as placement:
         for batch in loader:
             batch = {key: value.to(device) for key, value in batch.items()}
             targets = batch.pop("labels")[:, 1:]
             chunks = row_chunks(targets.shape[0], targets.shape[1], chunk_tokens)
-            combiners = [LogitCombiner(combine) for _ in chunks]
+            combiners = [{mode: LogitCombiner(mode) for mode in COMBINE_MODES} for _ in chunks]
             for chunk_index, index in placement.order(len(chunks)):
                 rows = chunks[chunk_index]
+                at = slice(first_row + rows.start, first_row + rows.stop)
                 inputs = {key: value[rows] for key, value in batch.items()}
                 logits = placement.get(index)(**inputs, use_cache=False).logits[:, :-1].float()
                 chunk_targets = targets[rows]
-                member_nll[index] += _nll(torch.log_softmax(logits, dim=-1), chunk_targets)
-                combiner = combiners[chunk_index]
-                combiner.add(logits)
+                member_nll[index, at], tokens[at] = row_nll(torch.log_softmax(logits, dim=-1), chunk_targets)
+                for mode, combiner in combiners[chunk_index].items():
+                    combiner.add(logits)
+                    ensemble_nll[mode][index, at] = row_nll(
+                        torch.log_softmax(combiner.result(), dim=-1), chunk_targets
+                    )[0]
                 del logits
-                ensemble_nll[index] += _nll(torch.log_softmax(combiner.result(), dim=-1), chunk_targets)
-                if combiner.count == k_total:
-                    combiners[chunk_index] = None  # the chunk is done: free its running sum
-            tokens += (targets != -100).sum()
-    count = float(tokens)
-    return EnsembleCurve(ensemble=(ensemble_nll / count).tolist(), members=(member_nll / count).tolist())
-
-
-def _nll(log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Summed NLL of `targets` (-100 ignored), as a float64 tensor on the device."""
-    mask = targets != -100
-    picked = log_probs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return -(picked * mask).sum(dtype=torch.float64)
+                if combiners[chunk_index]["logits"].count == k_total:
+                    combiners[chunk_index] = {}  # the chunk is done: free its running sums
+            first_row += targets.shape[0]
+    count = tokens.clamp(min=1).double()
+    return EnsembleCurve(
+        ensemble={mode: (nll.sum(dim=1) / tokens.sum()).tolist() for mode, nll in ensemble_nll.items()},
+        members=(member_nll.sum(dim=1) / tokens.sum()).tolist(),
+        sequences={mode: [rounded(row) for row in (nll / count).tolist()] for mode, nll in ensemble_nll.items()},
+        member_sequences=[rounded(row) for row in (member_nll / count).tolist()],
+    )

@@ -25,6 +25,7 @@ from hf_infcompute.method import member_hyperparameters
 from hf_infcompute.records import RUN_RECORD_FILE, append_record, read_record, write_json_atomic
 from hf_infcompute.run_ids import ensemble_run_id, soup_run_id
 from hf_infcompute.training import RunConfig, pretrain
+from hf_infcompute.training.validation import sequence_losses
 from hf_infcompute.workers import WorkerSlot, is_lead
 
 logger = logging.getLogger(__name__)
@@ -144,7 +145,6 @@ def record_curve(
         models,
         data.validation,
         data.tokenizer.pad_token_id,
-        combine=combine,
         batch_size=run.training.per_device_eval_batch_size,
         device=device,
     )
@@ -179,7 +179,12 @@ def record_curve(
             "k": k,
             "combine": combine,
             "members": ids[:k],
-            "val_loss": curve.ensemble[k - 1],
+            "val_loss": curve.ensemble[combine][k - 1],
+            "val_sequence_losses": curve.sequences[combine][k - 1],
+            # Both combinations, whichever the ensemble uses: the paper averages logits, others found probabilities
+            # better at many members.
+            "val_loss_by_combine": {mode: losses[k - 1] for mode, losses in curve.ensemble.items()},
+            "val_sequence_losses_by_combine": {mode: rows[k - 1] for mode, rows in curve.sequences.items()},
             "member_val_loss_mean": sum(curve.members[:k]) / k,
             "member_val_loss_best": min(curve.members[:k]),
             "tokens_seen": sum(m["tokens_seen"] for m in members[:k]),
@@ -203,9 +208,9 @@ def record_soup(
     soup_id = soup_run_id(shared["preset"], shared["token_budget"], ids)
     soup_dir = Path(output_dir) / "soups" / soup_id
     model = average_weights([m["model_dir"] for m in members], soup_dir).eval()
-    loss = ensemble_curve(
-        [model], data.validation, data.tokenizer.pad_token_id, batch_size=run.training.per_device_eval_batch_size
-    ).ensemble[0]
+    losses = sequence_losses(
+        model, data.validation, data.tokenizer.pad_token_id, batch_size=run.training.per_device_eval_batch_size
+    )
     record = {
         **shared,
         "run_id": soup_id,
@@ -213,7 +218,8 @@ def record_soup(
         "status": "finished",
         "k": len(ids),
         "members": ids,
-        "val_loss": loss,
+        "val_loss": sum(losses) / len(losses),
+        "val_sequence_losses": losses,
         "model_dir": str(soup_dir),
     }
     write_json_atomic(soup_dir / RUN_RECORD_FILE, record)

@@ -44,6 +44,9 @@ if TYPE_CHECKING:  # the training stack loads when a run is built, not when a st
 
 logger = logging.getLogger(__name__)
 
+CONFIGURED_START = "study's start"
+STANDARD_START = "standard optimum"
+
 # Used when a study names no corpus and the Hub is reachable: a public, deduplicated, quality-filtered web sample.
 DEFAULT_CORPUS = {"corpus": "HuggingFaceFW/fineweb-edu", "corpus_config": "sample-10BT", "streaming": True}
 
@@ -73,11 +76,18 @@ def search_start(grid: Any, search: SearchSpec, recipe: str) -> dict[str, Any]:
 
 
 def search_recipe(
-    spec: StudySpec, run: dict[str, Any], recipe: str, budget: int, preset: str, output_dir: Path
+    spec: StudySpec,
+    run: dict[str, Any],
+    recipe: str,
+    budget: int,
+    preset: str,
+    output_dir: Path,
+    start: dict[str, Any] | None = None,
 ) -> tuple[SearchResult, SearchGrid]:
-    """Locally optimal hyperparameters of `recipe` for (`budget`, `preset`), and the grid searched; every point is a
-    recorded run."""
-    grid, start = search_grid(spec, recipe)
+    """Locally optimal hyperparameters of `recipe` for (`budget`, `preset`) from `start` (default: the study's),
+    and the grid searched; every point is a recorded run."""
+    grid, configured = search_grid(spec, recipe)
+    start = configured if start is None else grid.canonical(start)
     objective = PretrainObjective(study_run(run, recipe, budget, preset), output_dir)
     store = SweepStore(output_dir / "sweeps" / f"{recipe}-{preset}-D{budget}")
     store.bind(objective.binding(grid.names))
@@ -168,12 +178,27 @@ class Study:
         self.save()
         return self.state
 
+    def search_starts(self, recipe: str, preset: str, budget: int) -> dict[str, dict[str, Any] | None]:
+        """Where the searches of `recipe` start: the study's start, and for the regularized recipe also the standard
+        recipe's optimum at the same (D, N) (weight decay 0.1 lies on its grid), so that regularizing is never worse
+        than not regularizing because of the search's path."""
+        starts: dict[str, dict[str, Any] | None] = {CONFIGURED_START: None}
+        if recipe == "regularized":
+            standard = self.state.searches.get(search_key("standard", preset, budget))
+            if standard is not None and standard.point is not None:
+                starts[STANDARD_START] = standard.point
+        return starts
+
     def searches(self) -> None:
         for recipe, budget in self.search_plan():
             for preset in self.spec.presets:
                 key = search_key(recipe, preset, budget)
-                logger.info("search %s", key)
-                result, grid = search_recipe(self.spec, self.run, recipe, budget, preset, self.output_dir)
+                outcomes = {}
+                for label, start in self.search_starts(recipe, preset, budget).items():
+                    logger.info("search %s from the %s", key, label)
+                    outcomes[label] = search_recipe(self.spec, self.run, recipe, budget, preset, self.output_dir, start)
+                won = min(outcomes, key=lambda label: outcomes[label][0].best_loss)
+                result, grid = outcomes[won]
                 self.state.searches[key] = SearchState(
                     recipe=recipe,
                     preset=preset,
@@ -186,6 +211,8 @@ class Study:
                     evaluations=result.evaluations,
                     reused=result.reused,
                     grid_edges=grid.edges(result.best_point) if result.best else [],
+                    start=won,
+                    start_losses={label: outcome[0].best_loss for label, outcome in outcomes.items()},
                 )
                 self.save()
 

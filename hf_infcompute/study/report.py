@@ -17,9 +17,11 @@ from hf_infcompute.scaling.joint import JointFit
 from hf_infcompute.scaling.power_law import PowerLawFit
 from hf_infcompute.scaling.report import efficiency_text, markdown_table, write_report
 from hf_infcompute.study import paper
+from hf_infcompute.study.confidence import INCONCLUSIVE, NO, NOT_TESTED, YES, Interval, paired_difference
 from hf_infcompute.study.findings import (
+    Evidence,
     best_sizes,
-    efficiency,
+    efficiency_interval,
     ensemble_scaling,
     findings,
     regularized_fit,
@@ -34,6 +36,23 @@ DISTILLATION_LABELS = {
     "self": "best single model (self-distillation)",
     "token": "ensemble, token-level KL",
 }
+
+
+VERDICT_TEXT = {YES: "yes", NO: "**no**", INCONCLUSIVE: "*inconclusive*", NOT_TESTED: "not tested"}
+
+
+def _rows(evidence: Evidence) -> str:
+    sequences = evidence.runs.get("val_sequence_losses") if len(evidence.runs) else None
+    counts = {len(v) for v in sequences if isinstance(v, list)} if sequences is not None else set()
+    return " / ".join(f"{c:,}" for c in sorted(counts)) or "(no per-row losses recorded)"
+
+
+def _efficiency(value: Interval | None) -> str:
+    if value is None:
+        return "n/a"
+    if math.isnan(value.low):
+        return efficiency_text(value.estimate)
+    return f"{efficiency_text(value.estimate)} [{efficiency_text(value.low)}, {efficiency_text(value.high)}]"
 
 
 def _loss(value: float | None) -> str:
@@ -88,8 +107,9 @@ def distillation_rows(distilled: dict[str, DistillationState]) -> list[list[str]
     return rows
 
 
-def comparison_rows(spec: StudySpec, scaling: ScalingReport, state: StudyState) -> list[list[str]]:
+def comparison_rows(evidence: Evidence) -> list[list[str]]:
     """This run's headline figures beside the paper's, each with how it was obtained."""
+    spec, scaling, state = evidence.spec, evidence.scaling, evidence.state
     std = best_sizes(scaling, "standard", spec.token_budget)
     rows = []
     if len(std):
@@ -126,15 +146,8 @@ def comparison_rows(spec: StudySpec, scaling: ScalingReport, state: StudyState) 
         ("regularized", "regularized (N -> inf)", paper.EFFICIENCY_REGULARIZED),
         ("joint", "regularized ensembles (N, K -> inf)", paper.EFFICIENCY_JOINT),
     ):
-        value, how = efficiency(scaling, series, spec.token_budget)
-        rows.append(
-            [
-                f"data efficiency, {label} over standard",
-                "n/a" if value is None else efficiency_text(value),
-                how,
-                f"{reference}x",
-            ]
-        )
+        value, how = efficiency_interval(evidence, series)
+        rows.append([f"data efficiency, {label} over standard", _efficiency(value), how, f"{reference}x"])
     distilled = state.distillation
     students = (
         (
@@ -180,6 +193,47 @@ def comparison_rows(spec: StudySpec, scaling: ScalingReport, state: StudyState) 
     return rows
 
 
+def search_start_rows(state: StudyState) -> list[list[str]]:
+    """Each search run from more than one start: the loss each start reached, and which was reported."""
+    return [
+        [
+            s.preset,
+            f"{s.token_budget:,}",
+            ", ".join(f"{label}: {_loss(loss)}" for label, loss in s.start_losses.items()),
+            s.start,
+        ]
+        for s in state.searches.values()
+        if len(s.start_losses) > 1
+    ]
+
+
+def ensemble_rows(evidence: Evidence) -> list[list[str]]:
+    """Every ensemble, combined both ways (the study builds the logit average; both are scored on the same rows)."""
+    records = evidence.runs.set_index("run_id") if len(evidence.runs) else None
+    rows = []
+    for preset, e in evidence.state.ensembles.items():
+        losses, gap = {"logits": e.val_loss}, "n/a"
+        if records is not None and e.run_id in records.index:
+            record = records.loc[[e.run_id]].iloc[-1]
+            losses = {mode: record.get(f"val_loss_by_combine.{mode}") for mode in ("logits", "probs")}
+            logits_rows = record.get("val_sequence_losses_by_combine.logits")
+            probs_rows = record.get("val_sequence_losses_by_combine.probs")
+            if isinstance(logits_rows, list) and isinstance(probs_rows, list):
+                gap = str(paired_difference(probs_rows, logits_rows))
+        rows.append(
+            [
+                preset,
+                f"{e.chosen} ({', '.join(f'{k}: {v:.4f}' for k, v in e.tuning.items())})",
+                str(e.k),
+                _loss(losses.get("logits")),
+                _loss(losses.get("probs")),
+                gap,
+                f"{e.member_val_loss_mean:.4f}",
+            ]
+        )
+    return rows
+
+
 def best_run_rows(scaling: ScalingReport) -> list[list[str]]:
     """The best run per recipe, token budget and size, as the scaling analysis selected them."""
     return [
@@ -205,6 +259,7 @@ def write_study_report(spec: StudySpec, output_dir: str | Path, state: StudyStat
     runs = load_runs(output_dir)
     scaling = build_report(runs, source=str(output_dir))
     write_report(scaling, output_dir / FIGURES_DIRNAME)
+    evidence = Evidence.of(spec, runs, scaling, state)
     finished = runs[runs["status"] == "finished"] if len(runs) else runs
     failed = runs[runs["status"] != "finished"] if len(runs) else runs
     lines = [f"# Study: {spec.name}", ""]
@@ -215,22 +270,30 @@ def write_study_report(spec: StudySpec, output_dir: str | Path, state: StudyStat
         f"presets {', '.join(spec.presets)}; {len(finished)} finished records, {len(failed)} failed; "
         f"wall time {state.wall_time_s / 60:.1f} min{_sessions(state)}.",
         "",
-        "Numbers are *measured* (a trained run, scored on the fixed validation split) or *fit* (a scaling-law "
+        "Numbers are *measured* (a trained run, scored on the validation split) or *fit* (a scaling-law "
         "asymptote ± its bootstrap standard error). Absolute losses depend on corpus and tokenizer; compare the "
         "findings and the ratios with the paper, not the raw losses.",
         "",
         "## Findings",
         "",
+        f"Each gap is the mean over the {_rows(evidence)} validation rows of the worse model's loss minus the better "
+        "one's (positive: the paper's direction) with its paired bootstrap 95% interval; asymptote gaps and "
+        "data-efficiency multipliers carry the interval of the whole analysis redone on resampled rows. A finding "
+        "is *yes* when its interval lies above zero at every part, **no** when one part lies below, else "
+        "*inconclusive*. The intervals cover the choice of validation rows only: not seed-to-seed training noise, "
+        "nor the optimism of picking each optimum on the rows it is scored on.",
+        "",
     ]
-    rows = [
-        [f.claim, {True: "yes", False: "**no**", None: "not tested"}[f.reproduced], f.evidence]
-        for f in findings(spec, runs, scaling, state)
-    ]
-    lines += markdown_table(["paper's finding", "reproduced here", "evidence (validation loss)"], rows)
-    if any(f[1] == "**no**" for f in rows):
-        lines += ["", "A finding marked **no** did not reproduce at this scale; it is reported as measured."]
+    rows = [[f.claim, VERDICT_TEXT[f.verdict], f.evidence] for f in findings(evidence)]
+    lines += markdown_table(["paper's finding", "reproduced here", "evidence (validation loss, gap [95%])"], rows)
+    if any(f[1] != VERDICT_TEXT[YES] for f in rows):
+        lines += [
+            "",
+            "A finding marked **no** or *inconclusive* did not reproduce at this scale (or not beyond the validation "
+            "set's resolution); it is reported as measured.",
+        ]
     lines += ["", f"## This run beside the paper ({paper.PAPER_BUDGET})", ""]
-    lines += markdown_table(["quantity", "this run", "how obtained", "paper"], comparison_rows(spec, scaling, state))
+    lines += markdown_table(["quantity", "this run", "how obtained", "paper"], comparison_rows(evidence))
     lines += ["", "## Best runs per recipe, budget and size (measured)", ""]
     lines += markdown_table(
         ["recipe", "D", "preset", "parameters", "learning rate", "epochs", "weight decay", "val loss", "run"],
@@ -247,20 +310,23 @@ def write_study_report(spec: StudySpec, output_dir: str | Path, state: StudyStat
             "Optima on the edge of their search grid (a better point may lie past it; widen that axis in the recipe):",
             "",
         ] + [f"- {edge}" for edge in edges]
+    starts = search_start_rows(state)
+    if starts:
+        lines += ["", "## Where the regularized searches started", ""]
+        lines += markdown_table(["preset", "D", "loss reached from each start", "reported"], starts)
     if state.ensembles:
         lines += ["", "## Ensembles (measured)", ""]
         lines += markdown_table(
-            ["preset", "member hyperparameters (tuned at small K)", "K", "ensemble loss", "mean member loss"],
             [
-                [
-                    preset,
-                    f"{e.chosen} ({', '.join(f'{k}: {v:.4f}' for k, v in e.tuning.items())})",
-                    str(e.k),
-                    f"{e.val_loss:.4f}",
-                    f"{e.member_val_loss_mean:.4f}",
-                ]
-                for preset, e in state.ensembles.items()
+                "preset",
+                "member hyperparameters (tuned at small K)",
+                "K",
+                "mean logits (paper)",
+                "mean probabilities",
+                "probabilities - logits [95%]",
+                "mean member loss",
             ],
+            ensemble_rows(evidence),
         )
     if state.distillation:
         lines += ["", "## Distillation (measured)", ""]

@@ -164,6 +164,18 @@ def parse_study(values: dict[str, Any]) -> StudySpec:
     unknown = sorted(set(spec.ensemble.member_candidates) - {OPTIMUM, "paper"})
     if unknown:
         raise InputError(f"unknown member candidate(s) {unknown}; use '{OPTIMUM}' and/or 'paper'")
+    outside = {
+        "learning_rate": sorted(set(spec.standard.learning_rate) - set(spec.regularized.learning_rate)),
+        "num_train_epochs": sorted(set(spec.standard.num_train_epochs) - set(spec.regularized.num_train_epochs)),
+        "weight_decay": [] if STANDARD_WEIGHT_DECAY in spec.regularized.weight_decay else [STANDARD_WEIGHT_DECAY],
+    }
+    outside = {key: values for key, values in outside.items() if values}
+    if outside:
+        raise InputError(
+            "the regularized search also starts from the standard recipe's optimum, so its grid must hold every "
+            f"standard point; add {', '.join(f'{key} {values}' for key, values in outside.items())} to "
+            "`regularized`"
+        )
     for key in ("token_budget", "preset", "learning_rate", "num_train_epochs", "weight_decay", "recipe"):
         if key in spec.run:
             raise InputError(f"`run.{key}` is set by the study itself; remove it from `run`")

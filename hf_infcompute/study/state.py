@@ -17,7 +17,7 @@ from hf_infcompute.records import write_json_atomic
 
 STATE_FILE = "study.json"
 # Raised whenever what study.json holds changes, so that a report is never written from a state it cannot read.
-STATE_FORMAT = 3
+STATE_FORMAT = 4
 RERUN = "Run the study again without --report-only; finished runs are read back, not trained again"
 
 
@@ -41,6 +41,8 @@ class SearchState:
     evaluations: int
     reused: int
     grid_edges: list[str]  # the axes on which `point` sits at the grid's edge
+    start: str  # the start the reported point was reached from
+    start_losses: dict[str, float]  # each start searched from -> the loss its search ended at
 
 
 @dataclass(frozen=True)

@@ -57,8 +57,8 @@ IDENTITY_KEYS = {
         "precision",
     ),
 }
-# Settings added after runs were recorded: part of the identity only when they differ from these defaults, so the
-# ids of runs recorded before them still hold.
+# Settings added after runs were recorded: part of the identity only when they differ from these values (those runs
+# had), so the ids of runs recorded before them still hold.
 IDENTITY_IF_CHANGED = {"data": {"validation_split": "head", "validation_seed": 0}}
 
 BOOLEAN_WORDS = {"true": True, "false": False, "yes": True, "no": False, "on": True, "off": False}

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 from accelerate import PartialState
-from transformers import PretrainedConfig, PreTrainedModel, TrainerCallback
+from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedModel, TrainerCallback
 
 from hf_infcompute.data import PackedCollator, PretrainingData, prepare_data
 from hf_infcompute.errors import InputError, NonFiniteLossError
@@ -34,6 +34,7 @@ from hf_infcompute.training.claim import RunClaim
 from hf_infcompute.training.config import RunConfig, parse_run_config
 from hf_infcompute.training.loss_forward import install_loss_forward
 from hf_infcompute.training.trainer import RegularizedTrainer
+from hf_infcompute.training.validation import sequence_losses
 from hf_infcompute.workers import is_lead
 
 logger = logging.getLogger(__name__)
@@ -253,11 +254,27 @@ def pretrain(
     )
     save_final_model(trainer, folder / "model", record)
     if is_lead():
+        record["val_sequence_losses"] = validation_sequence_losses(trainer, data, folder / "model")
         if not keep_checkpoints:
             for stale in folder.glob("checkpoint-*"):
                 shutil.rmtree(stale, ignore_errors=True)
         append_record(output_dir, record)
     return record
+
+
+def validation_sequence_losses(trainer: RegularizedTrainer, data: PretrainingData, model_dir: Path) -> list[float]:
+    """Each validation row's loss under the trained model (`hf_infcompute.training.validation`), scored by the lead
+    alone: the model in memory, or the saved folder where training sharded it (FSDP, ZeRO-3)."""
+    model = trainer.model
+    if trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto")
+    return sequence_losses(
+        model,
+        data.validation,
+        data.tokenizer.pad_token_id,
+        batch_size=trainer.args.per_device_eval_batch_size,
+        device=trainer.args.device,
+    )
 
 
 def save_final_model(trainer: RegularizedTrainer, model_dir: Path, record: dict[str, Any]) -> None:

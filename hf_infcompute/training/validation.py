@@ -1,0 +1,68 @@
+"""Per-sequence validation losses: the mean next-token NLL of every validation row, for paired comparisons.
+
+A run's `val_loss` is one number; the study's findings compare two models on the same validation rows, and the
+spread of their per-row differences is what makes an interval (`hf_infcompute.study.confidence`). The Trainer's
+evaluation loop keeps only the mean loss, so the rows are scored here, chunk by chunk (no [tokens x vocabulary]
+logits beyond one chunk) and without a KV cache.
+"""
+
+from __future__ import annotations
+
+import datasets
+import torch
+from torch.utils.data import DataLoader
+from transformers import PreTrainedModel
+
+from hf_infcompute.data import PackedCollator
+
+# Tokens whose logits are reduced at once: 8,192 x the Llama 3 vocabulary is 4.2 GB of float32.
+CHUNK_TOKENS = 8192
+# Decimals kept in records: far below any difference a finding turns on, and a third of a float's JSON length.
+STORED_DECIMALS = 6
+
+
+def row_chunks(rows: int, seq_len: int, chunk_tokens: int = CHUNK_TOKENS) -> list[slice]:
+    """Row ranges of a batch holding at most `chunk_tokens` tokens each (at least one row)."""
+    step = max(1, chunk_tokens // max(1, seq_len))
+    return [slice(start, min(start + step, rows)) for start in range(0, rows, step)]
+
+
+def row_nll(log_probs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed NLL of each row's `targets` (-100 ignored) as float64, and each row's number of targets."""
+    mask = targets != -100
+    picked = log_probs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return -(picked * mask).sum(dim=-1, dtype=torch.float64), mask.sum(dim=-1)
+
+
+@torch.no_grad()
+def sequence_losses(
+    model: PreTrainedModel,
+    validation: datasets.Dataset,
+    pad_token_id: int,
+    *,
+    batch_size: int = 16,
+    device: str | torch.device | None = None,
+    chunk_tokens: int = CHUNK_TOKENS,
+) -> list[float]:
+    """The mean NLL of each row of `validation` (packed rows) under `model`, in the model's own dtype, in row order."""
+    device = torch.device(device) if device is not None else model.device
+    home, was_training = model.device, model.training
+    model.to(device).eval()
+    losses = []
+    try:
+        for batch in DataLoader(validation, batch_size=batch_size, collate_fn=PackedCollator(pad_token_id)):
+            batch = {key: value.to(device) for key, value in batch.items()}
+            targets = batch.pop("labels")[:, 1:]
+            for rows in row_chunks(targets.shape[0], targets.shape[1], chunk_tokens):
+                inputs = {key: value[rows] for key, value in batch.items()}
+                logits = model(**inputs, use_cache=False).logits[:, :-1].float()
+                nll, count = row_nll(torch.log_softmax(logits, dim=-1), targets[rows])
+                losses.extend((nll / count.clamp(min=1)).tolist())
+    finally:
+        model.to(home).train(was_training)
+    return rounded(losses)
+
+
+def rounded(losses: list[float]) -> list[float]:
+    """Per-row losses as records keep them."""
+    return [round(loss, STORED_DECIMALS) for loss in losses]
