@@ -94,9 +94,23 @@ def test_micro_study_report_matches_the_results_store(micro_study):
         assert float(loss) == pytest.approx(group.val_loss.min(), abs=1e-4)
         assert run_id == group.loc[group.val_loss.idxmin(), "run_id"]
     ensembles = parse_table(report, "## Ensembles (measured)")
-    for preset, _, k, loss, _ in ensembles:
+    for preset, _, k, logits, probs, gap, _ in ensembles:
         record = runs[(runs.kind == "ensemble") & (runs.preset == preset) & (runs.k == int(k))]
-        assert float(loss) in [pytest.approx(v, abs=1e-4) for v in record.val_loss]
+        assert float(logits) in [pytest.approx(v, abs=1e-4) for v in record.val_loss]
+        # both combinations scored on the same rows, their gap with an interval
+        assert float(probs) in [pytest.approx(v, abs=1e-4) for v in record["val_loss_by_combine.probs"]]
+        assert re.fullmatch(r"[+-]\d\.\d{4} \[[+-]\d\.\d{4}, [+-]\d\.\d{4}\]", gap)
+    # every run, ensemble and student keeps its per-row validation losses, all on the same rows
+    scored = runs[runs.kind.isin(["pretrain", "ensemble", "student"])]
+    assert scored.val_sequence_losses.map(len).eq(spec.run["val_sequences"]).all()
+    assert scored.validation_fingerprint.nunique() == 1
+    # the regularized searches also started from the standard optimum, and the report says which start won
+    for preset in spec.presets:
+        search = state.search("regularized", preset, spec.token_budget)
+        assert set(search.start_losses) == {"study's start", "standard optimum"}
+        assert search.val_loss == min(search.start_losses.values())
+        assert search.val_loss <= state.search("standard", preset, spec.token_budget).val_loss + 1e-6
+    assert "## Where the regularized searches started" in report
     # with two values per axis every optimum sits on the grid's edge, and the report says where
     edges = [search for search in state.searches.values() if search.grid_edges]
     assert len(edges) == len(state.searches)
@@ -106,7 +120,9 @@ def test_micro_study_report_matches_the_results_store(micro_study):
     assert (state.corpus, state.corpus_config) == (spec.run["corpus"], None)
     assert f"Corpus `{spec.run['corpus']}`, main token budget D = 4,096," in report
     findings = parse_table(report, "## Findings")
-    assert {row[1] for row in findings} <= {"yes", "**no**", "not tested"} and len(findings) >= 4
+    assert {row[1] for row in findings} <= {"yes", "**no**", "*inconclusive*", "not tested"} and len(findings) >= 6
+    gaps = [row for row in findings if "gap" in row[2]]
+    assert len(gaps) >= 5 and all(re.search(r"gap [+-]\d\.\d{4} \[", row[2]) for row in gaps)
     assert "joint N, K -> inf asymptote" in report and "share of the ensemble's gain" in report
     assert re.search(r"!\[.*\]\(figures/.*\.png\)", report)
     assert set(state.distillation) == {"ensemble", "self", "token"}

@@ -54,6 +54,11 @@ class ParameterCounts:
 PRESETS: dict[str, ModelPreset] = {
     p.name: p
     for p in [
+        # The CPU study's ladder, named by total parameters with a 512-token vocabulary: at D = 64K tokens they span
+        # the paper's 1.3-0.14 tokens per parameter (benchmarks/calibrate_cpu_ladder.py).
+        ModelPreset("cpu-50k", 32, 112, 2, 2, 2, 1024, True),
+        ModelPreset("cpu-150k", 64, 224, 2, 2, 2, 1024, True),
+        ModelPreset("cpu-450k", 96, 336, 3, 3, 3, 1024, True),
         ModelPreset("tiny-0.5m", 64, 224, 4, 2, 2, 1024, True),
         ModelPreset("tiny-1m", 128, 448, 2, 4, 4, 1024, True),
         ModelPreset("tiny-2m", 128, 448, 6, 4, 4, 1024, True),

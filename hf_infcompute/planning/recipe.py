@@ -25,6 +25,7 @@ from transformers import AutoTokenizer, PretrainedConfig
 
 from hf_infcompute.data.arguments import DataArguments
 from hf_infcompute.errors import InputError
+from hf_infcompute.method import STANDARD_WEIGHT_DECAY
 from hf_infcompute.models.checkpoint import load_base_config
 from hf_infcompute.models.flops import FlopsPerToken, flops_per_token
 from hf_infcompute.models.presets import ParameterCounts, count_parameters, get_preset
@@ -312,7 +313,17 @@ def plan_study(spec: StudySpec, settings: RunSettings, device_bytes: float) -> R
     for recipe, budgets in (("standard", spec.budgets), ("regularized", [budget])):
         grid, start = search_grid(spec, recipe)
         work += [_search_work(recipe, presets[name], grid, start, d) for d in budgets for name in spec.presets]
+    # The regularized search also starts from the standard optimum, unknown beforehand: its start stands in for it.
+    # Both searches share one grid, whose size already bounds them together.
     grid, start = search_grid(spec, "regularized")
+    standard_start = grid.canonical({**search_grid(spec, "standard")[1], WEIGHT_DECAY: STANDARD_WEIGHT_DECAY})
+    for name in spec.presets:
+        second = _search_work("regularized", presets[name], grid, standard_start, budget)
+        work.append(
+            dataclasses.replace(
+                second, what=f"{second.what} (from the standard optimum)", count_upper=0, tokens_upper=0.0
+            )
+        )
     epochs, weight_decay = start[NUM_TRAIN_EPOCHS], start[WEIGHT_DECAY]
     for name in spec.ensemble.presets or spec.presets:
         work.append(_member_work(spec, presets[name], epochs * budget))

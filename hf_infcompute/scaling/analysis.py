@@ -163,11 +163,13 @@ def build_report(
     huber: float | None = None,
     n_bootstrap: int = 500,
     seed: int = 0,
+    multistart: bool = True,
 ) -> ScalingReport:
-    """Every analysis the finished runs support (see the module docstring); `source` names the store in messages."""
+    """Every analysis the finished runs support (see the module docstring); `source` names the store in messages.
+    `n_bootstrap`, `seed` and `multistart` go to every fit (`fit_power_law`)."""
     runs = finished_runs(runs, source)
     skipped: Skipped = []
-    fit_options = {"huber": huber, "n_bootstrap": n_bootstrap, "seed": seed}
+    fit_options = {"huber": huber, "n_bootstrap": n_bootstrap, "seed": seed, "multistart": multistart}
     sizes = _size_scaling(best_per_size(runs), skipped, fit_options)
     ensembles = _ensemble_scaling(best_per_members(runs), skipped, fit_options)
     data = _data_scaling(best_per_budget(runs), sizes, ensembles, skipped, fit_options)

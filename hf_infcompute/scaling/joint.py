@@ -84,13 +84,15 @@ def joint_asymptote(
     noise: float | None = None,
     n_bootstrap: int = 500,
     seed: int = 0,
+    multistart: bool = True,
 ) -> JointFit:
     """The limit N, K -> inf of loss(N, K): fit `loss = B / K^beta + E_K(N)` at each N, then
     `E_K(N) = A / N^alpha + E` over N (the paper's joint scaling recipe).
 
     `points`: {N: {K: loss}}, rows (N, K, loss), or a DataFrame whose three columns are N, K and loss, in that
     order. Needs >= 3 distinct K at each of >= 3 sizes N. `n_scale`, `k_scale`: units of N and K in the laws.
-    `noise`: the standard deviation of one loss (default: pooled from the residuals of the K-fits).
+    `noise`: the standard deviation of one loss (default: pooled from the residuals of the K-fits). `multistart`:
+    as `fit_power_law`'s, for both steps.
     """
     curves = _curves(points)
     short = {n: len(ks) for n, ks in curves.items() if len(ks) < 3}
@@ -109,11 +111,18 @@ def joint_asymptote(
             noise=noise,
             n_bootstrap=n_bootstrap,
             seed=seed,
+            multistart=multistart,
         )
         for n in sizes
     }
     n_fit = fit_power_law(
-        sizes, [k_fits[n].E for n in sizes], scale=n_scale, huber=huber, n_bootstrap=n_bootstrap, seed=seed
+        sizes,
+        [k_fits[n].E for n in sizes],
+        scale=n_scale,
+        huber=huber,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        multistart=multistart,
     )
     sigma, dof = (noise, None) if noise is not None else _pooled_noise(k_fits.values())
     draws = _propagate(k_fits, sizes, sigma, dof, n_scale=n_scale, huber=huber, n_bootstrap=n_bootstrap, seed=seed)

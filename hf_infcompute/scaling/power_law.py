@@ -129,13 +129,16 @@ def fit_power_law(
     noise: float | None = None,
     n_bootstrap: int = 500,
     seed: int = 0,
+    multistart: bool = True,
 ) -> PowerLawFit:
     """Fit `loss = A / (x / scale)^alpha + E` with alpha > 0 and A, E >= 0.
 
     `scale`: the unit of x in the law (1e9 for N or D in billions, as in the paper; 1 for ensemble size K).
     `huber`: a residual size (in loss units) beyond which residuals count linearly, not squared, so one outlier
     cannot drag the fit; None for least squares. `noise`: the standard deviation of one loss measurement, for the
-    bootstrap; default: estimated from the residuals (needs at least 4 points).
+    bootstrap; default: estimated from the residuals (needs at least 4 points). `multistart`: also start from the
+    other local minima of an exponent grid and the paper's p0 (False: the grid's best start only, as the bootstrap's
+    refits do; for refits of slightly changed losses).
     Warns `ScalingFitWarning` and sets `well_conditioned=False` when the loss does not fall with x, or when the
     asymptote or exponent runs into a bound or is no better determined than the spread of the losses.
     """
@@ -147,7 +150,7 @@ def fit_power_law(
     if n_bootstrap < 0:
         raise InputError(f"n_bootstrap must be >= 0, got {n_bootstrap}")
     u, geo = _normalized(x_arr / scale)
-    params = _fit(u, y_arr, huber, geo)
+    params = _fit(u, y_arr, huber, geo, multistart=multistart)
     fitted = _model(params, u)
     residuals = y_arr - fitted
     sigma = noise if noise is not None else _residual_scale(residuals, huber)

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from hf_infcompute.scaling.analysis import ScalingReport, build_report
+from hf_infcompute.scaling.analysis import REQUIRED_COLUMNS, SIZE_COLUMNS, ScalingReport, build_report
 from hf_infcompute.scaling.power_law import ScalingFitWarning
 
 CONFIDENCE = 0.95
@@ -30,6 +30,13 @@ CONFIDENCE = 0.95
 PAIRED_RESAMPLES = 4000
 ANALYSIS_RESAMPLES = 200
 SEQUENCES = "val_sequence_losses"
+# The record fields the scaling analysis reads (`hf_infcompute.scaling.analysis`).
+ANALYSIS_COLUMNS = (
+    *REQUIRED_COLUMNS,
+    *(column for column in SIZE_COLUMNS if column not in REQUIRED_COLUMNS and column != "runs"),
+    "corpus",
+    "k",
+)
 
 YES, NO, INCONCLUSIVE, NOT_TESTED = "yes", "no", "inconclusive", "not tested"
 
@@ -119,7 +126,8 @@ class SequenceLosses:
 
 class ResampledAnalysis:
     """The scaling analysis redone on `resamples` bootstrap resamples of the validation rows (the same row draw for
-    every run scored on the same rows), for intervals of what the fits yield."""
+    every run scored on the same rows), for intervals of what the fits yield. Its refits start from the best point
+    of an exponent grid only, as the fits' own bootstrap refits do, and draw no bootstrap of their own."""
 
     def __init__(self, runs: pd.DataFrame, *, resamples: int = ANALYSIS_RESAMPLES, seed: int = 0) -> None:
         self.reports: list[ScalingReport] = []
@@ -137,11 +145,12 @@ class ResampledAnalysis:
         for index in runs.index[scored]:
             losses = np.asarray(runs.at[index, SEQUENCES], dtype=float)
             means.loc[index] = losses[draws[runs.at[index, "validation_fingerprint"]]].mean(axis=1)
+        narrow = runs[[column for column in ANALYSIS_COLUMNS if column in runs]]  # the analysis reads no more
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ScalingFitWarning)  # the main analysis already warned of its fits
             for draw in range(resamples):
-                resampled = runs.assign(val_loss=means[draw].where(scored, runs["val_loss"]))
-                self.reports.append(build_report(resampled, n_bootstrap=0, seed=seed + draw))
+                resampled = narrow.assign(val_loss=means[draw].where(scored, runs["val_loss"]))
+                self.reports.append(build_report(resampled, n_bootstrap=0, seed=seed + draw, multistart=False))
 
     def interval(self, quantity: Callable[[ScalingReport], float | None], estimate: float) -> Interval | None:
         """The percentile interval of `quantity` over the resamples around `estimate` (its value on all rows); None
