@@ -11,6 +11,17 @@ setting keeps the loss. Ratios: the Trainer over the loop of the same setting, a
 Trainer, in steady tokens/s and in run time. Compiled settings train the Trainer a second time ("Trainer2"): the runs
 of a study share one process, and a later run reuses part of what the first compiled, which its run time shows.
 
+Measured at the quickstart's shape (tiny-1m, vocabulary 2,048, 16 x 128, 30 steps), on a shared 2-core CPU under load,
+so `--threads 1` (two threads there ran 14x slower, contended), tokens/s / run s, Trainer (loop): fp32 7,041 / 9.0 s
+(7,624 / 8.3 s); bf16 7,378 / 9.2 s (6,688 / 8.6 s); fp32 compiled 5,371 / 31.8 s, a second run 5,101 / 13.3 s (4,807 /
+77.7 s); bf16 compiled 7,084 / 14.7 s, a second run 6,802 / 16.3 s (7,026 / 11.5 s). All losses after the same steps
+agree to 1e-4 (6.4413 training, 6.5548-6.5549 validation). On a quiet 2-core CPU (tiny-1m, vocabulary 4,096): Trainer
+fp32 13,540 and bf16 13,244; loop fp32 14,748, bf16 15,125, fp32 compiled 14,438, bf16 compiled 22,516. Compile pays
+only in bf16, and the Trainer compiles again in every run: accelerate wraps each run's model in a new autocast and
+fp32-output wrapper, whose identity dynamo guards (`TORCH_LOGS=recompiles`: "Cache line invalidated ... got
+deallocated"), so each later run re-traces (3-8 s here, against 0.3 s for the loop, whose compiled model is reused).
+Eager fp32 is the fastest Trainer setting per run that keeps the loss; the CPU recipes use it.
+
 The model FLOPs per second of the first setting's Trainer follow: tokens/s x training FLOPs per token
 (`hf_infcompute.models.flops`: the blocks' matmuls, the LM head and causal attention, 3 x forward; embedding lookups not
 counted). The utilisation (MFU) divides them by the dense peak of the detected GPU in the run's dtype (e.g. `--preset
