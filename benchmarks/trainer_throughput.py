@@ -1,7 +1,7 @@
 """Tokens/s of `RegularizedTrainer` against a plain PyTorch loop, fp32 and bf16, each eager and compiled, in one run.
 
     python benchmarks/trainer_throughput.py [--preset tiny-1m] [--vocab-size 2048] [--seq-len 128] [--batch 16]
-        [--steps 60] [--precision fp32 bf16] [--compile no yes]
+        [--steps 60] [--precision fp32 bf16] [--compile no yes regional]
 
 The defaults are the quickstart's shape. For every precision and compile setting the loop and the Trainer train the
 same model from the same initial weights on the same batches in the same order, so each row reports, side by side:
@@ -10,17 +10,22 @@ same steps (a fixed sample of training sequences and the validation set, both ev
 setting keeps the loss. Ratios: the Trainer over the loop of the same setting, and every row over the eager bf16
 Trainer, in steady tokens/s and in run time. Compiled settings train the Trainer a second time ("Trainer2"): the runs
 of a study share one process, and a later run reuses part of what the first compiled, which its run time shows.
+With `--compile yes` the loop compiles the whole model (`torch.compile`) and with `--compile regional` by regions
+(`accelerate.utils.compile_regions`: the repeated decoder blocks, then each other leaf module); the Trainer's
+`torch_compile` always compiles by regions (`RegularizedTrainer`).
 
-Measured at the quickstart's shape (tiny-1m, vocabulary 2,048, 16 x 128, 30 steps), on a shared 2-core CPU under load,
-so `--threads 1` (two threads there ran 14x slower, contended), tokens/s / run s, Trainer (loop): fp32 7,041 / 9.0 s
-(7,624 / 8.3 s); bf16 7,378 / 9.2 s (6,688 / 8.6 s); fp32 compiled 5,371 / 31.8 s, a second run 5,101 / 13.3 s (4,807 /
-77.7 s); bf16 compiled 7,084 / 14.7 s, a second run 6,802 / 16.3 s (7,026 / 11.5 s). All losses after the same steps
-agree to 1e-4 (6.4413 training, 6.5548-6.5549 validation). On a quiet 2-core CPU (tiny-1m, vocabulary 4,096): Trainer
-fp32 13,540 and bf16 13,244; loop fp32 14,748, bf16 15,125, fp32 compiled 14,438, bf16 compiled 22,516. Compile pays
-only in bf16, and the Trainer compiles again in every run: accelerate wraps each run's model in a new autocast and
-fp32-output wrapper, whose identity dynamo guards (`TORCH_LOGS=recompiles`: "Cache line invalidated ... got
-deallocated"), so each later run re-traces (3-8 s here, against 0.3 s for the loop, whose compiled model is reused).
-Eager fp32 is the fastest Trainer setting per run that keeps the loss; the CPU recipes use it.
+Measured at the quickstart's shape (tiny-1m, vocabulary 2,048, 16 x 128), on a shared 2-core CPU under load, so
+`--threads 1` (two threads there ran 14x slower, contended); tokens/s / run s, Trainer (loop). 30 steps, with the
+Trainer compiling the whole model as transformers does: fp32 7,041 / 9.0 s (7,624 / 8.3 s); bf16 7,378 / 9.2 s (6,688 /
+8.6 s); fp32 compiled 5,371 / 31.8 s, its second run 5,101 / 13.3 s (4,807 / 77.7 s); bf16 compiled 7,084 / 14.7 s, its
+second run 6,802 / 16.3 s (7,026 / 11.5 s): a whole-model compile traces again in every run, as accelerate wraps each
+run's model in a new autocast wrapper whose identity dynamo guards (`TORCH_LOGS=recompiles`: "Cache line invalidated
+... got deallocated"; 3-8 s a run here, against 0.3 s for the loop, whose compiled code serves the next model). 12
+steps, by regions: bf16 eager 4,688 / 5.9 s (4,659 / 5.6 s); bf16 by regions 5,222 / 6.6 s, its second run 5,865 / 5.3
+s (4,803 / 31.7 s, the cold compile): 1.25x the eager bf16 Trainer's tokens/s, and faster per run compile included. A
+later run's first step by regions takes 1.0-2.0 s, as eager, also for another preset (dynamo then compiles dynamic
+shapes once). All losses after the same steps agree to 1e-4. On a quiet 2-core CPU (tiny-1m, vocabulary 4,096):
+Trainer fp32 13,540 and bf16 13,244; loop fp32 14,748, bf16 15,125, fp32 compiled 14,438, bf16 compiled 22,516.
 
 The model FLOPs per second of the first setting's Trainer follow: tokens/s x training FLOPs per token
 (`hf_infcompute.models.flops`: the blocks' matmuls, the LM head and causal attention, 3 x forward; embedding lookups not
@@ -39,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from accelerate.utils import compile_regions
 from torch import nn
 from transformers import TrainerCallback, get_scheduler
 
@@ -104,7 +110,8 @@ def losses_after(model: nn.Module, run: RunConfig, data: PretrainingData) -> tup
     return fp32_loss(model, sample, pad, size), fp32_loss(model, data.validation, pad, size)
 
 
-def trainer_run(run: RunConfig, data: PretrainingData, steps: int, warmup: int) -> Measurement:
+def trainer_run(run: RunConfig, data: PretrainingData, steps: int, warmup: int, compiled: str) -> Measurement:
+    """`RegularizedTrainer` on the run (`torch_compile` compiles by regions whether `compiled` is yes or regional)."""
     timer = StepTimer(warmup)
     trainer = build_trainer(run, data, callbacks=[timer])
     started = time.perf_counter()
@@ -114,7 +121,7 @@ def trainer_run(run: RunConfig, data: PretrainingData, steps: int, warmup: int) 
     return Measurement(tokens / (timer.end - timer.start), run_seconds, *losses_after(trainer.model, run, data))
 
 
-def loop_run(run: RunConfig, data: PretrainingData, steps: int, warmup: int) -> Measurement:
+def loop_run(run: RunConfig, data: PretrainingData, steps: int, warmup: int, compiled: str) -> Measurement:
     """The same optimisation written by hand: AdamW groups, the Trainer's schedule, clipping, autocast, compile."""
     args = run.training
     model = build_model_for(run, data).to(args.device)
@@ -133,7 +140,8 @@ def loop_run(run: RunConfig, data: PretrainingData, steps: int, warmup: int) -> 
         sampler=EpochShuffleSampler(len(data.train), seed=args.data_seed),  # the Trainer's order
         collate_fn=PackedCollator(data.tokenizer.pad_token_id),
     )
-    forward = torch.compile(model, backend=args.torch_compile_backend) if args.torch_compile else model
+    compilers = {"no": lambda m: m, "yes": torch.compile, "regional": compile_regions}
+    forward = compilers[compiled](model)
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
     batches = iter(loader)
     model.train()
@@ -195,7 +203,7 @@ def print_utilisation(run: RunConfig, config, tokens_per_second: float, measure_
         print(f"MFU: {achieved / peak:.1%} of {peak / 1e12:.4g} TFLOP/s ({source}, {dtype})")
 
 
-def run_config(cli: argparse.Namespace, precision: str, compiled: bool, output_dir: str) -> RunConfig:
+def run_config(cli: argparse.Namespace, precision: str, compiled: str, output_dir: str) -> RunConfig:
     run = parse_run_config(
         {
             "corpus": cli.corpus,
@@ -206,7 +214,7 @@ def run_config(cli: argparse.Namespace, precision: str, compiled: bool, output_d
             "preset": cli.preset,
             "per_device_train_batch_size": cli.batch,
             "precision": precision,
-            "torch_compile": compiled,
+            "torch_compile": compiled != "no",
             "num_train_epochs": 1,
             "save_strategy": "no",
             "logging_steps": cli.logging_steps,
@@ -228,7 +236,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--logging-steps", type=int, default=10, help="the Trainer's, as in the study's runs")
     parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
-    parser.add_argument("--compile", nargs="+", default=["no", "yes"], choices=["no", "yes"])
+    parser.add_argument("--compile", nargs="+", default=["no", "yes"], choices=["no", "yes", "regional"])
     parser.add_argument("--corpus", default=str(CORPUS))
     parser.add_argument(
         "--measure-peak",
@@ -239,27 +247,27 @@ def main() -> None:
     cli = parser.parse_args()
     if cli.threads:
         torch.set_num_threads(cli.threads)
-    settings = [(precision, compiled == "yes") for compiled in cli.compile for precision in cli.precision]
-    rows: list[tuple[str, str, bool, Measurement]] = []
+    settings = [(precision, compiled) for compiled in cli.compile for precision in cli.precision]
+    rows: list[tuple[str, str, str, Measurement]] = []
     with tempfile.TemporaryDirectory() as tmp:
         first = run_config(cli, *settings[0], tmp)
         data = prepare_data(first.data)
         for precision, compiled in settings:
             run = run_config(cli, precision, compiled, tmp)
             # A compiled setting's Trainer runs twice: the study's later runs reuse what its first run compiled.
-            runners = [("loop", loop_run), ("Trainer", trainer_run)] + [("Trainer2", trainer_run)] * compiled
+            runners = [("loop", loop_run), ("Trainer", trainer_run)] + [("Trainer2", trainer_run)] * (compiled != "no")
             for who, measure in runners:
-                rows.append((who, precision, compiled, measure(run, data, cli.steps, cli.warmup)))
-                print(f"measured {who} {precision} compile={compiled}: {rows[-1][3]}", flush=True)
+                rows.append((who, precision, compiled, measure(run, data, cli.steps, cli.warmup, compiled)))
+                print(f"measured {who} {precision} compile {compiled}: {rows[-1][3]}", flush=True)
     config = build_model_for(first, data).config
     print(
         f"preset {cli.preset} ({count_parameters(config).total:,} parameters), vocabulary {config.vocab_size}, "
         f"batch {cli.batch} x {cli.seq_len}, {cli.steps} steps (tokens/s after {cli.warmup})"
     )
-    reference = next((m for who, p, c, m in rows if (who, p, c) == ("Trainer", "bf16", False)), None)
+    reference = next((m for who, p, c, m in rows if (who, p, c) == ("Trainer", "bf16", "no")), None)
     loops = {(p, c): m for who, p, c, m in rows if who == "loop"}
     print(
-        f"{'runner':8} {'precision':9} {'compile':7} {'tokens/s':>9} {'run s':>7} {'train loss':>10} "
+        f"{'runner':8} {'precision':9} {'compile':8} {'tokens/s':>9} {'run s':>7} {'train loss':>10} "
         f"{'val loss':>9} {'vs loop':>7} {'vs Trainer bf16':>15} {'(run s)':>7}"
     )
     for who, precision, compiled, m in rows:
@@ -268,11 +276,11 @@ def main() -> None:
         speedup = f"{m.tokens_per_second / reference.tokens_per_second:.3f}" if reference else ""
         run_speedup = f"{reference.run_seconds / m.run_seconds:.3f}" if reference else ""
         print(
-            f"{who:8} {precision:9} {'yes' if compiled else 'no':7} {m.tokens_per_second:9,.0f} {m.run_seconds:7.2f} "
+            f"{who:8} {precision:9} {compiled:8} {m.tokens_per_second:9,.0f} {m.run_seconds:7.2f} "
             f"{m.train_loss:10.4f} {m.val_loss:9.4f} {vs_loop:>7} {speedup:>15} {run_speedup:>7}"
         )
     loop, trainer = rows[0][3], rows[1][3]
-    print(f"first setting ({settings[0][0]}, compile {'yes' if settings[0][1] else 'no'}):")
+    print(f"first setting ({settings[0][0]}, compile {settings[0][1]}):")
     print(f"plain loop:         {loop.tokens_per_second:,.0f} tokens/s")
     print(f"RegularizedTrainer: {trainer.tokens_per_second:,.0f} tokens/s")
     print(f"ratio trainer/loop: {trainer.tokens_per_second / loop.tokens_per_second:.3f} (target >= 0.9)")
