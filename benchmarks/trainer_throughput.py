@@ -1,12 +1,37 @@
-"""Tokens/s of `RegularizedTrainer` against a plain PyTorch loop, same model, data and precision, in one run.
+"""Tokens/s of `RegularizedTrainer` against a plain PyTorch loop, fp32 and bf16, each eager and compiled, in one run.
 
-    python benchmarks/trainer_throughput.py [--preset tiny-2m] [--steps 60] [--precision fp32|bf16]
+    python benchmarks/trainer_throughput.py [--preset tiny-1m] [--vocab-size 2048] [--seq-len 128] [--batch 16]
+        [--steps 60] [--precision fp32 bf16] [--compile no yes regional]
 
-Prints both throughputs and their ratio (target: Trainer / loop >= 0.9), and the Trainer's model FLOPs per second:
-tokens/s x training FLOPs per token (`hf_infcompute.models.flops`: the blocks' matmuls, the LM head and causal
-attention, 3 x forward; embedding lookups not counted). The utilisation (MFU) divides them by the dense peak of the
-detected GPU in the run's dtype (e.g. `--preset llama-150m --precision bf16 --seq-len 4096` on an H100); on a CPU or an
-unknown device the peak is unknown, and `--measure-peak` times a large matmul in that dtype to divide by instead.
+The defaults are the quickstart's shape. For every precision and compile setting the loop and the Trainer train the
+same model from the same initial weights on the same batches in the same order, so each row reports, side by side:
+steady tokens/s (after `--warmup` steps), the wall time of the whole run (compile included), and the losses after the
+same steps (a fixed sample of training sequences and the validation set, both evaluated in fp32), which tell whether a
+setting keeps the loss. Ratios: the Trainer over the loop of the same setting, and every row over the eager bf16
+Trainer, in steady tokens/s and in run time. Compiled settings train the Trainer a second time ("Trainer2"): the runs
+of a study share one process, and a later run reuses part of what the first compiled, which its run time shows.
+With `--compile yes` the loop compiles the whole model (`torch.compile`) and with `--compile regional` by regions
+(`accelerate.utils.compile_regions`: the repeated decoder blocks, then each other leaf module); the Trainer's
+`torch_compile` always compiles by regions (`RegularizedTrainer`).
+
+Measured at the quickstart's shape (tiny-1m, vocabulary 2,048, 16 x 128), on a shared 2-core CPU under load, so
+`--threads 1` (two threads there ran 14x slower, contended); tokens/s / run s, Trainer (loop). 30 steps, with the
+Trainer compiling the whole model as transformers does: fp32 7,041 / 9.0 s (7,624 / 8.3 s); bf16 7,378 / 9.2 s (6,688 /
+8.6 s); fp32 compiled 5,371 / 31.8 s, its second run 5,101 / 13.3 s (4,807 / 77.7 s); bf16 compiled 7,084 / 14.7 s, its
+second run 6,802 / 16.3 s (7,026 / 11.5 s): a whole-model compile traces again in every run, as accelerate wraps each
+run's model in a new autocast wrapper whose identity dynamo guards (`TORCH_LOGS=recompiles`: "Cache line invalidated
+... got deallocated"; 3-8 s a run here, against 0.3 s for the loop, whose compiled code serves the next model). 12
+steps, by regions: bf16 eager 4,688 / 5.9 s (4,659 / 5.6 s); bf16 by regions 5,222 / 6.6 s, its second run 5,865 / 5.3
+s (4,803 / 31.7 s, the cold compile): 1.25x the eager bf16 Trainer's tokens/s, and faster per run compile included. A
+later run's first step by regions takes 1.0-2.0 s, as eager, also for another preset (dynamo then compiles dynamic
+shapes once). All losses after the same steps agree to 1e-4. On a quiet 2-core CPU (tiny-1m, vocabulary 4,096):
+Trainer fp32 13,540 and bf16 13,244; loop fp32 14,748, bf16 15,125, fp32 compiled 14,438, bf16 compiled 22,516.
+
+The model FLOPs per second of the first setting's Trainer follow: tokens/s x training FLOPs per token
+(`hf_infcompute.models.flops`: the blocks' matmuls, the LM head and causal attention, 3 x forward; embedding lookups not
+counted). The utilisation (MFU) divides them by the dense peak of the detected GPU in the run's dtype (e.g. `--preset
+llama-150m --precision bf16 --compile no --seq-len 4096` on an H100); on a CPU or an unknown device the peak is
+unknown, and `--measure-peak` times a large matmul in that dtype to divide by instead.
 """
 
 from __future__ import annotations
@@ -15,18 +40,34 @@ import argparse
 import math
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import TrainerCallback, get_cosine_schedule_with_warmup
+from accelerate.utils import compile_regions
+from torch import nn
+from transformers import TrainerCallback, get_scheduler
 
-from hf_infcompute.data import PackedCollator, prepare_data
+from hf_infcompute.data import PackedCollator, PretrainingData, prepare_data
 from hf_infcompute.models import count_parameters
 from hf_infcompute.models.flops import device_peak_flops, flops_per_token
 from hf_infcompute.training import decay_parameter_names, parse_run_config
-from hf_infcompute.training.pretraining import build_trainer
+from hf_infcompute.training.config import RunConfig
+from hf_infcompute.training.pretraining import build_model_for, build_trainer
+from hf_infcompute.training.sampler import EpochShuffleSampler
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "pretrain"
+LOSS_SAMPLE = 64  # training sequences whose loss is compared after the run
+
+
+@dataclass
+class Measurement:
+    """One run: steady tokens/s, wall seconds of the whole run (compile included) and losses after it."""
+
+    tokens_per_second: float
+    run_seconds: float
+    train_loss: float
+    val_loss: float
 
 
 class StepTimer(TrainerCallback):
@@ -48,18 +89,42 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def trainer_tokens_per_second(run, data, steps: int, warmup: int) -> float:
+@torch.no_grad()
+def fp32_loss(model: nn.Module, dataset, pad_token_id: int, batch_size: int) -> float:
+    """Mean loss of `model` over `dataset` in fp32, without autocast, whatever the run trained in."""
+    model.eval()
+    collate = PackedCollator(pad_token_id)
+    losses = []
+    for start in range(0, len(dataset), batch_size):
+        rows = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        batch = {k: v.to(next(model.parameters()).device) for k, v in collate(rows).items()}
+        losses.append(float(model(**batch).loss) * len(rows))
+    model.train()
+    return sum(losses) / len(dataset)
+
+
+def losses_after(model: nn.Module, run: RunConfig, data: PretrainingData) -> tuple[float, float]:
+    """Training-sample and validation losses of `model`, in fp32."""
+    sample = data.train.select(range(min(LOSS_SAMPLE, len(data.train))))
+    pad, size = data.tokenizer.pad_token_id, run.training.per_device_eval_batch_size
+    return fp32_loss(model, sample, pad, size), fp32_loss(model, data.validation, pad, size)
+
+
+def trainer_run(run: RunConfig, data: PretrainingData, steps: int, warmup: int, compiled: str) -> Measurement:
+    """`RegularizedTrainer` on the run (`torch_compile` compiles by regions whether `compiled` is yes or regional)."""
     timer = StepTimer(warmup)
     trainer = build_trainer(run, data, callbacks=[timer])
+    started = time.perf_counter()
     trainer.train()
+    run_seconds = time.perf_counter() - started
     tokens = (steps - warmup) * run.global_batch_size * run.data.seq_len
-    return tokens / (timer.end - timer.start)
+    return Measurement(tokens / (timer.end - timer.start), run_seconds, *losses_after(trainer.model, run, data))
 
 
-def loop_tokens_per_second(run, data, steps: int, warmup: int) -> float:
-    """The same optimisation written by hand: AdamW groups, cosine schedule, clipping, autocast."""
-    model = build_trainer(run, data).model.to(run.training.device)
+def loop_run(run: RunConfig, data: PretrainingData, steps: int, warmup: int, compiled: str) -> Measurement:
+    """The same optimisation written by hand: AdamW groups, the Trainer's schedule, clipping, autocast, compile."""
     args = run.training
+    model = build_model_for(run, data).to(args.device)
     decay = set(decay_parameter_names(model))
     groups = [
         {"params": [p for n, p in model.named_parameters() if n in decay], "weight_decay": args.weight_decay},
@@ -68,21 +133,23 @@ def loop_tokens_per_second(run, data, steps: int, warmup: int) -> float:
     optimizer = torch.optim.AdamW(
         groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon
     )
-    schedule = get_cosine_schedule_with_warmup(optimizer, max(1, math.ceil(0.01 * steps)), steps)
+    schedule = get_scheduler(args.lr_scheduler_type, optimizer, args.get_warmup_steps(steps), steps)
     loader = torch.utils.data.DataLoader(
         data.train,
         batch_size=args.per_device_train_batch_size,
-        shuffle=True,
+        sampler=EpochShuffleSampler(len(data.train), seed=args.data_seed),  # the Trainer's order
         collate_fn=PackedCollator(data.tokenizer.pad_token_id),
-        drop_last=True,
     )
+    compilers = {"no": lambda m: m, "yes": torch.compile, "regional": compile_regions}
+    forward = compilers[compiled](model)
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
     batches = iter(loader)
     model.train()
+    started = time.perf_counter()
     for step in range(steps):
         if step == warmup:
             _sync()
-            start = time.perf_counter()
+            steady = time.perf_counter()
         try:
             batch = next(batches)
         except StopIteration:
@@ -90,14 +157,16 @@ def loop_tokens_per_second(run, data, steps: int, warmup: int) -> float:
             batch = next(batches)
         batch = {k: v.to(args.device) for k, v in batch.items()}
         with torch.autocast(device_type, dtype=torch.bfloat16, enabled=args.bf16):
-            loss = model(**batch).loss
+            loss = forward(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
     _sync()
-    return (steps - warmup) * args.per_device_train_batch_size * run.data.seq_len / (time.perf_counter() - start)
+    ended = time.perf_counter()
+    tokens = (steps - warmup) * args.per_device_train_batch_size * run.data.seq_len
+    return Measurement(tokens / (ended - steady), ended - started, *losses_after(model, run, data))
 
 
 def measured_matmul_flops(device: torch.device, dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
@@ -113,7 +182,7 @@ def measured_matmul_flops(device: torch.device, dtype: torch.dtype, size: int = 
     return 2 * size**3 / best
 
 
-def print_utilisation(run, config, tokens_per_second: float, measure_peak: bool) -> None:
+def print_utilisation(run: RunConfig, config, tokens_per_second: float, measure_peak: bool) -> None:
     """Model FLOPs per second of the Trainer, by term, over the device's peak (or a measured matmul peak)."""
     flops = flops_per_token(config, run.data.seq_len)
     achieved = tokens_per_second * flops.training
@@ -134,50 +203,88 @@ def print_utilisation(run, config, tokens_per_second: float, measure_peak: bool)
         print(f"MFU: {achieved / peak:.1%} of {peak / 1e12:.4g} TFLOP/s ({source}, {dtype})")
 
 
+def run_config(cli: argparse.Namespace, precision: str, compiled: str, output_dir: str) -> RunConfig:
+    run = parse_run_config(
+        {
+            "corpus": cli.corpus,
+            "token_budget": cli.steps * cli.batch * cli.seq_len,  # one epoch of `steps` steps
+            "seq_len": cli.seq_len,
+            "vocab_size": cli.vocab_size,
+            "tokenizer_train_chars": cli.tokenizer_train_chars,
+            "preset": cli.preset,
+            "per_device_train_batch_size": cli.batch,
+            "precision": precision,
+            "torch_compile": compiled != "no",
+            "num_train_epochs": 1,
+            "save_strategy": "no",
+            "logging_steps": cli.logging_steps,
+            "disable_tqdm": True,
+        }
+    )
+    run.training.output_dir = output_dir
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="tiny-2m")
+    parser.add_argument("--preset", default="tiny-1m")
+    parser.add_argument("--vocab-size", type=int, default=2048, help="of the BPE tokenizer trained on the corpus")
+    parser.add_argument("--tokenizer-train-chars", type=int, default=2_000_000)
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--batch", "--batch-size", dest="batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--seq-len", type=int, default=256)
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--logging-steps", type=int, default=10, help="the Trainer's, as in the study's runs")
+    parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--compile", nargs="+", default=["no", "yes"], choices=["no", "yes", "regional"])
     parser.add_argument("--corpus", default=str(CORPUS))
     parser.add_argument(
         "--measure-peak",
         action="store_true",
         help="where the device's peak is unknown (a CPU), divide by a measured matmul peak",
     )
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     cli = parser.parse_args()
-    budget = cli.steps * cli.batch_size * cli.seq_len
+    if cli.threads:
+        torch.set_num_threads(cli.threads)
+    settings = [(precision, compiled) for compiled in cli.compile for precision in cli.precision]
+    rows: list[tuple[str, str, str, Measurement]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        run = parse_run_config(
-            {
-                "corpus": cli.corpus,
-                "token_budget": budget,
-                "seq_len": cli.seq_len,
-                "preset": cli.preset,
-                "per_device_train_batch_size": cli.batch_size,
-                "precision": cli.precision,
-                "num_train_epochs": 1,
-                "save_strategy": "no",
-                "logging_steps": 1000,
-                "disable_tqdm": True,
-            }
+        first = run_config(cli, *settings[0], tmp)
+        data = prepare_data(first.data)
+        for precision, compiled in settings:
+            run = run_config(cli, precision, compiled, tmp)
+            # A compiled setting's Trainer runs twice: the study's later runs reuse what its first run compiled.
+            runners = [("loop", loop_run), ("Trainer", trainer_run)] + [("Trainer2", trainer_run)] * (compiled != "no")
+            for who, measure in runners:
+                rows.append((who, precision, compiled, measure(run, data, cli.steps, cli.warmup, compiled)))
+                print(f"measured {who} {precision} compile {compiled}: {rows[-1][3]}", flush=True)
+    config = build_model_for(first, data).config
+    print(
+        f"preset {cli.preset} ({count_parameters(config).total:,} parameters), vocabulary {config.vocab_size}, "
+        f"batch {cli.batch} x {cli.seq_len}, {cli.steps} steps (tokens/s after {cli.warmup})"
+    )
+    reference = next((m for who, p, c, m in rows if (who, p, c) == ("Trainer", "bf16", "no")), None)
+    loops = {(p, c): m for who, p, c, m in rows if who == "loop"}
+    print(
+        f"{'runner':8} {'precision':9} {'compile':8} {'tokens/s':>9} {'run s':>7} {'train loss':>10} "
+        f"{'val loss':>9} {'vs loop':>7} {'vs Trainer bf16':>15} {'(run s)':>7}"
+    )
+    for who, precision, compiled, m in rows:
+        loop = loops[precision, compiled]
+        vs_loop = f"{m.tokens_per_second / loop.tokens_per_second:.3f}" if who != "loop" else ""
+        speedup = f"{m.tokens_per_second / reference.tokens_per_second:.3f}" if reference else ""
+        run_speedup = f"{reference.run_seconds / m.run_seconds:.3f}" if reference else ""
+        print(
+            f"{who:8} {precision:9} {compiled:8} {m.tokens_per_second:9,.0f} {m.run_seconds:7.2f} "
+            f"{m.train_loss:10.4f} {m.val_loss:9.4f} {vs_loop:>7} {speedup:>15} {run_speedup:>7}"
         )
-        run.training.output_dir = tmp
-        data = prepare_data(run.data)
-        loop = loop_tokens_per_second(run, data, cli.steps, cli.warmup)
-        trainer = trainer_tokens_per_second(run, data, cli.steps, cli.warmup)
-        loop_again = loop_tokens_per_second(run, data, cli.steps, cli.warmup)
-    loop = (loop + loop_again) / 2  # bracket the Trainer between two loop runs against drift
-    config = build_trainer(run, data).model.config
-    params = count_parameters(config)
-    print(f"preset {cli.preset} ({params.total:,} parameters), batch {cli.batch_size} x {cli.seq_len}, {cli.precision}")
-    print(f"plain loop:         {loop:,.0f} tokens/s")
-    print(f"RegularizedTrainer: {trainer:,.0f} tokens/s")
-    print(f"ratio trainer/loop: {trainer / loop:.3f} (target >= 0.9)")
-    print_utilisation(run, config, trainer, cli.measure_peak)
+    loop, trainer = rows[0][3], rows[1][3]
+    print(f"first setting ({settings[0][0]}, compile {settings[0][1]}):")
+    print(f"plain loop:         {loop.tokens_per_second:,.0f} tokens/s")
+    print(f"RegularizedTrainer: {trainer.tokens_per_second:,.0f} tokens/s")
+    print(f"ratio trainer/loop: {trainer.tokens_per_second / loop.tokens_per_second:.3f} (target >= 0.9)")
+    print_utilisation(first, config, trainer.tokens_per_second, cli.measure_peak)
 
 
 if __name__ == "__main__":
