@@ -40,6 +40,10 @@ from hf_infcompute.workers import is_lead
 logger = logging.getLogger(__name__)
 
 
+# Training rows scored for the record's `train_loss` (the gap to `val_loss` shows overfitting; a sample suffices).
+TRAIN_LOSS_ROWS = 128
+
+
 def run_dir(output_dir: str | Path, run_id: str) -> Path:
     return Path(output_dir) / "runs" / run_id
 
@@ -240,8 +244,11 @@ def pretrain(
             append_record(output_dir, record)
         logger.error(str(error))
         return record
-    val_loss = trainer.evaluate()["eval_loss"]
-    train_sample = data.train.select(range(min(len(data.train), len(data.validation))))
+    # One process scores the validation rows once, per row, and the mean is the run's loss (the rows are whole
+    # `seq_len` rows, so the mean of the rows is the mean of the tokens); a launched group evaluates together.
+    rows = validation_sequence_losses(trainer, data) if trainer.args.world_size == 1 else None
+    val_loss = sum(rows) / len(rows) if rows else trainer.evaluate()["eval_loss"]
+    train_sample = data.train.select(range(min(len(data.train), TRAIN_LOSS_ROWS)))
     train_loss = trainer.evaluate(eval_dataset=train_sample, metric_key_prefix="train")["train_loss"]
     record.update(
         status="finished" if math.isfinite(val_loss) else "failed",
@@ -254,7 +261,7 @@ def pretrain(
     )
     save_final_model(trainer, folder / "model", record)
     if is_lead():
-        record["val_sequence_losses"] = validation_sequence_losses(trainer, data, folder / "model")
+        record["val_sequence_losses"] = rows or validation_sequence_losses(trainer, data, folder / "model")
         if not keep_checkpoints:
             for stale in folder.glob("checkpoint-*"):
                 shutil.rmtree(stale, ignore_errors=True)
@@ -262,11 +269,13 @@ def pretrain(
     return record
 
 
-def validation_sequence_losses(trainer: RegularizedTrainer, data: PretrainingData, model_dir: Path) -> list[float]:
-    """Each validation row's loss under the trained model (`hf_infcompute.training.validation`), scored by the lead
-    alone: the model in memory, or the saved folder where training sharded it (FSDP, ZeRO-3)."""
+def validation_sequence_losses(
+    trainer: RegularizedTrainer, data: PretrainingData, model_dir: Path | None = None
+) -> list[float]:
+    """Each validation row's loss under the trained model (`hf_infcompute.training.validation`), scored by one
+    process: the model in memory, or the saved `model_dir` where training sharded it (FSDP, ZeRO-3)."""
     model = trainer.model
-    if trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
+    if model_dir is not None and (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled):
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto")
     return sequence_losses(
         model,
