@@ -15,8 +15,10 @@ from transformers import PreTrainedModel
 
 from hf_infcompute.data import PackedCollator
 
-# Tokens whose logits are reduced at once: 8,192 x the Llama 3 vocabulary is 4.2 GB of float32.
-CHUNK_TOKENS = 8192
+# Tokens whose logits are reduced at once: 4,096 x the Llama 3 vocabulary is 2.1 GB of float32; an ensemble's
+# K-curve holds about five such tensors at a time (a member's logits, the running sums of logits and of
+# probabilities, and the log-softmax of each).
+CHUNK_TOKENS = 4096
 # Decimals kept in records: far below any difference a finding turns on, and a third of a float's JSON length.
 STORED_DECIMALS = 6
 
