@@ -109,6 +109,7 @@ def test_micro_study_report_matches_the_results_store(micro_study):
     assert {row[1] for row in findings} <= {"yes", "**no**", "not tested"} and len(findings) >= 4
     assert "joint N, K -> inf asymptote" in report and "share of the ensemble's gain" in report
     assert re.search(r"!\[.*\]\(figures/.*\.png\)", report)
+    assert "![training_curves](figures/training_curves.png)" in report
     assert set(state.distillation) == {"ensemble", "self", "token"}
     students = runs[runs.kind == "student"].set_index("run_id")
     rows = parse_table(report, "## Distillation (measured)")

@@ -17,6 +17,7 @@ from hf_infcompute.scaling.joint import JointFit
 from hf_infcompute.scaling.power_law import PowerLawFit
 from hf_infcompute.scaling.report import efficiency_text, markdown_table, write_report
 from hf_infcompute.study import paper
+from hf_infcompute.study.curves import write_training_curves
 from hf_infcompute.study.findings import (
     best_sizes,
     efficiency,
@@ -205,6 +206,7 @@ def write_study_report(spec: StudySpec, output_dir: str | Path, state: StudyStat
     runs = load_runs(output_dir)
     scaling = build_report(runs, source=str(output_dir))
     write_report(scaling, output_dir / FIGURES_DIRNAME)
+    write_training_curves(state, output_dir, output_dir / FIGURES_DIRNAME)  # listed with the figures below
     finished = runs[runs["status"] == "finished"] if len(runs) else runs
     failed = runs[runs["status"] != "finished"] if len(runs) else runs
     lines = [f"# Study: {spec.name}", ""]

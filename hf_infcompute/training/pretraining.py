@@ -33,6 +33,7 @@ from hf_infcompute.training.checkpoints import INCOMPLETE_MARKER, last_complete_
 from hf_infcompute.training.claim import RunClaim
 from hf_infcompute.training.config import RunConfig, parse_run_config
 from hf_infcompute.training.loss_forward import install_loss_forward
+from hf_infcompute.training.train_log import training_log
 from hf_infcompute.training.trainer import RegularizedTrainer
 from hf_infcompute.workers import is_lead
 
@@ -234,6 +235,7 @@ def pretrain(
         trainer.train(resume_from_checkpoint=checkpoint)
     except NonFiniteLossError as error:
         record.update(status="failed", error=str(error), failed_step=trainer.state.global_step + 1)
+        record["train_log"] = training_log(trainer.state.log_history)
         record["wall_time_s"] = time.perf_counter() - started
         if is_lead():
             append_record(output_dir, record)
@@ -251,6 +253,7 @@ def pretrain(
         wall_time_s=time.perf_counter() - started,
         model_dir=str(folder / "model"),
     )
+    record["train_log"] = training_log(trainer.state.log_history)
     save_final_model(trainer, folder / "model", record)
     if is_lead():
         if not keep_checkpoints:
