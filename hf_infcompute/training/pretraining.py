@@ -33,6 +33,7 @@ from hf_infcompute.training.checkpoints import INCOMPLETE_MARKER, last_complete_
 from hf_infcompute.training.claim import RunClaim
 from hf_infcompute.training.config import RunConfig, parse_run_config
 from hf_infcompute.training.loss_forward import install_loss_forward
+from hf_infcompute.training.progress import follow_run
 from hf_infcompute.training.train_log import training_log
 from hf_infcompute.training.trainer import RegularizedTrainer
 from hf_infcompute.workers import is_lead
@@ -228,6 +229,7 @@ def pretrain(
     if run.training.auto_micro_batch:
         fit_micro_batch(run.training, model_config_for(run, data), run.data.seq_len)
     trainer = trainer_factory(run, data, callbacks)
+    follow_run(trainer, f"{kind} {run.training.recipe} {run.model.name}")
     record = {**_base_record(run, data, trainer, kind), **(record_extra or {})}
     checkpoint = last_complete_checkpoint(folder, remove_incomplete=is_lead())
     started = time.perf_counter()
