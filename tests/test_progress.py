@@ -12,6 +12,8 @@ from hf_infcompute.training.progress import follow_runs
 
 
 class Recorder:
+    study = "micro"
+
     def __init__(self) -> None:
         self.calls: list[tuple] = []
 
@@ -36,7 +38,7 @@ def test_runs_inside_follow_runs_report_one_line_instead_of_log_dicts(tiny_run, 
 def test_study_progress_counts_the_store_and_estimates_time_left(tmp_path, capsys):
     for run_id, kind in (("a", "pretrain"), ("b", "ensemble_member"), ("e", "ensemble")):
         append_record(tmp_path, {"run_id": run_id, "kind": kind})
-    progress = StudyProgress(tmp_path, planned=10)
+    progress = StudyProgress(tmp_path, planned=10, study="micro")
     progress.run_ended("c", "pretrain standard tiny-1m lr=0.003 epochs=1 wd=0.1", 5.25, 30.0)
     line = capsys.readouterr().out.strip()
     # a, b and c (ending now) are runs, the ensemble record is not; 7 left at 30 s each

@@ -42,9 +42,10 @@ class StudyProgress:
     progress. Finished runs are counted in the results store (earlier sessions and other workers included); the time
     left is the runs left times this process's mean time per run."""
 
-    def __init__(self, output_dir: str | Path, planned: int) -> None:
+    def __init__(self, output_dir: str | Path, planned: int, study: str) -> None:
         self.output_dir = Path(output_dir)
         self.planned = planned
+        self.study = study
         self.wall_times: list[float] = []
 
     def finished(self, run_id: str) -> int:

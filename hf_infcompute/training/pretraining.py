@@ -34,6 +34,7 @@ from hf_infcompute.training.claim import RunClaim
 from hf_infcompute.training.config import RunConfig, parse_run_config
 from hf_infcompute.training.loss_forward import install_loss_forward
 from hf_infcompute.training.progress import follow_run
+from hf_infcompute.training.tracking import track
 from hf_infcompute.training.train_log import training_log
 from hf_infcompute.training.trainer import RegularizedTrainer
 from hf_infcompute.workers import is_lead
@@ -231,6 +232,7 @@ def pretrain(
     trainer = trainer_factory(run, data, callbacks)
     follow_run(trainer, f"{kind} {run.training.recipe} {run.model.name}")
     record = {**_base_record(run, data, trainer, kind), **(record_extra or {})}
+    track(trainer, run, kind, output_dir)  # with report_to: named by run id, grouped by study and search
     checkpoint = last_complete_checkpoint(folder, remove_incomplete=is_lead())
     started = time.perf_counter()
     try:

@@ -18,7 +18,9 @@ from transformers import PrinterCallback, ProgressCallback, Trainer, TrainerCall
 
 
 class RunListener(Protocol):
-    """Told of each run that ends inside `follow_runs`."""
+    """Told of each run that ends inside `follow_runs`; `study` names the study the runs belong to."""
+
+    study: str
 
     def run_ended(self, run_id: str, description: str, val_loss: float, wall_time_s: float) -> None: ...
 
@@ -34,6 +36,12 @@ def follow_runs(listener: RunListener) -> Iterator[RunListener]:
         yield listener
     finally:
         _LISTENER.reset(token)
+
+
+def current_study() -> str | None:
+    """The study whose runs are being made (inside `follow_runs`), or None."""
+    listener = _LISTENER.get()
+    return None if listener is None else listener.study
 
 
 class RunLineCallback(TrainerCallback):
