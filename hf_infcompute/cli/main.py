@@ -14,6 +14,7 @@ from hf_infcompute.errors import InputError
 
 # Subcommand modules, in the order of the pipeline they drive.
 COMMANDS = ("plan", "study", "pretrain", "search", "ensemble", "generate", "distill", "eval", "fit", "cpt", "push")
+COMMANDS += ("status",)  # reads how far a study or a search is
 
 
 class IntermixedParser(argparse.ArgumentParser):
