@@ -53,3 +53,14 @@ def test_study_help_keys_lists_every_study_key_with_its_help(capsys):
     assert all(f"  {key}: " in out for key in study_keys())
     assert main(["study"]) == 2
     assert "give a study recipe" in capsys.readouterr().err
+
+
+def test_push_to_hub_in_a_run_recipe_is_refused_with_the_push_command(tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("corpus: data\ntoken_budget: 4096\npreset: tiny-1m\npush_to_hub: true\n")
+    assert main(["pretrain", str(recipe), "--output", str(tmp_path / "out")]) == 2
+    assert "upload the model you choose with `hf-infcompute push" in capsys.readouterr().err
+    recipe.write_text("corpus: data\ntoken_budget: 4096\npreset: tiny-1m\n")
+    assert main(["pretrain", "--config", str(recipe), "--push_to_hub", "--output", str(tmp_path / "out")]) == 2
+    assert "`push_to_hub` is not a run setting here" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
