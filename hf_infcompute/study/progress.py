@@ -24,7 +24,9 @@ def search_runs_estimate(grid: SearchGrid) -> int:
 def planned_runs(spec: StudySpec, grids: Sequence[SearchGrid]) -> int:
     """An estimate of the runs `spec` trains: its searches (one grid each), the ensemble members, the students."""
     ensemble = spec.ensemble
-    members = len(ensemble.presets or spec.presets) * (ensemble.tune_k * len(ensemble.member_candidates) + ensemble.k)
+    # tune_k members per candidate; the full ensemble adds k - tune_k to the chosen candidate's
+    per_preset = ensemble.tune_k * len(ensemble.member_candidates) + ensemble.k - ensemble.tune_k
+    members = len(ensemble.presets or spec.presets) * per_preset
     distillation = spec.distillation
     teachers = 1 + distillation.self_distillation + distillation.token_level
     students = teachers * len(distillation.weight_decay)
