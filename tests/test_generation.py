@@ -155,7 +155,8 @@ def test_killed_generation_resumes_to_the_uninterrupted_corpus(teacher_dir, tmp_
     with pytest.raises(KeyboardInterrupt):
         generate_synthetic(teacher_dir, tmp_path / "resumed", **RESUME_RUN)
     assert json.loads((tmp_path / "resumed" / "generation.json").read_text())["status"] == "running"
-    assert sorted(p.name for p in (tmp_path / "resumed").glob("shard-*")) == ["shard-00000", "shard-00001"]
+    shards = sorted(p.name for p in (tmp_path / "resumed" / "data").glob("shard-*"))
+    assert shards == ["shard-00000.parquet", "shard-00001.parquet"]
     with pytest.raises(InputError, match="unfinished"):
         load_synthetic(tmp_path / "resumed")
 
@@ -170,7 +171,7 @@ def test_killed_generation_resumes_to_the_uninterrupted_corpus(teacher_dir, tmp_
     assert json.loads((tmp_path / "resumed" / "generation.json").read_text())["tokens_produced"] == 173
 
     # A lost shard is sampled again, identically.
-    shutil.rmtree(tmp_path / "whole" / "shard-00003")
+    (tmp_path / "whole" / "data" / "shard-00003.parquet").unlink()
     again = generate_synthetic(teacher_dir, tmp_path / "whole", **RESUME_RUN)
     assert again.resumed_shards == 3
     assert load_synthetic(tmp_path / "whole")["input_ids"] == expected["input_ids"]
@@ -429,3 +430,27 @@ def test_cli_generate(teacher_dir, tmp_path, capsys):
     assert args.func(args) == 0
     assert "100 tokens in 7 rows of 16" in capsys.readouterr().out
     assert sum(load_synthetic(tmp_path / "out")["length"]) == 100
+
+
+def test_corpus_is_a_parquet_dataset_with_a_card_and_the_old_layout_still_loads(teacher_dir, tmp_path):
+    import datasets
+    from huggingface_hub import DatasetCard
+
+    out = tmp_path / "out"
+    generate_synthetic(teacher_dir, out, **RESUME_RUN)
+    expected = load_synthetic(out)
+    as_hub_dataset = datasets.load_dataset(str(out), split="train")  # what the Hub (or a local clone) serves
+    assert as_hub_dataset["input_ids"] == expected["input_ids"] and as_hub_dataset["length"] == expected["length"]
+    card = DatasetCard.load(out / "README.md")
+    assert card.data.configs[0]["data_files"][0]["path"] == "data/*.parquet"
+    assert f"Synthetic corpus sampled from `{teacher_dir}`" in card.text
+    assert "173 tokens in 11 rows of 16 token ids" in card.text and "seed 7" in card.text
+
+    old = tmp_path / "old"  # the earlier layout: one save_to_disk folder per shard beside the manifest
+    old.mkdir()
+    shutil.copy(out / "generation.json", old / "generation.json")
+    for index, (start, stop) in enumerate([(0, 3), (3, 6), (6, 9), (9, 11)]):
+        expected.select(range(start, stop)).save_to_disk(str(old / f"shard-{index:05d}"))
+    assert load_synthetic(old)["input_ids"] == expected["input_ids"]
+    with pytest.raises(InputError, match="earlier layout"):
+        generate_synthetic(teacher_dir, old, **RESUME_RUN)

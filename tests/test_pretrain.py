@@ -78,6 +78,14 @@ def test_resumed_run_equals_uninterrupted(tiny_run, tmp_path):
     assert resumed["resumed_from"] == "checkpoint-10"
     assert resumed["val_loss"] == pytest.approx(uninterrupted["val_loss"], abs=1e-6)
     assert resumed["train_loss"] == pytest.approx(uninterrupted["train_loss"], abs=1e-6)
+    # the training curve covers the whole run: the checkpoint's log, then the resumed steps'
+    logs = resumed["train_log"], uninterrupted["train_log"]
+    assert [e["step"] for e in logs[0]] == [e["step"] for e in logs[1]] == list(range(4, 33, 4))
+    assert [e["learning_rate"] for e in logs[0]] == pytest.approx([e["learning_rate"] for e in logs[1]])
+    # the first log after resuming averages only the steps since the checkpoint (11, 12); the others are equal
+    same = [(a["loss"], b["loss"]) for a, b in zip(*logs) if a["step"] != 12]
+    assert [a for a, _ in same] == pytest.approx([b for _, b in same], abs=1e-5)
+    assert all(math.isfinite(e["grad_norm"]) for e in logs[0])
 
 
 class PoisonWeights(TrainerCallback):

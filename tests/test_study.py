@@ -125,6 +125,7 @@ def test_micro_study_report_matches_the_results_store(micro_study):
     assert len(gaps) >= 5 and all(re.search(r"gap [+-]\d\.\d{4} \[", row[2]) for row in gaps)
     assert "joint N, K -> inf asymptote" in report and "share of the ensemble's gain" in report
     assert re.search(r"!\[.*\]\(figures/.*\.png\)", report)
+    assert "![training_curves](figures/training_curves.png)" in report
     assert set(state.distillation) == {"ensemble", "self", "token"}
     students = runs[runs.kind == "student"].set_index("run_id")
     rows = parse_table(report, "## Distillation (measured)")

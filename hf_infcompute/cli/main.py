@@ -10,10 +10,12 @@ import argparse
 import importlib
 import sys
 
+from hf_infcompute.cli.conventions import normalize_argv
 from hf_infcompute.errors import InputError
 
 # Subcommand modules, in the order of the pipeline they drive.
 COMMANDS = ("plan", "study", "pretrain", "search", "ensemble", "generate", "distill", "eval", "fit", "cpt", "push")
+COMMANDS += ("status",)  # reads how far a study or a search is
 
 
 class IntermixedParser(argparse.ArgumentParser):
@@ -46,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(normalize_argv(parser, sys.argv[1:] if argv is None else argv))
     try:
         return int(args.func(args) or 0)
     except InputError as error:

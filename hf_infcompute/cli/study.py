@@ -16,14 +16,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "write OUTPUT/report.md beside the paper's figures. RECIPE is a study YAML or the name of a packaged one "
         "(smoke, quickstart, paper-200M).",
     )
-    parser.add_argument("recipe", help="study YAML (e.g. recipes/quickstart.yaml) or a packaged name")
+    parser.add_argument("recipe", nargs="?", help="study YAML (e.g. recipes/quickstart.yaml) or a packaged name")
     parser.add_argument("--data", help="local corpus files or a hub dataset id (replaces the recipe's corpus)")
     parser.add_argument("--output", "-o", default=None, help="study folder (default: outputs/<study name>)")
     parser.add_argument("--report-only", action="store_true", help="rewrite report.md from what has run so far")
+    parser.add_argument("--help-keys", action="store_true", help="list every study key with its help and exit")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.help_keys:
+        from hf_infcompute.study.keys import print_study_keys
+
+        print_study_keys()
+        return 0
+    if args.recipe is None:
+        from hf_infcompute.errors import InputError
+
+        raise InputError("give a study recipe, e.g. `hf-infcompute study recipes/smoke.yaml` (keys: --help-keys)")
     from hf_infcompute.workers import detach_from_launcher, is_lead
 
     slot = detach_from_launcher()  # under a launcher: one independent worker per GPU

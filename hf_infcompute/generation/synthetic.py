@@ -1,11 +1,14 @@
-"""Sample a synthetic corpus from a teacher into a sharded `datasets` dataset that trains like packed real data.
+"""Sample a synthetic corpus from a teacher into parquet shards that train like packed real data.
 
-Layout of `output_dir`:
-- `shard-00000/`, `shard-00001/`, ...: each a `Dataset.save_to_disk` with the columns of the real training split:
-  `input_ids` (exactly `seq_len` int32 tokens) and `length` (how many of them count; `seq_len` except in the very
-  last row, which is cut so the corpus holds exactly `num_tokens` tokens; its tail is padding).
+Layout of `output_dir` (a Hub dataset repository as it stands: `datasets.load_dataset(output_dir)` reads it):
+- `data/shard-00000.parquet`, ...: the columns of the real training split: `input_ids` (exactly `seq_len` int32
+  tokens) and `length` (how many of them count; `seq_len` except in the very last row, which is cut so the corpus
+  holds exactly `num_tokens` tokens; its tail is padding).
 - `generation.json`: the manifest (teacher, settings, progress), rewritten atomically after every shard.
+- `README.md`: the dataset card (teacher, settings, seed, token count; its `configs` point at `data/`), once finished.
 - `tokenizer/`: the teacher's tokenizer, for `check_same_tokenizer`.
+Folders of the earlier layout (one `save_to_disk` folder per shard, `shard-00000/`) still load; generating into one
+is refused.
 
 Each row is `[start, x_1, ..., x_{seq_len-1}]`: the start token followed by tokens sampled from the teacher.
 The start token is the tokenizer's EOS: packing puts EOS after every document and never inserts a BOS, so EOS is what
@@ -27,7 +30,7 @@ import datetime
 import json
 import logging
 import math
-import shutil
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,6 +40,7 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
+from huggingface_hub import DatasetCard, DatasetCardData
 from tqdm.auto import tqdm
 from transformers import PreTrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
@@ -70,6 +74,8 @@ logger = logging.getLogger(__name__)
 
 MANIFEST_FILE = "generation.json"
 SHARD_PREFIX = "shard-"
+DATA_DIRNAME = "data"
+CARD_FILE = "README.md"
 # Requests handed to vLLM at once (it schedules its own KV cache); transformers sizes its batch to the KV budget.
 VLLM_BATCH_SIZE = 4096
 MEMBERS_DIRNAME = ".members"  # pooled mode: the ensemble's members as standalone folders
@@ -102,8 +108,17 @@ def shard_seed(seed: int, shard_index: int) -> int:
     return int(np.random.SeedSequence([seed, shard_index]).generate_state(1)[0])
 
 
-def shard_dir(output_dir: Path, index: int) -> Path:
+def shard_path(output_dir: Path, index: int) -> Path:
+    return output_dir / DATA_DIRNAME / f"{SHARD_PREFIX}{index:05d}.parquet"
+
+
+def _old_shard_dir(output_dir: Path, index: int) -> Path:
+    """A shard of the earlier layout: a `save_to_disk` folder beside the manifest."""
     return output_dir / f"{SHARD_PREFIX}{index:05d}"
+
+
+def _is_old_layout(output_dir: Path) -> bool:
+    return _old_shard_dir(output_dir, 0).is_dir()
 
 
 @dataclass(frozen=True)
@@ -275,7 +290,7 @@ def _manifest_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]
 def _read_manifest(output_dir: Path) -> dict[str, Any] | None:
     path = output_dir / MANIFEST_FILE
     if not path.is_file():
-        if output_dir.is_dir() and any(output_dir.glob(f"{SHARD_PREFIX}*")):
+        if output_dir.is_dir() and any(output_dir.glob(f"{DATA_DIRNAME}/{SHARD_PREFIX}*")):
             raise InputError(f"{output_dir} holds shards but no {MANIFEST_FILE}: choose another output folder")
         return None
     return json.loads(path.read_text())
@@ -289,14 +304,13 @@ def _write_shard(output_dir: Path, index: int, rows: np.ndarray, lengths: list[i
     rows = rows.copy()
     for i, length in enumerate(lengths):
         rows[i, length:] = pad_token_id
-    features = _features(rows.shape[1])
-
-    def build(tmp: Path) -> None:
-        dataset = datasets.Dataset.from_dict({"input_ids": rows, "length": lengths}, features=features)
-        with _quiet_datasets():
-            dataset.save_to_disk(str(tmp))
-
-    build_once(shard_dir(output_dir, index), build)
+    dataset = datasets.Dataset.from_dict({"input_ids": rows, "length": lengths}, features=_features(rows.shape[1]))
+    path = shard_path(output_dir, index)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")  # renamed into place: a shard on disk is always whole
+    with _quiet_datasets():
+        dataset.to_parquet(str(tmp))
+    os.replace(tmp, path)
 
 
 @contextlib.contextmanager
@@ -341,6 +355,11 @@ def generate_synthetic(
     raise `InputError` naming them.
     """
     output_dir = Path(output_dir)
+    if _is_old_layout(output_dir):
+        raise InputError(
+            f"{output_dir} holds a synthetic corpus of the earlier layout (one save_to_disk folder per shard): it "
+            "still loads for distillation, but cannot be resumed or extended; generate into a new folder"
+        )
     in_memory = teacher if isinstance(teacher, PreTrainedModel) else None
     spec = describe_teacher(teacher)
     if device is None:
@@ -381,7 +400,7 @@ def generate_synthetic(
             )
     plan = ShardPlan(settings["num_tokens"], settings["seq_len"], settings["shard_tokens"])
     done = 0
-    while done < plan.num_shards and shard_dir(output_dir, done).is_dir():
+    while done < plan.num_shards and shard_path(output_dir, done).is_file():
         done += 1
     manifest = existing or {"settings": settings, "created_at": _now()}
     tokens_done = plan.tokens_before(done)
@@ -389,6 +408,7 @@ def generate_synthetic(
         if manifest.get("status") != "finished":  # killed between the last shard and the final manifest
             manifest.update(status="finished", shards_done=done, tokens_produced=tokens_done, finished_at=_now())
             write_json_atomic(output_dir / MANIFEST_FILE, manifest)
+            write_dataset_card(output_dir, manifest)
         return GenerationResult(output_dir, tokens_done, plan.rows, plan.num_shards, done, 0, 0.0, manifest)
 
     sampling = SamplingSettings(
@@ -426,8 +446,8 @@ def generate_synthetic(
         )
         if tokenizer is not None:
             build_once(output_dir / TOKENIZER_DIRNAME, lambda tmp: tokenizer.save_pretrained(str(tmp)))
-        for stale in output_dir.glob(f".{SHARD_PREFIX}*"):
-            shutil.rmtree(stale, ignore_errors=True)  # a shard folder left half-written by a killed run
+        for stale in output_dir.glob(f"{DATA_DIRNAME}/.{SHARD_PREFIX}*"):
+            stale.unlink(missing_ok=True)  # a shard left half-written by a killed run
         write_json_atomic(output_dir / MANIFEST_FILE, manifest)
         if done:
             logger.info("resuming %s: %d of %d shards already on disk", output_dir, done, plan.num_shards)
@@ -439,6 +459,7 @@ def generate_synthetic(
     tokens_done = manifest["tokens_produced"]
     manifest.update(status="finished", wall_time_s=manifest.get("wall_time_s", 0.0) + wall, finished_at=_now())
     write_json_atomic(output_dir / MANIFEST_FILE, manifest)
+    write_dataset_card(output_dir, manifest)
     sampled = tokens_done - plan.tokens_before(done)
     return GenerationResult(output_dir, tokens_done, plan.rows, plan.num_shards, done, sampled, wall, manifest)
 
@@ -480,5 +501,33 @@ def load_synthetic(output_dir: str | Path) -> datasets.Dataset:
             f"the generation in {output_dir} is unfinished ({manifest.get('shards_done', 0)} of "
             f"{manifest.get('shards', '?')} shards): rerun `generate` with the same settings to finish it"
         )
-    shards = [datasets.load_from_disk(str(shard_dir(output_dir, i))) for i in range(manifest["shards"])]
-    return datasets.concatenate_datasets(shards)
+    if _is_old_layout(output_dir):
+        shards = [datasets.load_from_disk(str(_old_shard_dir(output_dir, i))) for i in range(manifest["shards"])]
+        return datasets.concatenate_datasets(shards)
+    files = [str(shard_path(output_dir, i)) for i in range(manifest["shards"])]
+    with _quiet_datasets():  # converted once into the `datasets` cache, memory-mapped from there
+        return datasets.load_dataset("parquet", data_files=files, split="train")
+
+
+def write_dataset_card(output_dir: Path, manifest: dict[str, Any]) -> Path:
+    """`README.md` of a finished corpus: a Hub dataset card saying what it is sampled from and how, whose `configs`
+    make `load_dataset(output_dir)` (and the Hub's viewer) read the parquet shards."""
+    settings, teacher = manifest["settings"], manifest.get("teacher") or {}
+    data = DatasetCardData(
+        tags=["synthetic", "hf-infcompute"],
+        task_categories=["text-generation"],
+        configs=[{"config_name": "default", "data_files": [{"split": "train", "path": f"{DATA_DIRNAME}/*.parquet"}]}],
+    )
+    kind = f"an ensemble of {teacher.get('members')} members" if teacher.get("ensemble") else "a single model"
+    rows = "\n".join(f"| `{key}` | `{value}` |" for key, value in sorted(settings.items()))
+    text = (
+        f"---\n{data.to_yaml()}\n---\n\n# Synthetic corpus sampled from `{settings['teacher']}`\n\n"
+        f"{manifest['tokens_produced']:,} tokens in {manifest['rows']:,} rows of {settings['seq_len']} token ids "
+        f"(`input_ids`; `length` says how many count), sampled from {kind} with seed {settings['seed']} by "
+        "[hf-infcompute](https://arxiv.org/abs/2509.14786) for sequence-level distillation. Each row starts with the "
+        "document separator; the token ids are the teacher's tokenizer's (`tokenizer/`).\n\n"
+        f"| setting | value |\n|---|---|\n{rows}\n"
+    )
+    path = output_dir / CARD_FILE
+    DatasetCard(text).save(path)
+    return path

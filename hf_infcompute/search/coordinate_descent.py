@@ -95,6 +95,7 @@ def coordinate_descent(
     if poll_interval <= 0:
         raise InputError(f"poll_interval must be a positive number of seconds, got {poll_interval}")
     store = store if isinstance(store, SweepStore) else SweepStore(store)
+    store.record_grid(grid.to_dict())
     search = _Search(
         objective, grid, store, worker_id or default_worker_id(), max_evaluations, retry_failed, poll_interval
     )

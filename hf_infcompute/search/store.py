@@ -3,6 +3,7 @@
 Layout of a sweep directory:
 
     sweep.json                 the settings every result depends on (`bind`), so a sweep is never mixed with another
+    grid.json                  the grid searched (`record_grid`), for `hf-infcompute status`
     points/<key>.json          one result per evaluated point, written atomically: finished (with its loss) or failed
     claims/<key>@<gen>.claim   who is evaluating a point right now (worker id, pid, host, time)
 
@@ -35,6 +36,7 @@ from hf_infcompute.search.grid import Point, format_value
 logger = logging.getLogger(__name__)
 
 MANIFEST_FILENAME = "sweep.json"
+GRID_FILENAME = "grid.json"
 POINTS_DIRNAME = "points"
 CLAIMS_DIRNAME = "claims"
 CLAIM_SUFFIX = ".claim"
@@ -179,6 +181,15 @@ class SweepStore:
                 f"{self.directory} holds a sweep with other settings (differing: {differing}): "
                 "choose another output directory, or repeat the settings of that sweep"
             )
+
+    def record_grid(self, axes: Mapping[str, Any]) -> None:
+        """Keep the axes of the grid searched (`SearchGrid.to_dict()`), so a status can count the points left."""
+        write_json_atomic(self.directory / GRID_FILENAME, dict(axes))
+
+    def grid_axes(self) -> dict[str, list[Any]] | None:
+        """The axes `record_grid` kept, or None for a sweep that recorded none."""
+        path = self.directory / GRID_FILENAME
+        return json.loads(path.read_text()) if path.is_file() else None
 
     # Results.
 

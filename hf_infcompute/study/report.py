@@ -18,6 +18,7 @@ from hf_infcompute.scaling.power_law import PowerLawFit
 from hf_infcompute.scaling.report import efficiency_text, markdown_table, write_report
 from hf_infcompute.study import paper
 from hf_infcompute.study.confidence import INCONCLUSIVE, NO, NOT_TESTED, YES, Interval, paired_difference
+from hf_infcompute.study.curves import write_training_curves
 from hf_infcompute.study.findings import (
     Evidence,
     best_sizes,
@@ -259,6 +260,7 @@ def write_study_report(spec: StudySpec, output_dir: str | Path, state: StudyStat
     runs = load_runs(output_dir)
     scaling = build_report(runs, source=str(output_dir))
     write_report(scaling, output_dir / FIGURES_DIRNAME)
+    write_training_curves(state, output_dir, output_dir / FIGURES_DIRNAME)  # listed with the figures below
     evidence = Evidence.of(spec, runs, scaling, state)
     finished = runs[runs["status"] == "finished"] if len(runs) else runs
     failed = runs[runs["status"] != "finished"] if len(runs) else runs

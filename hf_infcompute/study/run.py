@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hf_infcompute.study.pipeline import Study
+from hf_infcompute.study.pipeline import Study, search_grid
+from hf_infcompute.study.progress import StudyProgress, planned_runs
 from hf_infcompute.study.report import write_study_report
 from hf_infcompute.study.spec import StudySpec
 from hf_infcompute.study.state import StudyState, load_report_state
@@ -18,8 +19,12 @@ def run_study(spec: StudySpec, output_dir: str | Path, slot: WorkerSlot | None =
     Several workers (`slot`, e.g. one per GPU under `accelerate launch`) share the searches and the members;
     worker 0 distils, evaluates and writes the report.
     """
+    from hf_infcompute.training.progress import follow_runs  # the training stack loads when a study runs
+
     study = Study(spec, output_dir, slot)
-    state = study.run_all()
+    grids = [search_grid(spec, recipe)[0] for recipe, _ in study.search_plan() for _ in spec.presets]
+    with follow_runs(StudyProgress(output_dir, planned_runs(spec, grids), spec.name)):  # a line per run, not log dicts
+        state = study.run_all()
     if study.is_lead:  # from the state as saved, so that `--report-only` writes the same report
         write_study_report(spec, output_dir, load_report_state(output_dir))
     return state

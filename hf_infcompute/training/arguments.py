@@ -123,6 +123,13 @@ class RegularizedTrainingArguments(TrainingArguments):
                 f"the standard recipe fixes weight_decay at {STANDARD_WEIGHT_DECAY} (got {self.weight_decay}); "
                 "use recipe=regularized to tune weight decay"
             )
+        if self.push_to_hub:
+            raise InputError(
+                "`push_to_hub` is not a run setting here: the Trainer would create one Hub repository per run (each "
+                "sweep point), named after its run folder. Remove it from the recipe and upload the model you choose "
+                "with `hf-infcompute push OUTPUT/runs/<run_id>/model REPO_ID` (a study: `hf-infcompute push OUTPUT "
+                "REPO_ID`)"
+            )
         if self.data_seed is None:
             self.data_seed = self.seed
         if self.precision not in ("auto", "bf16", "fp32"):

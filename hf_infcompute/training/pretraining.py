@@ -33,6 +33,9 @@ from hf_infcompute.training.checkpoints import INCOMPLETE_MARKER, last_complete_
 from hf_infcompute.training.claim import RunClaim
 from hf_infcompute.training.config import RunConfig, parse_run_config
 from hf_infcompute.training.loss_forward import install_loss_forward
+from hf_infcompute.training.progress import announce_run, follow_run
+from hf_infcompute.training.tracking import track
+from hf_infcompute.training.train_log import training_log
 from hf_infcompute.training.trainer import RegularizedTrainer
 from hf_infcompute.training.validation import sequence_losses
 from hf_infcompute.workers import is_lead
@@ -232,13 +235,16 @@ def pretrain(
     if run.training.auto_micro_batch:
         fit_micro_batch(run.training, model_config_for(run, data), run.data.seq_len)
     trainer = trainer_factory(run, data, callbacks)
+    follow_run(trainer)
     record = {**_base_record(run, data, trainer, kind), **(record_extra or {})}
+    track(trainer, run, kind, output_dir)  # with report_to: named by run id, grouped by study and search
     checkpoint = last_complete_checkpoint(folder, remove_incomplete=is_lead())
     started = time.perf_counter()
     try:
         trainer.train(resume_from_checkpoint=checkpoint)
     except NonFiniteLossError as error:
         record.update(status="failed", error=str(error), failed_step=trainer.state.global_step + 1)
+        record["train_log"] = training_log(trainer.state.log_history)
         record["wall_time_s"] = time.perf_counter() - started
         if is_lead():
             append_record(output_dir, record)
@@ -259,6 +265,7 @@ def pretrain(
         wall_time_s=time.perf_counter() - started,
         model_dir=str(folder / "model"),
     )
+    record["train_log"] = training_log(trainer.state.log_history)
     save_final_model(trainer, folder / "model", record)
     if is_lead():
         record["val_sequence_losses"] = rows or validation_sequence_losses(trainer, data, folder / "model")
@@ -266,6 +273,7 @@ def pretrain(
             for stale in folder.glob("checkpoint-*"):
                 shutil.rmtree(stale, ignore_errors=True)
         append_record(output_dir, record)
+        announce_run(record, f"{kind} {run.training.recipe} {run.model.name}")
     return record
 
 

@@ -1,0 +1,62 @@
+"""Names and groups for experiment trackers (`report_to`): each run is named by its run id and grouped by its study
+and search, in the way each of transformers' integrations takes them (`transformers.integrations.integration_utils`):
+
+- every tracker: `TrainingArguments.run_name`;
+- trackio: `TrainingArguments.project` (the study; its callback passes no group);
+- wandb: the `WANDB_RUN_GROUP` environment variable, read by `wandb.init` (the callback passes only a name). The
+  callback reuses an open wandb run, so the previous run of this process is finished first;
+- tensorboard: the callback's `logging_dir` (transformers 5 has no `TrainingArguments.logging_dir`; its callback
+  reads `TENSORBOARD_LOGGING_DIR` once), set to `<output_dir>/tb/<study>/<search>/<run_id>`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.integrations import TensorBoardCallback
+
+from hf_infcompute.training.config import RunConfig
+from hf_infcompute.training.progress import current_study
+
+TENSORBOARD_DIRNAME = "tb"
+DEFAULT_PROJECT = "huggingface"  # TrainingArguments.project's default: replaced by the study's name
+
+
+def search_group(kind: str, recipe: str, preset: str, token_budget: int) -> str:
+    """The search a run belongs to, named as the study names its sweeps; other kinds of run are prefixed with it."""
+    search = f"{recipe}-{preset}-D{token_budget}"
+    return search if kind == "pretrain" else f"{kind}-{search}"
+
+
+def track_run(
+    args: TrainingArguments,
+    callbacks: Sequence[TrainerCallback],
+    run_id: str,
+    group: str,
+    output_dir: str | Path,
+    study: str | None = None,
+) -> None:
+    """Name the run `run_id` and group it under `study` (if any) and `group` in every tracker of `args.report_to`."""
+    args.run_name = run_id
+    trackers = set(args.report_to or [])
+    path = [part for part in (study, group) if part]
+    if "trackio" in trackers and study and args.project == DEFAULT_PROJECT:
+        args.project = study
+    if "wandb" in trackers:
+        os.environ["WANDB_RUN_GROUP"] = "/".join(path)
+        wandb = sys.modules.get("wandb")  # imported by the callback of an earlier run of this process, if any
+        if wandb is not None and wandb.run is not None:
+            wandb.finish()
+    for callback in callbacks:
+        if isinstance(callback, TensorBoardCallback):
+            callback.logging_dir = str(Path(output_dir, TENSORBOARD_DIRNAME, *path, run_id))
+
+
+def track(trainer: Trainer, run: RunConfig, kind: str, output_dir: str | Path) -> None:
+    """`track_run` for `pretrain`'s trainer: the run's id, its search, and the study it runs in (`follow_runs`)."""
+    group = search_group(kind, run.training.recipe, run.model.name, run.data.token_budget)
+    track_run(trainer.args, trainer.callback_handler.callbacks, run.run_id(), group, output_dir, current_study())
