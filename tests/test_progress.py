@@ -59,3 +59,31 @@ def test_search_estimate_is_capped_by_the_grid():
     )
     grid = for_recipe("standard", learning_rates=[1e-3, 3e-3, 1e-2, 3e-2], epochs=[1, 2, 4, 8])
     assert search_runs_estimate(grid) == 9
+
+
+def test_inside_follow_runs_each_transformers_warning_shows_once_and_no_progress_bar():
+    import logging
+
+    from transformers.utils import logging as transformers_logging
+
+    shown: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            shown.append(record.getMessage())
+
+    root, collect = transformers_logging.get_logger(), Collect()
+    root.addHandler(collect)  # beside the library's own stderr handler, filtered alike
+    logger = transformers_logging.get_logger("transformers.training_args")
+    try:
+        assert transformers_logging.is_progress_bar_enabled()
+        with follow_runs(Recorder()):
+            assert not transformers_logging.is_progress_bar_enabled()
+            for _ in range(3):
+                logger.warning("speedups need a GPU")
+            logger.warning("another warning")
+        assert transformers_logging.is_progress_bar_enabled()
+        logger.warning("speedups need a GPU")  # outside: shown again
+    finally:
+        root.removeHandler(collect)
+    assert shown == ["speedups need a GPU", "another warning", "speedups need a GPU"]

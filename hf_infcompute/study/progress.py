@@ -51,7 +51,7 @@ class StudyProgress:
         self.wall_times: list[float] = []
 
     def finished(self, run_id: str) -> int:
-        """Runs recorded so far, counting `run_id` (ending now, its record not yet written)."""
+        """Runs recorded so far, counting `run_id` (ending now, whether or not its record is written yet)."""
         ids = {r["run_id"] for r in iter_records(self.output_dir) if r.get("kind") not in _DERIVED_KINDS}
         return len(ids | {run_id})
 

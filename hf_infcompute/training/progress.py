@@ -7,12 +7,14 @@ description, validation loss and wall time to `listener`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, Protocol
 
 from transformers import PrinterCallback, ProgressCallback, Trainer
+from transformers.utils import logging as transformers_logging
 
 
 class RunListener(Protocol):
@@ -26,14 +28,42 @@ class RunListener(Protocol):
 _LISTENER: ContextVar[RunListener | None] = ContextVar("hf_infcompute_run_listener", default=None)
 
 
+class _OncePerMessage(logging.Filter):
+    """Lets each distinct warning through once: transformers repeats some for every run it builds (e.g. that
+    `torch_compile` speeds up only recent GPUs), which would bury the runs' lines."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        message = record.getMessage()
+        if message in self.seen:
+            return False
+        self.seen.add(message)
+        return True
+
+
 @contextmanager
 def follow_runs(listener: RunListener) -> Iterator[RunListener]:
-    """Within this block, runs report to `listener` (`follow_run`) instead of printing their logs."""
+    """Within this block, runs report to `listener` (`follow_run`) instead of printing their logs; transformers'
+    progress bars (one per saved model) are off and each of its warnings is shown once."""
     token = _LISTENER.set(listener)
+    filters = {handler: _OncePerMessage() for handler in transformers_logging.get_logger().handlers}
+    for handler, once in filters.items():
+        handler.addFilter(once)
+    bars = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
     try:
         yield listener
     finally:
         _LISTENER.reset(token)
+        for handler, once in filters.items():
+            handler.removeFilter(once)
+        if bars:
+            transformers_logging.enable_progress_bar()
 
 
 def current_study() -> str | None:
