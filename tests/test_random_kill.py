@@ -13,6 +13,7 @@ import random
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,35 +23,39 @@ from hf_infcompute.training.checkpoints import INCOMPLETE_MARKER, checkpoints_ne
 
 KILLS = 4
 SEED = 15
+REPOSITORY = Path(__file__).resolve().parents[1]
 
-CHILD = """
-import json, os, sys
-from pathlib import Path
-
-from transformers import Trainer
-
-spec_file, log_file, output = sys.argv[1:4]
-original = Trainer.train
+READY = "ready"
 
 
-def train(self, *args, **kwargs):
-    checkpoint = kwargs.get("resume_from_checkpoint")
-    start = int(Path(checkpoint).name.rpartition("-")[2]) if checkpoint else 0
-    result = original(self, *args, **kwargs)
-    line = json.dumps({"run": Path(self.args.output_dir).name, "steps": self.state.global_step - start})
-    with open(log_file, "a") as log:
-        log.write(line + "\\n")
-        log.flush()
-        os.fsync(log.fileno())
-    return result
+def logged_train(original: Callable, log_file: Path) -> Callable:
+    """`Trainer.train` that appends {"run", "steps" trained from its resume point} to `log_file` when it returns."""
+
+    def train(self, *args, **kwargs):
+        checkpoint = kwargs.get("resume_from_checkpoint")
+        start = int(Path(checkpoint).name.rpartition("-")[2]) if checkpoint else 0
+        result = original(self, *args, **kwargs)
+        line = json.dumps({"run": Path(self.args.output_dir).name, "steps": self.state.global_step - start})
+        with open(log_file, "a") as log:
+            log.write(line + "\n")
+            log.flush()
+            os.fsync(log.fileno())
+        return result
+
+    return train
 
 
-Trainer.train = train
+def child(spec_file: str, log_file: str, output: str) -> None:
+    """The study of `spec_file` into `output`, its training logged; prints READY once imports are done."""
+    from transformers import Trainer
 
-from hf_infcompute.study import parse_study, run_study
+    from hf_infcompute.study import parse_study, run_study
 
-run_study(parse_study(json.loads(Path(spec_file).read_text())), output)
-"""
+    Trainer.train = logged_train(Trainer.train, Path(log_file))
+    spec = parse_study(json.loads(Path(spec_file).read_text()))
+    print(READY, flush=True)
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # nobody reads the pipe from now on
+    run_study(spec, output)
 
 
 def micro_study(corpus_dir: Path, cache_dir: Path) -> dict:
@@ -62,39 +67,50 @@ def micro_study(corpus_dir: Path, cache_dir: Path) -> dict:
             "cache_dir": str(cache_dir),
             "tokenizer": "bpe",
             "vocab_size": 512,
-            "tokenizer_train_chars": 300_000,
+            "tokenizer_train_chars": 100_000,
             "seq_len": 32,
-            "val_sequences": 16,
+            "val_sequences": 8,
+            "max_corpus_tokens": 20_000,
             "per_device_train_batch_size": 16,
             "precision": "fp32",
             "disable_tqdm": True,
             "save_strategy": "steps",
             "save_steps": 1,
-            "save_total_limit": 2,
         },
-        "token_budget": 2048,
+        "token_budget": 1024,
         "presets": ["tiny-0.5m"],
-        "standard": {"learning_rate": [3e-3], "num_train_epochs": [2], "start": [3e-3, 2]},
+        "standard": {"learning_rate": [3e-3], "num_train_epochs": [1], "start": [3e-3, 1]},
         "regularized": {
             "learning_rate": [3e-3],
-            "num_train_epochs": [2],
+            "num_train_epochs": [1],
             "weight_decay": [0.8],
-            "start": [3e-3, 2, 0.8],
+            "start": [3e-3, 1, 0.8],
         },
         "ensemble": {"k": 2, "tune_k": 1, "member_candidates": ["optimum"]},
-        "distillation": {"self_distillation": False, "synthetic_tokens": 1024, "weight_decay": [0.1]},
+        "distillation": {"self_distillation": False, "synthetic_tokens": 512, "weight_decay": [0.1]},
     }
 
 
-def start_study(script: Path, spec: Path, folder: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path.cwd()), os.environ.get("PYTHONPATH", "")])}
-    command = [sys.executable, str(script), str(spec), str(folder / "trained.log"), str(folder / "study")]
-    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+def start_study(spec: Path, folder: Path) -> subprocess.Popen:
+    """This file run as a script on `spec` into `folder`, once its imports are done (one thread: the same sums in
+    every process)."""
+    paths = [str(REPOSITORY), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, __file__, str(spec), str(folder / "trained.log"), str(folder / "study")]
+    folder.mkdir(exist_ok=True)
+    with open(folder / "stderr.log", "a") as errors:
+        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=errors, text=True)
+    assert process.stdout.readline().strip() == READY, errors_of(folder)
+    return process
 
 
-def finish(process: subprocess.Popen) -> None:
-    _, errors = process.communicate()
-    assert process.returncode == 0, errors[-4000:]
+def errors_of(folder: Path) -> str:
+    return (folder / "stderr.log").read_text()[-4000:]
+
+
+def finish(process: subprocess.Popen, folder: Path) -> None:
+    process.communicate()
+    assert process.returncode == 0, errors_of(folder)
 
 
 def trained(folder: Path) -> list[dict]:
@@ -107,25 +123,25 @@ def losses(folder: Path) -> dict[str, float]:
 
 @pytest.mark.slow
 def test_random_kill_study_ends_as_an_uninterrupted_one(corpus_dir, tmp_path):
-    script, spec = tmp_path / "child.py", tmp_path / "study.json"
-    script.write_text(CHILD)
+    spec = tmp_path / "study.json"
     spec.write_text(json.dumps(micro_study(corpus_dir, tmp_path / "cache")))
     whole, killed = tmp_path / "uninterrupted", tmp_path / "killed"
+    process = start_study(spec, whole)
     started = time.perf_counter()
-    finish(start_study(script, spec, whole))
-    duration = time.perf_counter() - started
+    finish(process, whole)
+    duration = time.perf_counter() - started  # after the imports, which the kills below wait out too
 
     rng = random.Random(SEED)
     kills = 0
     for _ in range(KILLS):
-        process = start_study(script, spec, killed)
+        process = start_study(spec, killed)
         try:
             process.wait(timeout=rng.uniform(0.3, 1.0) * duration)
         except subprocess.TimeoutExpired:
             process.kill()  # SIGKILL
             kills += 1
         process.communicate()  # reaped: a dead holder's pid must not look alive to the claims
-    finish(start_study(script, spec, killed))
+    finish(start_study(spec, killed), killed)
     assert kills >= 2, "the study finished before most kills: lengthen it"
 
     expected, got = losses(whole), losses(killed)
@@ -137,3 +153,7 @@ def test_random_kill_study_ends_as_an_uninterrupted_one(corpus_dir, tmp_path):
     assert not list((killed / "study").rglob(INCOMPLETE_MARKER))
     run_folders = [path for path in (killed / "study" / "runs").iterdir() if path.is_dir()]
     assert all(is_complete_checkpoint(c) for folder in run_folders for c in checkpoints_newest_first(folder))
+
+
+if __name__ == "__main__":
+    child(*sys.argv[1:4])

@@ -242,7 +242,10 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> dict[st
     """Read a YAML recipe (a flat mapping of run settings) and apply `key=value` overrides."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"recipe file {path} not found")
+        raise InputError(
+            f"recipe file {path} not found (relative paths are read from {Path.cwd()}): check the path, or start from "
+            "a copy of the example recipe recipes/pretrain-tiny.yaml (`--help-keys` lists every key)"
+        )
     config = read_yaml(path, "recipe")
     if not isinstance(config, dict):
         raise InputError(f"recipe {path} must be a mapping of setting: value")
