@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
+
 from hf_infcompute import load_runs
 from hf_infcompute.records import append_record, iter_records, read_record, results_dir
 from hf_infcompute.study import parse_study, run_study
@@ -57,6 +59,7 @@ def test_records_store_folders_relative_to_the_output_folder_and_old_absolute_on
     assert {r["run_id"]: r["model_dir"] for r in iter_records(moved)}["old"] == "/somewhere/model"
 
 
+@pytest.mark.slow
 def test_a_moved_study_resumes_without_training_again(corpus_dir, cache_dir, tmp_path, trained_runs):
     spec = parse_study(
         {**TINY_STUDY, "run": {**TINY_STUDY["run"], "corpus": str(corpus_dir), "cache_dir": str(cache_dir)}}

@@ -181,7 +181,7 @@ def load_study(path: str | Path, *, data: str | None = None) -> StudySpec:
             packaged_studies = sorted(
                 entry.name.removesuffix(".yaml")
                 for entry in files("hf_infcompute.recipes").iterdir()
-                if entry.name.endswith(".yaml") and "presets" in (read_yaml(Path(entry.name), "", entry.read_text()))
+                if entry.name.endswith(".yaml") and "presets" in read_yaml(Path(entry.name), "", entry.read_text())
             )
             raise InputError(
                 f"study recipe {path} not found, neither as a file (relative paths are read from {Path.cwd()}) nor "
