@@ -40,6 +40,15 @@ def test_a_yaml_syntax_error_names_the_file_and_line(command: str, tmp_path: Pat
     assert str(recipe) in error and "line" in error and "not valid YAML" in error
 
 
+@pytest.mark.parametrize("command", ["pretrain", "study"])
+def test_a_missing_recipe_file_names_the_fix(command: str, tmp_path: Path, capsys):
+    missing = tmp_path / "nowhere.yaml"
+    code, error = run_cli([command, str(missing), "--output", str(tmp_path / "out")], capsys)
+    assert code == 2 and "Traceback" not in error
+    assert str(missing) in error and "check the path" in error
+    assert ("recipes/pretrain-tiny.yaml" if command == "pretrain" else "quickstart, smoke") in error
+
+
 def test_a_bad_run_key_stops_the_study_before_it_trains(corpus_dir, tmp_path: Path, capsys, trained_runs):
     spec = yaml.safe_load(SMOKE.read_text())
     spec["run"]["learning_rate_warmup"] = 0.1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from hf_infcompute.errors import InputError
 from hf_infcompute.method import (
@@ -25,6 +26,9 @@ class DistillationTrainingArguments(RegularizedTrainingArguments):
     `token`: train on real rows against the teacher's next-token distributions (KL at `kd_temperature`), weighted
     `kd_alpha` against the usual cross-entropy; needs `teacher`. Students default to weight decay 0.1, the paper's.
     """
+
+    # Settings naming a folder: a run id holds what the folder holds (`run_ids.folder_identity`), not its path.
+    FOLDER_FIELDS: ClassVar[tuple[str, ...]] = ("teacher", "synthetic_data")
 
     kd_mode: str = field(default="sequence", metadata={"help": "'sequence' (mix in teacher samples) or 'token' (KL)."})
     teacher: str | None = field(default=None, metadata={"help": "Teacher model or ensemble folder."})

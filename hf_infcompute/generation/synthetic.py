@@ -69,10 +69,11 @@ from hf_infcompute.generation.teacher import (
     trained_seq_len,
 )
 from hf_infcompute.records import write_json_atomic
+from hf_infcompute.run_ids import SYNTHETIC_MANIFEST_FILE, folder_identity
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_FILE = "generation.json"
+MANIFEST_FILE = SYNTHETIC_MANIFEST_FILE
 SHARD_PREFIX = "shard-"
 DATA_DIRNAME = "data"
 CARD_FILE = "README.md"
@@ -280,9 +281,14 @@ def _vllm_sampler(
 
 
 def _manifest_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Settings that differ. A teacher that is the same run (`teacher_id`) in a moved folder is the same teacher; a
+    manifest written before `teacher_id` was recorded is compared by the teacher's path."""
+    ignored = (
+        {"teacher_id"} if "teacher_id" not in old else {"teacher"} if old["teacher_id"] == new["teacher_id"] else set()
+    )
     return [
         f"{key}: {old.get(key)!r} on disk vs {new.get(key)!r} now"
-        for key in sorted(old.keys() | new.keys())
+        for key in sorted((old.keys() | new.keys()) - ignored)
         if old.get(key) != new.get(key)
     ]
 
@@ -368,6 +374,7 @@ def generate_synthetic(
         device = "cuda"
     settings = {
         "teacher": spec.name,
+        "teacher_id": folder_identity(spec.name) if spec.is_local else spec.name,
         "num_tokens": num_tokens,
         "seq_len": _resolve_seq_len(seq_len, spec),
         "temperature": temperature,

@@ -21,7 +21,8 @@ class PretrainObjective:
     A point's coordinates are run settings (`learning_rate`, `num_train_epochs`, `weight_decay`) that replace the
     run's own. Runs and their records land in `output_dir/runs/` and `output_dir/results/` (so
     `load_runs(output_dir)` lists every run of the sweep). Returns the run record, whose `val_loss` the search
-    minimises; a run that does not finish raises, and the search records the point as failed.
+    minimises, its folders relative to `output_dir` (`records.relative_paths`); a run that does not finish raises,
+    and the search records the point as failed.
     """
 
     run: RunConfig
@@ -42,9 +43,10 @@ class PretrainObjective:
         return {key: value for key, value in self.run.identity().items() if key not in searched}
 
     def __call__(self, point: Point) -> dict[str, Any]:
+        from hf_infcompute.records import relative_paths
         from hf_infcompute.training import pretrain
 
         record = pretrain(self.run_for(point), str(self.output_dir))
         if record.get("status") != "finished":
             raise RuntimeError(f"run {record.get('run_id')} ended {record.get('status')}: {record.get('error')}")
-        return dict(record)
+        return relative_paths(dict(record), self.output_dir)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from hf_infcompute.errors import InputError, raise_if_out_of_memory
 from hf_infcompute.method import STANDARD_WEIGHT_DECAY
+from hf_infcompute.records import resolved_paths
 from hf_infcompute.search import SearchGrid, SearchResult, SweepStore, coordinate_descent, for_recipe
 from hf_infcompute.search.grid import LEARNING_RATE, NUM_TRAIN_EPOCHS, WEIGHT_DECAY
 from hf_infcompute.search.pretrain_objective import PretrainObjective
@@ -207,7 +208,9 @@ class Study:
                     val_loss=result.best_loss,
                     locally_optimal=result.locally_optimal,
                     run_id=result.best.extra.get("run_id") if result.best else None,
-                    model_dir=result.best.extra.get("model_dir") if result.best else None,
+                    model_dir=(
+                        resolved_paths(result.best.extra, self.output_dir).get("model_dir") if result.best else None
+                    ),
                     evaluations=result.evaluations,
                     reused=result.reused,
                     grid_edges=grid.edges(result.best_point) if result.best else [],

@@ -190,7 +190,15 @@ def load_study(path: str | Path, *, data: str | None = None) -> StudySpec:
 
         packaged = files("hf_infcompute.recipes") / f"{path.name.removesuffix('.yaml')}.yaml"
         if not packaged.is_file():
-            raise InputError(f"study recipe {path} not found (nor a packaged recipe of that name)")
+            packaged_studies = sorted(
+                entry.name.removesuffix(".yaml")
+                for entry in files("hf_infcompute.recipes").iterdir()
+                if entry.name.endswith(".yaml") and "presets" in read_yaml(Path(entry.name), "", entry.read_text())
+            )
+            raise InputError(
+                f"study recipe {path} not found, neither as a file (relative paths are read from {Path.cwd()}) nor "
+                f"as a packaged recipe: check the path, or name a packaged study ({', '.join(packaged_studies)})"
+            )
         text = packaged.read_text()
     else:
         text = path.read_text()

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_infcompute.errors import InputError
-from hf_infcompute.records import write_json_atomic
+from hf_infcompute.records import relative_paths, resolved_paths, write_json_atomic
 
 STATE_FILE = "study.json"
 # Raised whenever what study.json holds changes, so that a report is never written from a state it cannot read.
@@ -150,7 +150,8 @@ class StudyState:
         return cls(**fields)
 
     def save(self, path: str | Path) -> None:
-        write_json_atomic(path, self.to_json())
+        """Write the state to `path`, its folders relative to the study folder (`relative_paths`)."""
+        write_json_atomic(path, relative_paths(self.to_json(), Path(path).parent))
 
     @classmethod
     def load(cls, path: str | Path) -> StudyState:
@@ -158,7 +159,7 @@ class StudyState:
         values = json.loads(Path(path).read_text())
         if not isinstance(values, dict) or values.get("format") != STATE_FORMAT:
             raise InputError(f"{path} was written by an older hf-infcompute. {RERUN}")
-        return cls.from_json(values, str(path))
+        return cls.from_json(resolved_paths(values, Path(path).parent), str(path))
 
 
 def _mapping(values: Any, where: str, source: str) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from transformers import HfArgumentParser
 from hf_infcompute.data.arguments import DataArguments
 from hf_infcompute.errors import InputError
 from hf_infcompute.recipe_files import read_yaml
-from hf_infcompute.run_ids import training_run_id
+from hf_infcompute.run_ids import folder_identity, training_run_id
 from hf_infcompute.training.arguments import ModelArguments, RegularizedTrainingArguments
 
 # The settings that define a run's result: two configurations equal on these are the same run.
@@ -94,6 +94,9 @@ class RunConfig(Generic[Training]):
         identity["batch_size"] = self.global_batch_size
         own = set(_init_fields(type(self.training))) - set(_init_fields(RegularizedTrainingArguments))
         identity.update({name: getattr(self.training, name) for name in sorted(own)})
+        for name in getattr(self.training, "FOLDER_FIELDS", ()):  # a teacher, a synthetic corpus: by what they hold
+            if identity.get(name) is not None:
+                identity[name] = folder_identity(identity[name])
         return identity
 
     @property
@@ -239,7 +242,10 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> dict[st
     """Read a YAML recipe (a flat mapping of run settings) and apply `key=value` overrides."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"recipe file {path} not found")
+        raise InputError(
+            f"recipe file {path} not found (relative paths are read from {Path.cwd()}): check the path, or start from "
+            "a copy of the example recipe recipes/pretrain-tiny.yaml (`--help-keys` lists every key)"
+        )
     config = read_yaml(path, "recipe")
     if not isinstance(config, dict):
         raise InputError(f"recipe {path} must be a mapping of setting: value")

@@ -226,6 +226,7 @@ def pretrain(
     finished = finished_record(output_dir, run_id)
     if finished is not None:
         logger.info("run %s already recorded (%s); not training it again", run_id, finished.get("status"))
+        last_complete_checkpoint(run_dir(output_dir, run_id), remove_incomplete=is_lead())  # a kill mid-cleanup
         return finished
     check_model_fits(run)
     folder = run_dir(output_dir, run_id)
@@ -269,10 +270,10 @@ def pretrain(
     save_final_model(trainer, folder / "model", record)
     if is_lead():
         record["val_sequence_losses"] = rows or validation_sequence_losses(trainer, data, folder / "model")
+        append_record(output_dir, record)  # before the checkpoints go: a kill in between must not lose the run
         if not keep_checkpoints:
             for stale in folder.glob("checkpoint-*"):
                 shutil.rmtree(stale, ignore_errors=True)
-        append_record(output_dir, record)
         announce_run(record, f"{kind} {run.training.recipe} {run.model.name}")
     return record
 
