@@ -15,6 +15,20 @@ PRETRAIN_CORPUS = SHARED_DATA / "pretrain"
 BENCH_DATA = SHARED_DATA / "bench"
 
 
+# The `run:` section of the tests' micro studies: the smallest runs a whole study can be made of.
+MICRO_STUDY_RUN = {
+    "tokenizer": "bpe",
+    "vocab_size": 512,
+    "tokenizer_train_chars": 500_000,
+    "seq_len": 32,
+    "val_sequences": 16,
+    "per_device_train_batch_size": 16,
+    "precision": "fp32",
+    "disable_tqdm": True,
+    "save_strategy": "no",
+}
+
+
 def save_base_checkpoint(folder: Path, corpus_dir: Path) -> Path:
     """A tiny random Llama with a BPE tokenizer, saved into `folder` like a hub checkpoint (for continued
     pre-training)."""

@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+from conftest import MICRO_STUDY_RUN
 
 from hf_infcompute import load_runs
 from hf_infcompute.records import append_record, iter_records, read_record, results_dir
@@ -14,17 +15,7 @@ from hf_infcompute.study.state import STATE_FILE, load_report_state
 
 TINY_STUDY = {
     "name": "moved",
-    "run": {
-        "tokenizer": "bpe",
-        "vocab_size": 512,
-        "tokenizer_train_chars": 500_000,
-        "seq_len": 32,
-        "val_sequences": 16,
-        "per_device_train_batch_size": 16,
-        "precision": "fp32",
-        "disable_tqdm": True,
-        "save_strategy": "no",
-    },
+    "run": MICRO_STUDY_RUN,
     "token_budget": 2048,
     "data_scaling_budgets": [],
     "presets": ["tiny-0.5m"],

@@ -13,6 +13,7 @@ import sys
 
 import pytest
 import yaml
+from conftest import MICRO_STUDY_RUN
 
 from hf_infcompute import load_runs
 from hf_infcompute.errors import InputError
@@ -23,17 +24,7 @@ from hf_infcompute.study.state import STATE_FILE, load_report_state
 
 MICRO = {
     "name": "micro",
-    "run": {
-        "tokenizer": "bpe",
-        "vocab_size": 512,
-        "tokenizer_train_chars": 500_000,
-        "seq_len": 32,
-        "val_sequences": 16,
-        "per_device_train_batch_size": 16,
-        "precision": "fp32",
-        "disable_tqdm": True,
-        "save_strategy": "no",
-    },
+    "run": MICRO_STUDY_RUN,
     "token_budget": 4096,
     "data_scaling_budgets": [1024, 2048],
     "presets": ["tiny-0.5m", "tiny-1m", "tiny-2m"],
