@@ -31,6 +31,7 @@ from hf_infcompute.training import (
 from hf_infcompute.training.loss_forward import install_loss_forward
 from hf_infcompute.training.losses import chunked_causal_lm_loss
 from hf_infcompute.training.pretraining import build_model_for, build_trainer
+from hf_infcompute.training.validation import CHUNK_TOKENS
 
 VOCAB = 1000
 REPO = Path(__file__).resolve().parents[1]
@@ -263,7 +264,12 @@ def test_pretrain_chunked_equals_full_and_checkpointing_runs(tiny_run, tmp_path)
 
     def factory(run, data, callbacks=None):
         trainer = build_trainer(run, data, callbacks)
-        trainer.model.lm_head.register_forward_hook(lambda *_: head_calls.append(run.training.loss_implementation))
+
+        def hook(module, inputs, output):
+            tokens = output.shape[:-1].numel()
+            head_calls.append((run.training.loss_implementation, torch.is_grad_enabled(), tokens))
+
+        trainer.model.lm_head.register_forward_hook(hook)
         return trainer
 
     full = pretrain({**settings, "loss_implementation": "full"}, tmp_path / "full", trainer_factory=factory)
@@ -272,7 +278,10 @@ def test_pretrain_chunked_equals_full_and_checkpointing_runs(tiny_run, tmp_path)
         tmp_path / "chunked",
         trainer_factory=factory,
     )
-    assert set(head_calls) == {"full"}  # training and evaluation never built the chunked run's logits
+    # Training never built the chunked run's logits; only the per-row validation scoring did, without gradients and
+    # a bounded chunk of rows at a time.
+    assert {(grad, tokens <= CHUNK_TOKENS) for impl, grad, tokens in head_calls if impl == "chunked"} == {(False, True)}
+    assert any(impl == "full" and grad for impl, grad, _ in head_calls)
     assert chunked["status"] == "finished"
     assert chunked["val_loss"] == pytest.approx(full["val_loss"], abs=1e-4)
     # Neither setting changes results, so neither is in the run's identity: finished runs stay valid.
