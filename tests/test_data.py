@@ -39,7 +39,7 @@ def test_validation_is_fixed_across_budgets_and_disjoint_from_training(tiny_run)
 
 
 def test_tokenizer_never_saw_validation_text(tiny_run):
-    args = data_args(tiny_run)
+    args = data_args(tiny_run, validation_split="head")  # the random split: tests/test_data_split.py
     tokenizer, trained_from = packing.prepare_tokenizer(args)
     meta = packing.pack_corpus(args, tokenizer).meta
     assert 0 <= meta["validation_end_document"] < trained_from["first_document"]
@@ -57,7 +57,7 @@ def test_packed_corpus_is_cached(tiny_run, monkeypatch):
 
 
 def test_documents_are_separated_by_eos(tiny_run):
-    data = prepare_data(data_args(tiny_run))
+    data = prepare_data(data_args(tiny_run, validation_split="head"))  # validation starts at the first document
     tokens = np.asarray(data.validation["input_ids"]).ravel()
     eos = data.tokenizer.eos_token_id
     assert (tokens == eos).sum() >= 1

@@ -41,6 +41,7 @@ def prep_args(corpus_dir: Path, tokenizer_dir: Path, cache_dir: Path, **changes)
         "token_budget": 10_000,
         "max_corpus_tokens": LIMIT,
         "preprocessing_num_workers": 1,
+        "validation_split": "head",  # rows in stream order; the random split: tests/test_data_split.py
     }
     return DataArguments(**{**settings, **changes})
 
@@ -112,7 +113,16 @@ def _wait_for(condition, what: str, processes: list[subprocess.Popen], timeout: 
 def test_concurrent_preparations_tokenize_once(corpus_dir, tokenizer_dir, tmp_path):
     """Two processes prepare one cold cache entry: one tokenizes while the other waits on the lock, then reads."""
     args = prep_args(corpus_dir, tokenizer_dir, tmp_path / "cache")
-    keys = ("corpus", "tokenizer", "cache_dir", "seq_len", "val_sequences", "token_budget", "max_corpus_tokens")
+    keys = (
+        "corpus",
+        "tokenizer",
+        "cache_dir",
+        "seq_len",
+        "val_sequences",
+        "token_budget",
+        "max_corpus_tokens",
+        "validation_split",
+    )
     settings = {key: getattr(args, key) for key in keys}
     marker, go = tmp_path / "tokenized-by", tmp_path / "go"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
