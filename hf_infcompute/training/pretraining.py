@@ -267,9 +267,13 @@ def pretrain(
         model_dir=str(folder / "model"),
     )
     record["train_log"] = training_log(trainer.state.log_history)
+    if rows is not None:
+        record["val_sequence_losses"] = rows
     save_final_model(trainer, folder / "model", record)
     if is_lead():
-        record["val_sequence_losses"] = rows or validation_sequence_losses(trainer, data, folder / "model")
+        if rows is None:  # a launched group: its lead scores the rows now, and the model folder keeps the same record
+            record["val_sequence_losses"] = validation_sequence_losses(trainer, data, folder / "model")
+            write_json_atomic(folder / "model" / RUN_RECORD_FILE, record)
         append_record(output_dir, record)  # before the checkpoints go: a kill in between must not lose the run
         if not keep_checkpoints:
             for stale in folder.glob("checkpoint-*"):
