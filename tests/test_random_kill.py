@@ -83,7 +83,7 @@ def micro_study(corpus_dir: Path, cache_dir: Path) -> dict:
         "regularized": {
             "learning_rate": [3e-3],
             "num_train_epochs": [1],
-            "weight_decay": [0.8],
+            "weight_decay": [0.1, 0.8],  # 0.1: the regularized search also starts from the standard optimum
             "start": [3e-3, 1, 0.8],
         },
         "ensemble": {"k": 2, "tune_k": 1, "member_candidates": ["optimum"]},

@@ -45,6 +45,8 @@ def full_state() -> StudyState:
         evaluations=3,
         reused=1,
         grid_edges=["weight_decay 0.8 (largest on the grid)"],
+        start="standard optimum",
+        start_losses={"study's start": 5.25, "standard optimum": 5.125},
     )
     students = [StudentState(0.8, 5.0, "student-a", "runs/student-a"), StudentState(0.05, 5.25, "student-b", None)]
     return StudyState(
