@@ -25,7 +25,6 @@ from transformers import AutoTokenizer, PretrainedConfig
 
 from hf_infcompute.data.arguments import DataArguments
 from hf_infcompute.errors import InputError
-from hf_infcompute.method import STANDARD_WEIGHT_DECAY
 from hf_infcompute.models.checkpoint import load_base_config
 from hf_infcompute.models.flops import FlopsPerToken, flops_per_token
 from hf_infcompute.models.presets import ParameterCounts, count_parameters, get_preset
@@ -316,7 +315,7 @@ def plan_study(spec: StudySpec, settings: RunSettings, device_bytes: float) -> R
     # The regularized search also starts from the standard optimum, unknown beforehand: its start stands in for it.
     # Both searches share one grid, whose size already bounds them together.
     grid, start = search_grid(spec, "regularized")
-    standard_start = grid.canonical({**search_grid(spec, "standard")[1], WEIGHT_DECAY: STANDARD_WEIGHT_DECAY})
+    standard_start = grid.canonical(search_grid(spec, "standard")[1])  # its weight decay is the standard 0.1
     for name in spec.presets:
         second = _search_work("regularized", presets[name], grid, standard_start, budget)
         work.append(

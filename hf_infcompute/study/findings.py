@@ -28,7 +28,7 @@ from hf_infcompute.study.confidence import (
     combined_verdict,
 )
 from hf_infcompute.study.spec import StudySpec
-from hf_infcompute.study.state import DistillationState, SearchState, StudyState
+from hf_infcompute.study.state import DistillationState, SearchState, StudyState, search_key
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class Evidence:
 
     def search(self, recipe: str, preset: str) -> SearchState | None:
         """The search of `recipe` for `preset` at the main budget, if it found a point."""
-        found = self.state.searches.get(f"{recipe}/{preset}/{self.spec.token_budget}")
+        found = self.state.searches.get(search_key(recipe, preset, self.spec.token_budget))
         return found if found is not None and found.point is not None else None
 
     def best_single(self, preset: str) -> SearchState | None:
