@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from transformers import LlamaConfig
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -27,6 +28,19 @@ MICRO_STUDY_RUN = {
     "disable_tqdm": True,
     "save_strategy": "no",
 }
+
+
+def micro_llama_config(**overrides) -> LlamaConfig:
+    """The config of the smallest Llama the tests build without data (64-token vocabulary, one layer of 16)."""
+    shape = {
+        "vocab_size": 64,
+        "hidden_size": 16,
+        "intermediate_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 2,
+    }
+    return LlamaConfig(**{**shape, **overrides})
 
 
 def save_base_checkpoint(folder: Path, corpus_dir: Path) -> Path:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import BENCH_DATA, save_base_checkpoint
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, ViTConfig, ViTModel
+from conftest import BENCH_DATA, micro_llama_config, save_base_checkpoint
+from transformers import AutoModelForCausalLM, LlamaForCausalLM, ViTConfig, ViTModel
 
 from hf_infcompute.cli.main import main
 from hf_infcompute.continued_pretraining import continued_pretraining
@@ -79,16 +79,7 @@ def test_cpt_refuses_non_causal_base_and_missing_tokenizer(domain_run, tmp_path)
     with pytest.raises(InputError, match="tokenizer"):
         pretrain({**domain_run, "base_model": str(vision)}, tmp_path)
     (tmp_path / "no_tokenizer").mkdir()
-    LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=64,
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-        )
-    ).save_pretrained(tmp_path / "no_tokenizer")
+    LlamaForCausalLM(micro_llama_config()).save_pretrained(tmp_path / "no_tokenizer")
     with pytest.raises(InputError, match="cannot load tokenizer"):
         pretrain({**domain_run, "base_model": str(tmp_path / "no_tokenizer")}, tmp_path)
     with pytest.raises(InputError, match="keeps the base model's tokenizer"):

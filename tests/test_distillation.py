@@ -7,7 +7,8 @@ from collections import Counter
 import datasets
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from conftest import micro_llama_config
+from transformers import LlamaForCausalLM
 
 from hf_infcompute import load_runs
 from hf_infcompute.distillation import (
@@ -59,14 +60,7 @@ def test_synthetic_only_epoch_is_a_pass_over_synthetic_rows():
 
 
 def test_distillation_trainer_reads_its_settings_from_args(tmp_path):
-    config = LlamaConfig(
-        vocab_size=64,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-    )
+    config = micro_llama_config()
     torch.manual_seed(0)
     student, teacher_model = LlamaForCausalLM(config), LlamaForCausalLM(config)
     rows = datasets.Dataset.from_dict({"input_ids": torch.randint(0, 64, (12, 8)).tolist()})

@@ -17,8 +17,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
-from conftest import BENCH_DATA, save_base_checkpoint
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+from conftest import BENCH_DATA, micro_llama_config, save_base_checkpoint
+from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
 from hf_infcompute.data import PackedCollator, prepare_data
 from hf_infcompute.hub import read_run_record
@@ -36,16 +36,7 @@ ACCELERATE_CONFIGS = REPOSITORY / "recipes" / "accelerate"
 
 
 def tiny_llama() -> LlamaForCausalLM:
-    return LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=64,
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-        )
-    )
+    return LlamaForCausalLM(micro_llama_config(num_hidden_layers=2))
 
 
 def test_zero3_decay_grouping_reads_the_full_shape():

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import micro_llama_config
 from transformers import AutoModelForCausalLM, TrainerCallback
 
 from hf_infcompute import load_runs
@@ -118,18 +119,9 @@ def test_validation_split_shared_across_presets_and_seeds(tiny_run, tmp_path):
 
 
 def test_weight_decay_applies_to_matrices_only():
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
-    model = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=64,
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-        )
-    )
+    model = LlamaForCausalLM(micro_llama_config())
     decayed = set(decay_parameter_names(model))
     assert "model.embed_tokens.weight" in decayed
     assert "model.layers.0.self_attn.q_proj.weight" in decayed

@@ -9,8 +9,9 @@ import os
 import pytest
 import torch
 from accelerate import Accelerator, PartialState
+from conftest import micro_llama_config
 from torch import nn
-from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainingArguments
+from transformers import LlamaForCausalLM, Trainer, TrainingArguments
 
 from hf_infcompute.errors import InputError
 from hf_infcompute.training import RegularizedTrainingArguments
@@ -104,16 +105,7 @@ def test_without_a_launcher_says_how_to_use_every_gpu(launch_env, caplog):
 def test_one_process_never_wraps_the_model_in_data_parallel(tmp_path):
     """Without a launcher transformers counts every visible GPU (`_n_gpu`) and wraps the model in `nn.DataParallel`:
     the run's arguments keep it at one device, so the batch is the one the record states."""
-    model = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=64,
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-        )
-    )
+    model = LlamaForCausalLM(micro_llama_config())
     for cls, wrapped in ((TrainingArguments, True), (RegularizedTrainingArguments, False)):
         args = cls(output_dir=str(tmp_path), per_device_train_batch_size=8, report_to="none")
         args._n_gpu = 4  # what `_setup_devices` finds on a 4-GPU machine
