@@ -28,6 +28,7 @@ from hf_infcompute.study.findings import (
     regularized_fit,
     retained_share,
 )
+from hf_infcompute.study.seed_noise import SeedRepeat, pooled_sd, seed_repeats
 from hf_infcompute.study.spec import StudySpec
 from hf_infcompute.study.state import DistillationState, StudyState
 
@@ -235,6 +236,32 @@ def ensemble_rows(evidence: Evidence) -> list[list[str]]:
     return rows
 
 
+def seed_noise_lines(repeats: list[SeedRepeat]) -> list[str]:
+    """The points trained at several seeds and what they say of the findings' gaps between single models."""
+    rows = [
+        [
+            r.preset,
+            f"lr {r.learning_rate:g}, {r.num_train_epochs:g} epochs, weight decay {r.weight_decay:g}",
+            ", ".join(f"seed {seed}: {loss:.4f}" for seed, loss in sorted(r.losses.items())),
+            f"{r.sd:.4f}",
+        ]
+        for r in repeats
+    ]
+    lines = markdown_table(["preset", "point", "validation loss per seed", "sd"], rows)
+    pooled = pooled_sd(repeats)
+    if pooled is not None:
+        sd, dof = pooled
+        lines += [
+            "",
+            f"Pooled over these points, a single model's loss varies over seeds by sd {sd:.4f} ({dof} degrees of "
+            f"freedom: a coarse estimate). Two single models trained at different seeds then differ by sd "
+            f"{math.sqrt(2) * sd:.4f}, so a gap between two single models below about {2 * math.sqrt(2) * sd:.4f} "
+            "(two of those sds) may be seed noise, whatever its interval over rows. A search's pick (seed 0) was "
+            "chosen on the rows it is scored on, which favours it over its other seeds.",
+        ]
+    return lines
+
+
 def best_run_rows(scaling: ScalingReport) -> list[list[str]]:
     """The best run per recipe, token budget and size, as the scaling analysis selected them."""
     return [
@@ -282,8 +309,9 @@ def write_study_report(spec: StudySpec, output_dir: str | Path, state: StudyStat
         "one's (positive: the paper's direction) with its paired bootstrap 95% interval; asymptote gaps and "
         "data-efficiency multipliers carry the interval of the whole analysis redone on resampled rows. A finding "
         "is *yes* when its interval lies above zero at every part, **no** when one part lies below, else "
-        "*inconclusive*. The intervals cover the choice of validation rows only: not seed-to-seed training noise, "
-        "nor the optimism of picking each optimum on the rows it is scored on.",
+        "*inconclusive*. The intervals cover the choice of validation rows only: not seed-to-seed training noise "
+        "(measured below, under Seed-to-seed noise), nor the optimism of picking each optimum on the rows it is "
+        "scored on.",
         "",
     ]
     rows = [[f.claim, VERDICT_TEXT[f.verdict], f.evidence] for f in findings(evidence)]
@@ -294,6 +322,9 @@ def write_study_report(spec: StudySpec, output_dir: str | Path, state: StudyStat
             "A finding marked **no** or *inconclusive* did not reproduce at this scale (or not beyond the validation "
             "set's resolution); it is reported as measured.",
         ]
+    repeats = seed_repeats(runs, spec.token_budget)
+    if repeats:
+        lines += ["", "## Seed-to-seed noise (measured)", "", *seed_noise_lines(repeats)]
     lines += ["", f"## This run beside the paper ({paper.PAPER_BUDGET})", ""]
     lines += markdown_table(["quantity", "this run", "how obtained", "paper"], comparison_rows(evidence))
     lines += ["", "## Best runs per recipe, budget and size (measured)", ""]
