@@ -483,7 +483,9 @@ def test_push_of_a_corpus_uploads_its_shards_card_and_tokenizer_and_offline_says
             shutil.copy(Path(folder_path, name), hub / name)
 
     with pytest.MonkeyPatch.context() as online:
-        online.setattr(HfApi, "create_repo", lambda self, repo_id, **kwargs: f"https://huggingface.co/datasets/{repo_id}")
+        online.setattr(
+            HfApi, "create_repo", lambda self, repo_id, **kwargs: f"https://huggingface.co/datasets/{repo_id}"
+        )
         online.setattr(HfApi, "upload_folder", upload_folder)
         assert main(["push", str(out), "me/synthetic"]) == 0
     assert "pushed to https://huggingface.co/datasets/me/synthetic" in capsys.readouterr().out

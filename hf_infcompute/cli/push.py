@@ -10,18 +10,18 @@ import json
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "push",
-        help="upload a trained model, ensemble or soup (a model repo), a study's results or a synthetic corpus (dataset "
-        "repos) to the Hub",
+        help="upload a trained model, ensemble or soup (a model repo), a study's results or a synthetic corpus "
+        "(dataset repos) to the Hub",
         description="Write README.md (a model card with recipe, token budget D, K and results) into FOLDER and "
         "upload the folder to REPO_ID. A study folder (it holds study.json) goes up as a dataset repository: its "
-        "report, figures, study.json and a table of every run, without weights. A synthetic corpus (written by `generate`) "
-        "goes up as a dataset repository: its parquet shards, dataset card and tokenizer. Offline, the cards are "
-        "written and nothing is uploaded. Log in first (`hf auth login`).",
+        "report, figures, study.json and a table of every run, without weights. A synthetic corpus (written by "
+        "`generate`) goes up as a dataset repository: its parquet shards, dataset card and tokenizer. Offline, the "
+        "cards are written and nothing is uploaded. Log in first (`hf auth login`).",
     )
     parser.add_argument(
         "model_dir",
         metavar="FOLDER",
-        help="a model folder written by hf-infcompute (it holds run_record.json), a study folder, or a synthetic corpus",
+        help="a model folder written by hf-infcompute (it holds run_record.json), a study folder or a synthetic corpus",
     )
     parser.add_argument("repo_id", help="target repository, e.g. your-name/tiny-ensemble")
     parser.add_argument("--private", action="store_true", help="create the repository as private")
