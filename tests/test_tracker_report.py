@@ -72,7 +72,7 @@ def test_findings_fits_and_figures_reach_tensorboard_and_a_missing_tracker_warns
     scalars = {tag: events.Scalars(tag)[0].value for tag in events.Tags()["scalars"]}
     assert scalars["data_efficiency/regularized/D8192"] == pytest.approx(2.5)
     assert "data_efficiency/ensemble/D8192" not in scalars  # unbounded: no number to plot
-    [asymptote] = [a for a in scaling.key_asymptotes()]
+    [asymptote] = scaling.key_asymptotes()
     assert scalars[f"asymptote/{asymptote.analysis}"] == pytest.approx(asymptote.E, rel=1e-5)
     assert events.Tags()["images"] == ["figures/data"]
 
