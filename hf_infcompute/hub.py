@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, HfApi, ModelCard, ModelCardData
-from huggingface_hub.errors import OfflineModeIsEnabled
+from huggingface_hub.errors import LocalTokenNotFoundError, OfflineModeIsEnabled
 
 from hf_infcompute.errors import InputError
 from hf_infcompute.records import RUN_RECORD_FILE, load_runs
+from hf_infcompute.run_ids import SYNTHETIC_MANIFEST_FILE
 from hf_infcompute.study.state import STATE_FILE, StudyState
 
 LICENSE = "apache-2.0"
@@ -30,6 +31,8 @@ KIND_DESCRIPTIONS = {
 }
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 STUDY_FILES = ["report.md", STATE_FILE, "figures/*", "results.csv"]
+# A synthetic corpus: its shards, its card, and the teacher's tokenizer the card points at (not the manifest).
+SYNTHETIC_FILES = ["data/*.parquet", "README.md", "tokenizer/*"]
 
 MODEL_CARD_TEMPLATE = """---
 {{ card_data }}
@@ -164,7 +167,14 @@ def study_card(study_dir: Path, runs_count: int) -> DatasetCard:
     return DatasetCard(f"---\n{data.to_yaml()}\n---\n\n{header}{(study_dir / 'report.md').read_text()}")
 
 
+def _is_transport_error(error: Exception) -> bool:
+    """No network, DNS or proxy failure in huggingface_hub's HTTP client (httpx in 1.x, httpx2 in 2.x: matched by
+    class name, so that neither becomes a dependency of this package)."""
+    return any(cls.__name__ == "TransportError" for cls in type(error).__mro__)
+
+
 def _upload(folder: Path, repo_id: str, *, repo_type: str, private: bool, allow_patterns: list[str] | None) -> str:
+    """Create `repo_id` and upload `folder` to it; offline, logged out or unreachable, one `InputError` saying so."""
     api = HfApi()
     try:
         url = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
@@ -176,11 +186,19 @@ def _upload(folder: Path, repo_id: str, *, repo_type: str, private: bool, allow_
             commit_message="Upload from hf-infcompute",
         )
     except OfflineModeIsEnabled:
-        raise InputError(
-            f"the Hub is offline (HF_HUB_OFFLINE is set): the card is written to {folder / 'README.md'}, nothing was "
-            "uploaded. Unset HF_HUB_OFFLINE and run `hf-infcompute push` again to upload"
-        ) from None
-    return str(url)
+        reason, fix = "the Hub is offline (HF_HUB_OFFLINE is set)", "Unset HF_HUB_OFFLINE"
+    except LocalTokenNotFoundError:
+        reason, fix = "no Hub token is set", "Log in with `hf auth login` (or set HF_TOKEN)"
+    except Exception as error:
+        if not _is_transport_error(error):
+            raise
+        reason, fix = f"the Hub cannot be reached ({type(error).__name__})", "Check the network"
+    else:
+        return str(url)
+    raise InputError(
+        f"{reason}: the card is written to {folder / 'README.md'}, nothing was uploaded. {fix} and run "
+        "`hf-infcompute push` again to upload"
+    )
 
 
 def push_model(
@@ -205,3 +223,23 @@ def push_study(study_dir: str | Path, repo_id: str, *, private: bool = False) ->
     runs.drop(columns=[c for c in ("config",) if c in runs.columns]).to_csv(study_dir / "results.csv", index=False)
     study_card(study_dir, len(runs)).save(study_dir / "README.md")
     return _upload(study_dir, repo_id, repo_type="dataset", private=private, allow_patterns=STUDY_FILES + ["README.md"])
+
+
+def is_synthetic_dir(folder: str | Path) -> bool:
+    """True for a folder written by `hf-infcompute generate` (it holds the generation manifest)."""
+    return (Path(folder) / SYNTHETIC_MANIFEST_FILE).is_file()
+
+
+def push_synthetic(corpus_dir: str | Path, repo_id: str, *, private: bool = False) -> str:
+    """Upload a finished synthetic corpus (parquet shards, dataset card, tokenizer) as a dataset repository."""
+    from hf_infcompute.generation.synthetic import write_dataset_card  # the generation stack loads only here
+
+    corpus_dir = Path(corpus_dir)
+    manifest = json.loads((corpus_dir / SYNTHETIC_MANIFEST_FILE).read_text())
+    if manifest.get("status") != "finished" or not any(corpus_dir.glob(SYNTHETIC_FILES[0])):
+        raise InputError(
+            f"the synthetic corpus in {corpus_dir} is unfinished or in the old layout (no parquet shards): rerun "
+            "`hf-infcompute generate` with the same settings into a new folder, then push that"
+        )
+    write_dataset_card(corpus_dir, manifest)
+    return _upload(corpus_dir, repo_id, repo_type="dataset", private=private, allow_patterns=SYNTHETIC_FILES)

@@ -454,3 +454,42 @@ def test_corpus_is_a_parquet_dataset_with_a_card_and_the_old_layout_still_loads(
     assert load_synthetic(old)["input_ids"] == expected["input_ids"]
     with pytest.raises(InputError, match="earlier layout"):
         generate_synthetic(teacher_dir, old, **RESUME_RUN)
+
+
+def test_push_of_a_corpus_uploads_its_shards_card_and_tokenizer_and_offline_says_so(teacher_dir, tmp_path, capsys):
+    from huggingface_hub import DatasetCard, HfApi
+    from huggingface_hub.utils import filter_repo_objects
+
+    from hf_infcompute.cli.main import main
+
+    out = tmp_path / "out"
+    generate_synthetic(teacher_dir, out, **RESUME_RUN)
+    (out / "README.md").unlink()  # push writes the card again from the manifest
+    capsys.readouterr()  # the generation's progress bars
+    with pytest.MonkeyPatch.context() as offline:
+        offline.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+        assert main(["push", str(out), "me/synthetic"]) == 2
+    error = capsys.readouterr().err
+    assert "offline" in error and "Traceback" not in error and len(error.strip().splitlines()) == 1
+    assert DatasetCard.load(out / "README.md").data.configs[0]["data_files"][0]["path"] == "data/*.parquet"
+
+    hub = tmp_path / "hub"  # a local folder stands in for the repository
+
+    def upload_folder(self, *, folder_path, repo_id, repo_type, allow_patterns, **kwargs):
+        assert (repo_id, repo_type) == ("me/synthetic", "dataset")
+        files = [p.relative_to(folder_path).as_posix() for p in Path(folder_path).rglob("*") if p.is_file()]
+        for name in filter_repo_objects(files, allow_patterns=allow_patterns):  # upload_folder's own filter
+            (hub / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(Path(folder_path, name), hub / name)
+
+    with pytest.MonkeyPatch.context() as online:
+        online.setattr(
+            HfApi, "create_repo", lambda self, repo_id, **kwargs: f"https://huggingface.co/datasets/{repo_id}"
+        )
+        online.setattr(HfApi, "upload_folder", upload_folder)
+        assert main(["push", str(out), "me/synthetic"]) == 0
+    assert "pushed to https://huggingface.co/datasets/me/synthetic" in capsys.readouterr().out
+    uploaded = {p.relative_to(hub).as_posix() for p in hub.rglob("*") if p.is_file()}
+    shards = {f"data/shard-{i:05d}.parquet" for i in range(4)}
+    tokenizer = {f"tokenizer/{p.name}" for p in (out / "tokenizer").iterdir()}
+    assert uploaded == shards | {"README.md"} | tokenizer and tokenizer  # no manifest, no lock or temporary files

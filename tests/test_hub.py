@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from huggingface_hub import DatasetCard, ModelCard
+import pytest
+from huggingface_hub import DatasetCard, HfApi, ModelCard
+from huggingface_hub.errors import LocalTokenNotFoundError
 
 from hf_infcompute.cli.main import main
 from hf_infcompute.hub import model_card
@@ -84,3 +86,32 @@ def test_a_study_goes_up_as_a_dataset_with_its_report_and_runs_table(tmp_path: P
     card = DatasetCard.load(study / "README.md")
     assert card.data.source_datasets == ["HuggingFaceFW/fineweb-edu"] and "findings" in card.text
     assert (study / "results.csv").read_text().splitlines()[0].count("val_loss") == 1
+
+
+class TransportError(Exception):
+    """Named as the HTTP client's base class of network failures (httpx's, httpx2's)."""
+
+
+class ConnectError(TransportError):
+    pass
+
+
+@pytest.mark.parametrize(
+    "error, reason",
+    [
+        (LocalTokenNotFoundError("no token"), "no Hub token is set"),
+        (ConnectError("[Errno -3] Temporary failure in name resolution"), "the Hub cannot be reached (ConnectError)"),
+    ],
+)
+def test_push_logged_out_or_unreachable_says_so_in_one_line(tmp_path: Path, capsys, monkeypatch, error, reason):
+    def create_repo(self, *args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / RUN_RECORD_FILE).write_text(json.dumps(RECORD))
+    assert main(["push", str(model_dir), "me/tiny"]) == 2
+    message = capsys.readouterr().err
+    assert reason in message and "nothing was uploaded" in message and len(message.strip().splitlines()) == 1
+    assert (model_dir / "README.md").is_file()

@@ -6,7 +6,9 @@ import pytest
 
 from hf_infcompute.records import append_record
 from hf_infcompute.search import for_recipe
-from hf_infcompute.study.progress import StudyProgress, search_runs_estimate
+from hf_infcompute.study import parse_study
+from hf_infcompute.study.pipeline import Study, search_grid
+from hf_infcompute.study.progress import StudyProgress, members_estimate, planned_runs, search_runs_estimate
 from hf_infcompute.training import pretrain
 from hf_infcompute.training.progress import follow_runs
 
@@ -48,6 +50,58 @@ def test_study_progress_counts_the_store_and_estimates_time_left(tmp_path, capsy
     )
     append_record(tmp_path, {"run_id": "c", "kind": "pretrain"})
     assert progress.line("d", "x", 5.0, 90.0).endswith("4 of ~10 runs (estimated), ~6.0 min left")
+
+
+def test_progress_reads_each_record_once(tmp_path, monkeypatch):
+    import hf_infcompute.study.progress as progress_module
+
+    for run_id, kind in (("a", "pretrain"), ("e", "ensemble")):
+        append_record(tmp_path, {"run_id": run_id, "kind": kind})
+    read: list[str] = []
+    read_record = progress_module.read_record
+
+    def counted(output_dir, run_id):
+        read.append(run_id)
+        return read_record(output_dir, run_id)
+
+    monkeypatch.setattr(progress_module, "read_record", counted)
+    progress = StudyProgress(tmp_path, planned=10, study="micro")
+    assert progress.finished("b") == 2
+    append_record(tmp_path, {"run_id": "b", "kind": "ensemble_member"})
+    assert progress.finished("c") == 3
+    assert sorted(read) == ["a", "b", "e"]
+
+
+# The quickstart study as it was run into a results store of 185 runs: 116 standard and 54 regularized search points
+# (both starts), 12 ensemble members (4 per preset: the 'optimum' candidate's first member is the search's optimum)
+# and 3 students.
+RECORDED_STUDY = {
+    "name": "quickstart",
+    "token_budget": 65536,
+    "data_scaling_budgets": [8192, 16384, 32768],
+    "presets": ["cpu-50k", "cpu-150k", "cpu-450k"],
+    "standard": {"learning_rate": [3.0e-3, 1.0e-2, 3.0e-2], "num_train_epochs": [2, 4, 8, 16], "start": [1.0e-2, 4]},
+    "regularized": {
+        "learning_rate": [3.0e-3, 1.0e-2, 3.0e-2],
+        "num_train_epochs": [2, 4, 8, 16],
+        "weight_decay": [0.1, 0.4, 0.8, 1.6, 3.2],
+        "start": [1.0e-2, 8, 0.8],
+    },
+    "ensemble": {"k": 3, "tune_k": 2, "member_candidates": ["optimum", "paper"]},
+    "distillation": {"preset": "cpu-150k", "weight_decay": ["optimum"], "token_level": True},
+}
+
+
+def test_planned_runs_count_both_regularized_starts_and_reused_members(corpus_dir, tmp_path):
+    spec = parse_study({**RECORDED_STUDY, "run": {"corpus": str(corpus_dir)}})
+    plan = [
+        (recipe, search_grid(spec, recipe)[0])
+        for recipe, _ in Study(spec, tmp_path).search_plan()
+        for _ in spec.presets
+    ]
+    assert members_estimate(spec) == 12
+    planned = planned_runs(spec, plan)
+    assert 185 * 0.95 <= planned <= 185  # an estimate: 12 x 9 standard, 3 x (13 + 6) regularized, 12, 3
 
 
 def test_search_estimate_is_capped_by_the_grid():

@@ -6,31 +6,58 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
-from hf_infcompute.records import iter_records
+from hf_infcompute.method import STANDARD_WEIGHT_DECAY
+from hf_infcompute.records import read_record, results_dir
 from hf_infcompute.search import SearchGrid
-from hf_infcompute.study.spec import StudySpec
+from hf_infcompute.search.grid import WEIGHT_DECAY
+from hf_infcompute.study.spec import OPTIMUM, StudySpec
 
 # Records written from other records (no training of their own): not runs.
 _DERIVED_KINDS = ("ensemble", "soup")
 
 
+def _free_axes(grid: SearchGrid) -> int:
+    return sum(1 for n in grid.shape if n > 1)
+
+
 def search_runs_estimate(grid: SearchGrid) -> int:
     """Runs one coordinate descent is expected to train: the start, its neighbours and one move's new neighbours
     (two per free axis each), at most the whole grid. An estimate: the real count depends on the path."""
-    free_axes = sum(1 for n in grid.shape if n > 1)
-    return min(grid.size, 1 + 4 * free_axes)
+    return min(grid.size, 1 + 4 * _free_axes(grid))
 
 
-def planned_runs(spec: StudySpec, grids: Sequence[SearchGrid]) -> int:
-    """An estimate of the runs `spec` trains: its searches (one grid each), the ensemble members, the students."""
+def second_start_estimate(grid: SearchGrid) -> int:
+    """Runs the regularized search adds from its second start, the standard optimum (`Study.search_starts`): that
+    point and its neighbours, two per free axis, less the one below the standard weight decay when that is the grid's
+    smallest. An estimate: some of them the first search may have trained, and a move adds more."""
+    decays = grid.axes.get(WEIGHT_DECAY, ())
+    below_edge = len(decays) > 1 and min(decays) == STANDARD_WEIGHT_DECAY
+    return min(grid.size, 1 + 2 * _free_axes(grid) - below_edge)
+
+
+def members_estimate(spec: StudySpec) -> int:
+    """Members the ensembles train: `tune_k` per candidate rule, then `k - tune_k` more of the chosen one's, per
+    preset. The first member of the 'optimum' candidate is the search's optimum itself (same run), not trained again."""
     ensemble = spec.ensemble
-    # tune_k members per candidate; the full ensemble adds k - tune_k to the chosen candidate's
-    per_preset = ensemble.tune_k * len(ensemble.member_candidates) + ensemble.k - ensemble.tune_k
-    members = len(ensemble.presets or spec.presets) * per_preset
+    per_preset = (
+        ensemble.tune_k * len(ensemble.member_candidates)
+        - (OPTIMUM in ensemble.member_candidates)
+        + max(0, ensemble.k - ensemble.tune_k)
+    )
+    return len(ensemble.presets or spec.presets) * per_preset
+
+
+def planned_runs(spec: StudySpec, searches: Sequence[tuple[str, SearchGrid]]) -> int:
+    """An estimate of the runs `spec` trains: its searches (recipe and grid each; a regularized one from two starts),
+    the ensemble members, the students."""
     distillation = spec.distillation
     teachers = 1 + distillation.self_distillation + distillation.token_level
     students = teachers * len(distillation.weight_decay)
-    return sum(search_runs_estimate(grid) for grid in grids) + members + students
+    search_runs = sum(
+        search_runs_estimate(grid) + (second_start_estimate(grid) if recipe == "regularized" else 0)
+        for recipe, grid in searches
+    )
+    return search_runs + members_estimate(spec) + students
 
 
 def _duration(seconds: float) -> str:
@@ -49,11 +76,22 @@ class StudyProgress:
         self.planned = planned
         self.study = study
         self.wall_times: list[float] = []
+        self._read: set[str] = set()  # run ids of the store's records read so far (a record's kind never changes)
+        self._runs: set[str] = set()  # those of them that trained
 
     def finished(self, run_id: str) -> int:
-        """Runs recorded so far, counting `run_id` (ending now, whether or not its record is written yet)."""
-        ids = {r["run_id"] for r in iter_records(self.output_dir) if r.get("kind") not in _DERIVED_KINDS}
-        return len(ids | {run_id})
+        """Runs recorded so far, counting `run_id` (ending now, whether or not its record is written yet). Only
+        records new since the last call are read."""
+        for path in results_dir(self.output_dir).glob("*.json"):  # one file per run id (`append_record`)
+            if path.stem in self._read:
+                continue
+            record = read_record(self.output_dir, path.stem)
+            if record is None:  # corrupt (named in a warning): read again at the next line
+                continue
+            self._read.add(path.stem)
+            if record.get("kind") not in _DERIVED_KINDS:
+                self._runs.add(record["run_id"])
+        return len(self._runs | {run_id})
 
     def line(self, run_id: str, description: str, val_loss: float, wall_time_s: float) -> str:
         self.wall_times.append(wall_time_s)

@@ -31,6 +31,7 @@ from hf_infcompute.study.findings import (
 from hf_infcompute.study.seed_noise import SeedRepeat, pooled_sd, seed_repeats
 from hf_infcompute.study.spec import StudySpec
 from hf_infcompute.study.state import DistillationState, StudyState
+from hf_infcompute.study.tracker_report import log_analysis
 
 FIGURES_DIRNAME = "figures"
 DISTILLATION_LABELS = {
@@ -314,7 +315,8 @@ def write_study_report(spec: StudySpec, output_dir: str | Path, state: StudyStat
         "scored on.",
         "",
     ]
-    rows = [[f.claim, VERDICT_TEXT[f.verdict], f.evidence] for f in findings(evidence)]
+    found = findings(evidence)
+    rows = [[f.claim, VERDICT_TEXT[f.verdict], f.evidence] for f in found]
     lines += markdown_table(["paper's finding", "reproduced here", "evidence (validation loss, gap [95%])"], rows)
     if any(f[1] != VERDICT_TEXT[YES] for f in rows):
         lines += [
@@ -388,4 +390,6 @@ def write_study_report(spec: StudySpec, output_dir: str | Path, state: StudyStat
     ]
     path = output_dir / "report.md"
     write_text_atomic(path, "\n".join(lines) + "\n")
+    # with `report_to`, the trackers get the findings, fits and figures too
+    log_analysis(spec.run, spec.name, output_dir, found, scaling, sorted((output_dir / FIGURES_DIRNAME).glob("*.png")))
     return path

@@ -22,8 +22,8 @@ def run_study(spec: StudySpec, output_dir: str | Path, slot: WorkerSlot | None =
     from hf_infcompute.training.progress import follow_runs  # the training stack loads when a study runs
 
     study = Study(spec, output_dir, slot)
-    grids = [search_grid(spec, recipe)[0] for recipe, _ in study.search_plan() for _ in spec.presets]
-    with follow_runs(StudyProgress(output_dir, planned_runs(spec, grids), spec.name)):  # a line per run, not log dicts
+    plan = [(recipe, search_grid(spec, recipe)[0]) for recipe, _ in study.search_plan() for _ in spec.presets]
+    with follow_runs(StudyProgress(output_dir, planned_runs(spec, plan), spec.name)):  # a line per run, not log dicts
         state = study.run_all()
     if study.is_lead:  # from the state as saved, so that `--report-only` writes the same report
         write_study_report(spec, output_dir, load_report_state(output_dir))

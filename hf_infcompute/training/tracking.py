@@ -2,7 +2,9 @@
 and search, in the way each of transformers' integrations takes them (`transformers.integrations.integration_utils`):
 
 - every tracker: `TrainingArguments.run_name`;
-- trackio: `TrainingArguments.project` (the study; its callback passes no group);
+- trackio: `TrainingArguments.project` (the study). No search group: `trackio.init` takes a `group`, but the
+  callback's `setup` passes only project, name, space and bucket, and reads no group from the arguments or the
+  environment;
 - wandb: the `WANDB_RUN_GROUP` environment variable, read by `wandb.init` (the callback passes only a name). The
   callback reuses an open wandb run, so the previous run of this process is finished first;
 - tensorboard: the callback's `logging_dir` (transformers 5 has no `TrainingArguments.logging_dir`; its callback
