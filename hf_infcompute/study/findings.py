@@ -27,6 +27,7 @@ from hf_infcompute.study.confidence import (
     SequenceLosses,
     combined_verdict,
 )
+from hf_infcompute.study.seed_noise import SeedRepeat, difference_noise, pooled_sd, seed_repeats
 from hf_infcompute.study.spec import StudySpec
 from hf_infcompute.study.state import DistillationState, SearchState, StudyState, search_key
 
@@ -48,10 +49,24 @@ class Evidence:
     state: StudyState
     sequences: SequenceLosses
     resampled: ResampledAnalysis
+    seed_repeats: list[SeedRepeat]
 
     @classmethod
     def of(cls, spec: StudySpec, runs: pd.DataFrame, scaling: ScalingReport, state: StudyState) -> Evidence:
-        return cls(spec, runs, scaling, state, SequenceLosses(runs), ResampledAnalysis(runs))
+        repeats = seed_repeats(runs, spec.token_budget)
+        return cls(spec, runs, scaling, state, SequenceLosses(runs), ResampledAnalysis(runs), repeats)
+
+    def optimum_repeats(self) -> list[SeedRepeat]:
+        """The seed repeats at the regularized searches' optima (the points the findings compare)."""
+        optima = [self.search("regularized", preset) for preset in self.spec.presets]
+        return [r for r in self.seed_repeats if any(o is not None and r.at(o.preset, o.point) for o in optima)]
+
+    @property
+    def seed_noise(self) -> float | None:
+        """Two sds of a difference between single models from seed noise alone, the sd pooled over the optima's
+        seed repeats (over every repeat where the optima have none); None without repeats."""
+        pooled = pooled_sd(self.optimum_repeats() or self.seed_repeats)
+        return difference_noise(pooled[0]) if pooled else None
 
     def search(self, recipe: str, preset: str) -> SearchState | None:
         """The search of `recipe` for `preset` at the main budget, if it found a point."""
@@ -70,16 +85,23 @@ class Evidence:
 
 
 def compared(
-    evidence: Evidence, label: str, worse: tuple[str, float, str | None], better: tuple[str, float, str | None]
+    evidence: Evidence,
+    label: str,
+    worse: tuple[str, float, str | None],
+    better: tuple[str, float, str | None],
+    *,
+    single_models: bool = True,
 ) -> tuple[str, str]:
     """(verdict, text) of one paired comparison: `worse` and `better` are (name, loss, run id), the claim expecting
-    `better` lower."""
+    `better` lower. Between `single_models`, a gap smaller than the measured seed noise is said to be."""
     (worse_name, worse_loss, worse_id), (better_name, better_loss, better_id) = worse, better
     interval = evidence.sequences.compare(worse_id, better_id)
     losses = f"{label}{worse_name} {worse_loss:.4f} vs {better_name} {better_loss:.4f}"
     if interval is None:
         return INCONCLUSIVE, f"{losses} (no per-row losses on shared rows: no interval)"
-    return interval.verdict, f"{losses}, gap {interval} ({interval.verdict})"
+    noise = evidence.seed_noise if single_models else None
+    within = f", within seed noise ({noise:.4f})" if noise is not None and abs(interval.estimate) < noise else ""
+    return interval.verdict, f"{losses}, gap {interval} ({interval.verdict}{within})"
 
 
 def finding_of(claim: str, parts: list[tuple[str, str]]) -> Finding:
@@ -242,6 +264,7 @@ def ensemble_beats_single_model(evidence: Evidence) -> Finding | None:
                 f"{preset}: ",
                 (f"best single ({single.recipe})", single.val_loss, single.run_id),
                 (f"K={ensemble.k} ensemble", ensemble.val_loss, ensemble.run_id),
+                single_models=False,
             )
         )
     return finding_of("a K-member ensemble beats the best single model of its size (any recipe) at every N", parts)

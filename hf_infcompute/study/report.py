@@ -28,7 +28,7 @@ from hf_infcompute.study.findings import (
     regularized_fit,
     retained_share,
 )
-from hf_infcompute.study.seed_noise import SeedRepeat, pooled_sd, seed_repeats
+from hf_infcompute.study.seed_noise import difference_noise, pooled_sd
 from hf_infcompute.study.spec import StudySpec
 from hf_infcompute.study.state import DistillationState, StudyState
 from hf_infcompute.study.tracker_report import log_analysis
@@ -237,28 +237,31 @@ def ensemble_rows(evidence: Evidence) -> list[list[str]]:
     return rows
 
 
-def seed_noise_lines(repeats: list[SeedRepeat]) -> list[str]:
+def seed_noise_lines(evidence: Evidence) -> list[str]:
     """The points trained at several seeds and what they say of the findings' gaps between single models."""
+    optima = evidence.optimum_repeats()
     rows = [
         [
             r.preset,
-            f"lr {r.learning_rate:g}, {r.num_train_epochs:g} epochs, weight decay {r.weight_decay:g}",
+            f"lr {r.learning_rate:g}, {r.num_train_epochs:g} epochs, weight decay {r.weight_decay:g}"
+            + (" (regularized optimum)" if r in optima else ""),
             ", ".join(f"seed {seed}: {loss:.4f}" for seed, loss in sorted(r.losses.items())),
             f"{r.sd:.4f}",
         ]
-        for r in repeats
+        for r in evidence.seed_repeats
     ]
     lines = markdown_table(["preset", "point", "validation loss per seed", "sd"], rows)
-    pooled = pooled_sd(repeats)
+    pooled = pooled_sd(optima or evidence.seed_repeats)
     if pooled is not None:
         sd, dof = pooled
         lines += [
             "",
-            f"Pooled over these points, a single model's loss varies over seeds by sd {sd:.4f} ({dof} degrees of "
-            f"freedom: a coarse estimate). Two single models trained at different seeds then differ by sd "
-            f"{math.sqrt(2) * sd:.4f}, so a gap between two single models below about {2 * math.sqrt(2) * sd:.4f} "
-            "(two of those sds) may be seed noise, whatever its interval over rows. A search's pick (seed 0) was "
-            "chosen on the rows it is scored on, which favours it over its other seeds.",
+            f"Pooled over {'the regularized optima' if optima else 'these points'}, a single model's loss varies over "
+            f"seeds by sd {sd:.4f} ({dof} degrees of freedom: a coarse estimate). Two single models trained at "
+            f"different seeds then differ by sd {math.sqrt(2) * sd:.4f}, so a gap between two single models below "
+            f"about {difference_noise(sd):.4f} (two of those sds) may be seed noise, whatever its interval over rows: "
+            "the findings say *within seed noise* there. A search's pick (seed 0) was chosen on the rows it is "
+            "scored on, which favours it over its other seeds.",
         ]
     return lines
 
@@ -324,9 +327,8 @@ def write_study_report(spec: StudySpec, output_dir: str | Path, state: StudyStat
             "A finding marked **no** or *inconclusive* did not reproduce at this scale (or not beyond the validation "
             "set's resolution); it is reported as measured.",
         ]
-    repeats = seed_repeats(runs, spec.token_budget)
-    if repeats:
-        lines += ["", "## Seed-to-seed noise (measured)", "", *seed_noise_lines(repeats)]
+    if evidence.seed_repeats:
+        lines += ["", "## Seed-to-seed noise (measured)", "", *seed_noise_lines(evidence)]
     lines += ["", f"## This run beside the paper ({paper.PAPER_BUDGET})", ""]
     lines += markdown_table(["quantity", "this run", "how obtained", "paper"], comparison_rows(evidence))
     lines += ["", "## Best runs per recipe, budget and size (measured)", ""]

@@ -27,6 +27,12 @@ class SeedRepeat:
     weight_decay: float
     losses: dict[int, float]
 
+    def at(self, preset: str, point: dict[str, float]) -> bool:
+        """Whether this is `point` (learning rate, epochs, weight decay) of `preset`."""
+        return self.preset == preset and all(
+            math.isclose(getattr(self, axis), float(value)) for axis, value in point.items()
+        )
+
     @property
     def sd(self) -> float:
         """The sample standard deviation of the losses over seeds."""
@@ -52,6 +58,12 @@ def seed_repeats(runs: pd.DataFrame, token_budget: int) -> list[SeedRepeat]:
             losses = {int(seed): float(loss) for seed, loss in losses.items()}
             repeats.append(SeedRepeat(preset, float(lr), float(epochs), float(wd), losses))
     return repeats
+
+
+def difference_noise(sd: float) -> float:
+    """Two sds of the difference of two single models trained at different seeds: a gap between them smaller than
+    this may be seed noise."""
+    return 2 * math.sqrt(2) * sd
 
 
 def pooled_sd(repeats: list[SeedRepeat]) -> tuple[float, int] | None:
