@@ -81,6 +81,13 @@ def anonymous_bytes(process: psutil.Process) -> int:
     raise SystemExit("this kernel reports no Pss_Anon in /proc/PID/smaps_rollup (Linux 5.x or later needed)")
 
 
+def setup(settings: str) -> None:
+    """Train the BPE unless a tokenizer is given, and print its characters per token. It runs in a subprocess so
+    that this process stays small: a child's `ru_maxrss` starts from its parent's peak RSS."""
+    tokenizer_dir, train = json.loads(settings)
+    print(chars_per_token(train_tokenizer(Path(tokenizer_dir), 8192) if train else Path(tokenizer_dir)))
+
+
 def measure(corpus: Path, tokenizer_dir: Path, workers: int, seq_len: int, scratch: Path) -> dict:
     """Prepare `corpus` in a subprocess; its seconds, tokens, peak RSS and the tree's peak anonymous memory."""
     settings = {
@@ -133,13 +140,18 @@ def main() -> None:
     parser.add_argument("--tokenizer", help="A pretrained tokenizer folder or hub id (default: a BPE of 8,192).")
     parser.add_argument("--seq-len", type=int, default=1024)
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--setup", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child(args.child)
+    if args.setup:
+        return setup(args.setup)
     with tempfile.TemporaryDirectory(prefix="data_prep_") as tmp:
         tmp = Path(tmp)
-        tokenizer_dir = Path(args.tokenizer) if args.tokenizer else train_tokenizer(tmp / "tokenizer", 8192)
-        ratio = chars_per_token(tokenizer_dir)
+        tokenizer_dir = Path(args.tokenizer) if args.tokenizer else tmp / "tokenizer"
+        prepared = json.dumps([str(tokenizer_dir), not args.tokenizer])
+        command = [sys.executable, __file__, "--setup", prepared]
+        ratio = float(subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True).stdout.split()[-1])
         results = {}
         for size in SIZES:
             corpus = write_corpus(tmp / f"corpus-{size}", int(size * args.scale * ratio))
