@@ -8,10 +8,13 @@ subprocess. Targets: peak memory at 50M tokens within 1.2x of that at 5M; 2 work
 
 Memory is reported twice: the largest process's peak RSS (`ru_maxrss`), which also counts the pages of memory-mapped
 Arrow files it has read (page cache the kernel reclaims at will), and the peak anonymous memory of the preparation's
-process tree (`Pss_Anon` summed over the process and its workers, sampled every 20 ms: no file pages, and pages a
-forked worker shares with its parent counted once), which is what must not grow with the corpus. The tokenizer runs
-single-threaded in each process (TOKENIZERS_PARALLELISM=false), so that the worker count is the only parallelism;
-the BPE is trained once, before the measured preparations.
+process tree (`Pss_Anon` summed over the process and its workers, sampled at most every 20 ms: no file pages, and
+pages a forked worker shares with its parent counted once), which is what must not grow with the corpus. Reading
+`smaps_rollup` walks a process's page tables (some 6 ms for a process that has imported torch) on the cores the
+preparation runs on, so the sampler waits `1 / SAMPLER_DUTY` times as long as each sample took: it takes at most that
+share of one core, and its CPU seconds are printed beside the preparation's. The tokenizer runs single-threaded in
+each process (TOKENIZERS_PARALLELISM=false), so that the worker count is the only parallelism; the BPE is trained
+once, before the measured preparations.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "pretrain"
 SIZES = (5_000_000, 50_000_000)
 WORKERS = (1, 2)
 SAMPLE_S = 0.02
+SAMPLER_DUTY = 0.05
 MEMORY_TARGET, SPEED_TARGET = 1.2, 1.5
 
 
@@ -77,6 +81,13 @@ def anonymous_bytes(process: psutil.Process) -> int:
     raise SystemExit("this kernel reports no Pss_Anon in /proc/PID/smaps_rollup (Linux 5.x or later needed)")
 
 
+def setup(settings: str) -> None:
+    """Train the BPE unless a tokenizer is given, and print its characters per token. It runs in a subprocess so
+    that this process stays small: a child's `ru_maxrss` starts from its parent's peak RSS."""
+    tokenizer_dir, train = json.loads(settings)
+    print(chars_per_token(train_tokenizer(Path(tokenizer_dir), 8192) if train else Path(tokenizer_dir)))
+
+
 def measure(corpus: Path, tokenizer_dir: Path, workers: int, seq_len: int, scratch: Path) -> dict:
     """Prepare `corpus` in a subprocess; its seconds, tokens, peak RSS and the tree's peak anonymous memory."""
     settings = {
@@ -91,26 +102,36 @@ def measure(corpus: Path, tokenizer_dir: Path, workers: int, seq_len: int, scrat
     child = subprocess.Popen(
         [sys.executable, __file__, "--child", json.dumps(settings)], env=env, stdout=subprocess.PIPE, text=True
     )
-    root, peak_anonymous = psutil.Process(child.pid), 0
+    root, peak_anonymous, sampler_cpu = psutil.Process(child.pid), 0, time.process_time()
     while child.poll() is None:
+        began = time.perf_counter()
         with contextlib.suppress(psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError):
             peak_anonymous = max(peak_anonymous, sum(map(anonymous_bytes, [root, *root.children(recursive=True)])))
-        time.sleep(SAMPLE_S)
+        time.sleep(max(SAMPLE_S, (time.perf_counter() - began) / SAMPLER_DUTY))
     output = child.stdout.read()
     if child.returncode:
         raise SystemExit(f"preparing {corpus} with {workers} worker(s) failed (exit {child.returncode})")
-    return {**json.loads(output.strip().splitlines()[-1]), "peak_anonymous_mib": peak_anonymous / 2**20}
+    result = json.loads(output.strip().splitlines()[-1])
+    return {**result, "peak_anonymous_mib": peak_anonymous / 2**20, "sampler_cpu_s": time.process_time() - sampler_cpu}
 
 
 def child(settings: str) -> None:
-    """Prepare one corpus and print its tokens, seconds and peak RSS (this process and its workers), as JSON."""
+    """Prepare one corpus and print its tokens, seconds, CPU seconds and peak RSS (this process and its workers), as
+    JSON."""
     from hf_infcompute.data import DataArguments, prepare_data
 
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), _cpu_seconds()
     data = prepare_data(DataArguments(**json.loads(settings)))
-    seconds = time.perf_counter() - started
+    seconds, cpu_seconds = time.perf_counter() - started, _cpu_seconds() - cpu_started
     peak_kib = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
-    print(json.dumps({"tokens": data.corpus_tokens, "seconds": seconds, "peak_rss_mib": peak_kib / 1024}))
+    result = {"tokens": data.corpus_tokens, "seconds": seconds, "cpu_seconds": cpu_seconds}
+    print(json.dumps({**result, "peak_rss_mib": peak_kib / 1024}))
+
+
+def _cpu_seconds() -> float:
+    """User and system CPU seconds of this process and its ended workers."""
+    usages = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return sum(usage.ru_utime + usage.ru_stime for usage in usages)
 
 
 def main() -> None:
@@ -119,13 +140,18 @@ def main() -> None:
     parser.add_argument("--tokenizer", help="A pretrained tokenizer folder or hub id (default: a BPE of 8,192).")
     parser.add_argument("--seq-len", type=int, default=1024)
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--setup", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child(args.child)
+    if args.setup:
+        return setup(args.setup)
     with tempfile.TemporaryDirectory(prefix="data_prep_") as tmp:
         tmp = Path(tmp)
-        tokenizer_dir = Path(args.tokenizer) if args.tokenizer else train_tokenizer(tmp / "tokenizer", 8192)
-        ratio = chars_per_token(tokenizer_dir)
+        tokenizer_dir = Path(args.tokenizer) if args.tokenizer else tmp / "tokenizer"
+        prepared = json.dumps([str(tokenizer_dir), not args.tokenizer])
+        command = [sys.executable, __file__, "--setup", prepared]
+        ratio = float(subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True).stdout.split()[-1])
         results = {}
         for size in SIZES:
             corpus = write_corpus(tmp / f"corpus-{size}", int(size * args.scale * ratio))
@@ -135,6 +161,7 @@ def main() -> None:
                 r = results[size, workers]
                 print(
                     f"{r['tokens'] / 1e6:7.2f}M tokens  workers={workers}  {r['seconds']:7.1f} s  "
+                    f"(CPU {r['cpu_seconds']:6.1f} s, sampler {r['sampler_cpu_s']:4.1f} s)  "
                     f"{r['tokens'] / r['seconds']:>9,.0f} tokens/s  peak RSS {r['peak_rss_mib']:7.0f} MiB  "
                     f"peak anonymous (all processes) {r['peak_anonymous_mib']:7.0f} MiB",
                     flush=True,

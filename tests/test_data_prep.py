@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 from hf_infcompute.data import DataArguments, packing
+from hf_infcompute.data import tokenizer as tokenizer_module
 from hf_infcompute.data.corpus import load_corpus
-from hf_infcompute.data.tokenizer import train_bpe_tokenizer
+from hf_infcompute.data.tokenizer import TOKENIZE_BATCH_BYTES, TOKENIZE_BATCH_DOCS, map_batch_docs, train_bpe_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 SEQ_LEN, VAL_SEQUENCES, LIMIT = 64, 8, 150_000
@@ -63,9 +64,10 @@ def reference_stream(args: DataArguments) -> tuple[np.ndarray, dict]:
     raise AssertionError("the corpus holds fewer tokens than LIMIT")
 
 
-@pytest.mark.parametrize("mode", ["1 worker", "2 workers", "streamed"])
+@pytest.mark.parametrize("mode", ["1 worker", "2 workers", "streamed", "small map batches"])
 def test_packed_rows_are_the_document_stream(mode, corpus_dir, tokenizer_dir, tmp_path, monkeypatch):
-    """Rows do not depend on the worker count, the tokenizing windows (here of 50 documents) or streaming."""
+    """Rows do not depend on the worker count, the tokenizing windows (here of 50 documents), the tokenizing map's
+    batches (here of a few documents) or streaming."""
     # A fresh `datasets` cache, so that the corpus files are converted to Arrow by as many processes as asked.
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf_datasets"))
     monkeypatch.setattr(packing, "FIRST_WINDOW_DOCS", 50)
@@ -73,11 +75,26 @@ def test_packed_rows_are_the_document_stream(mode, corpus_dir, tokenizer_dir, tm
     args = prep_args(corpus_dir, tokenizer_dir, tmp_path / "cache", preprocessing_num_workers=workers)
     if mode == "streamed":
         monkeypatch.setattr(packing, "load_corpus", lambda a: load_corpus(a).to_iterable_dataset())
+    if mode == "small map batches":
+        monkeypatch.setattr(tokenizer_module, "TOKENIZE_BATCH_BYTES", 10_000)
     packed = packing.pack_corpus(args, packing.prepare_tokenizer(args)[0])
     expected_rows, expected_meta = reference_stream(args)
     np.testing.assert_array_equal(np.asarray(packed.rows["input_ids"], dtype=np.int32), expected_rows)
     assert {key: packed.meta[key] for key in expected_meta} == expected_meta
     assert not list((tmp_path / "cache" / "packed").glob("*/tokenized")), "the tokenized documents were kept"
+
+
+def test_map_batches_hold_about_a_fixed_number_of_bytes():
+    """The tokenizing map's batch holds about TOKENIZE_BATCH_BYTES of text, at most TOKENIZE_BATCH_DOCS documents and
+    at least one, so that a worker's memory does not grow with the documents' length."""
+
+    def batch_docs(texts: list[str]) -> int:
+        return map_batch_docs(datasets.Dataset.from_dict({"body": texts}), "body")
+
+    assert batch_docs(["x" * 1024] * 10 + ["y" * 3072] * 10) == TOKENIZE_BATCH_BYTES // 2048
+    assert batch_docs(["é" * 512] * 10) == TOKENIZE_BATCH_BYTES // 1024  # bytes, not characters
+    assert batch_docs(["ab"] * 10) == TOKENIZE_BATCH_DOCS
+    assert batch_docs(["x" * (2 * TOKENIZE_BATCH_BYTES)] * 3) == 1
 
 
 CHILD = """

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import datasets
+import pyarrow.compute as pc
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
@@ -18,6 +19,10 @@ from hf_infcompute.errors import InputError
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
 TOKENIZE_BATCH_DOCS = 1000
+# The tokenizing `map` hands each process batches of about this many bytes of text (at most TOKENIZE_BATCH_DOCS
+# documents): a batch's token lists and the tokenizer's encodings take some 100 bytes per token in the worker, and the
+# allocator keeps what the largest batches took, so a batch sized in documents lets memory grow with document length.
+TOKENIZE_BATCH_BYTES = 2**18
 DOCUMENT_FEATURES = datasets.Features({"input_ids": datasets.List(datasets.Value("int32"))})
 
 
@@ -101,17 +106,24 @@ def encode_documents(
     return {"input_ids": [ids + [eos_token_id] for ids in encoded]}
 
 
+def map_batch_docs(documents: datasets.Dataset, text_column: str) -> int:
+    """Documents per batch of the tokenizing `map`: about TOKENIZE_BATCH_BYTES of text at the documents' mean size."""
+    text_bytes = pc.sum(pc.binary_length(documents.data.column(text_column))).as_py() or 0
+    return max(1, min(TOKENIZE_BATCH_DOCS, TOKENIZE_BATCH_BYTES * len(documents) // max(text_bytes, 1)))
+
+
 def _map_settings(
     documents: datasets.Dataset | datasets.IterableDataset,
     tokenizer: PreTrainedTokenizerBase,
     text_column: str,
     first_document: int = 0,
+    batch_size: int = TOKENIZE_BATCH_DOCS,
 ) -> dict:
     return {
         "function": encode_documents,
         "batched": True,
         "with_indices": True,
-        "batch_size": TOKENIZE_BATCH_DOCS,
+        "batch_size": batch_size,
         "input_columns": [text_column],
         "remove_columns": documents.column_names,
         "features": DOCUMENT_FEATURES,
@@ -132,7 +144,7 @@ def tokenize_documents(
     that `map(batched=True, num_proc=...)` writes at `cache_file` (one per process, each a contiguous shard).
     `documents` start at document `first_document` of the corpus."""
     return documents.map(
-        **_map_settings(documents, tokenizer, text_column, first_document),
+        **_map_settings(documents, tokenizer, text_column, first_document, map_batch_docs(documents, text_column)),
         num_proc=num_proc if num_proc > 1 else None,
         cache_file_name=str(cache_file),
         # Named after the output file, new for each build, so that `datasets` need not hash the tokenizer.
