@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.machinery
 import os
 import sys
 import types
 
-from transformers.integrations import TensorBoardCallback
+from transformers import TrainerState
+from transformers.integrations import TensorBoardCallback, TrackioCallback
 
 from hf_infcompute.training import RegularizedTrainingArguments
 from hf_infcompute.training.tracking import search_group, track_run
@@ -44,3 +46,23 @@ def test_outside_a_study_runs_are_named_and_grouped_by_search_only(tmp_path):
     untracked = _args(tmp_path, "none")
     track_run(untracked, [], "run-y", "g", tmp_path, study="micro")
     assert untracked.run_name == "run-y" and untracked.project == "huggingface"
+
+
+def test_trackio_runs_get_their_search_as_group(tmp_path, monkeypatch):
+    # trackio is not installed here: a module with what TrackioCallback.setup calls stands in for it
+    calls = []
+    trackio = types.ModuleType("trackio")
+    trackio.__spec__ = importlib.machinery.ModuleSpec("trackio", None)
+    trackio.init = lambda **kwargs: calls.append(kwargs)
+    trackio.context_vars = types.SimpleNamespace(current_space_id=types.SimpleNamespace(get=lambda: None))
+    trackio.config = types.SimpleNamespace(update=lambda values, allow_val_change: None)
+    monkeypatch.setitem(sys.modules, "trackio", trackio)
+    callback = TrackioCallback()
+    args = _args(tmp_path, ["trackio"])
+    for search in ("standard-tiny-1m-D4096", "regularized-tiny-1m-D4096"):  # a reused callback takes the new group
+        track_run(args, [callback], "run-abc", search, tmp_path, study="micro")
+        callback.setup(args, TrainerState(), model=None)
+    assert [(c["project"], c["name"], c["group"]) for c in calls] == [
+        ("micro", "run-abc", "standard-tiny-1m-D4096"),
+        ("micro", "run-abc", "regularized-tiny-1m-D4096"),
+    ]

@@ -2,9 +2,9 @@
 and search, in the way each of transformers' integrations takes them (`transformers.integrations.integration_utils`):
 
 - every tracker: `TrainingArguments.run_name`;
-- trackio: `TrainingArguments.project` (the study). No search group: `trackio.init` takes a `group`, but the
-  callback's `setup` passes only project, name, space and bucket, and reads no group from the arguments or the
-  environment;
+- trackio: `TrainingArguments.project` (the study) and the search as `trackio.init`'s `group`. The callback's
+  `setup` passes only project, name, space and bucket, and reads no group from the arguments or the environment, so
+  the module it calls (`TrackioCallback._trackio`) is wrapped to add the group (`GroupedTrackio`);
 - wandb: the `WANDB_RUN_GROUP` environment variable, read by `wandb.init` (the callback passes only a name). The
   callback reuses an open wandb run, so the previous run of this process is finished first;
 - tensorboard: the callback's `logging_dir` (transformers 5 has no `TrainingArguments.logging_dir`; its callback
@@ -17,15 +17,31 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from transformers import Trainer, TrainerCallback, TrainingArguments
-from transformers.integrations import TensorBoardCallback
+from transformers.integrations import TensorBoardCallback, TrackioCallback
 
 from hf_infcompute.training.config import RunConfig
 from hf_infcompute.training.progress import current_study
 
 TENSORBOARD_DIRNAME = "tb"
 DEFAULT_PROJECT = "huggingface"  # TrainingArguments.project's default: replaced by the study's name
+
+
+class GroupedTrackio:
+    """The `trackio` module as `TrackioCallback` calls it, with `group` added to `init`: transformers' callback
+    passes none and reads none from anywhere, and wrapping the module it holds is the one place to set it without
+    copying its `setup`."""
+
+    def __init__(self, trackio: Any, group: str | None) -> None:
+        self.module, self.group = trackio, group
+
+    def init(self, *args: Any, **kwargs: Any) -> Any:
+        return self.module.init(*args, **{"group": self.group, **kwargs})
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.module, name)
 
 
 def search_group(kind: str, recipe: str, preset: str, token_budget: int) -> str:
@@ -54,6 +70,10 @@ def track_run(
         if wandb is not None and wandb.run is not None:
             wandb.finish()
     for callback in callbacks:
+        if isinstance(callback, TrackioCallback):
+            trackio = callback._trackio  # the module, or its wrapper from an earlier run of this callback
+            module = trackio.module if isinstance(trackio, GroupedTrackio) else trackio
+            callback._trackio = GroupedTrackio(module, group)
         if isinstance(callback, TensorBoardCallback):
             callback.logging_dir = str(Path(output_dir, TENSORBOARD_DIRNAME, *path, run_id))
 
