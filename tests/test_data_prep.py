@@ -95,6 +95,9 @@ def test_map_batches_hold_about_a_fixed_number_of_bytes():
     assert batch_docs(["é" * 512] * 10) == TOKENIZE_BATCH_BYTES // 1024  # bytes, not characters
     assert batch_docs(["ab"] * 10) == TOKENIZE_BATCH_DOCS
     assert batch_docs(["x" * (2 * TOKENIZE_BATCH_BYTES)] * 3) == 1
+    # rows picked by an indices mapping: the mean size of the table under them, not its bytes over the rows picked
+    picked = datasets.Dataset.from_dict({"body": ["x" * 1024] * 10 + ["y" * 3072] * 10}).select([0, 15, 3])
+    assert map_batch_docs(picked, "body") == TOKENIZE_BATCH_BYTES // 2048
 
 
 CHILD = """

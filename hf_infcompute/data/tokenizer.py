@@ -107,9 +107,11 @@ def encode_documents(
 
 
 def map_batch_docs(documents: datasets.Dataset, text_column: str) -> int:
-    """Documents per batch of the tokenizing `map`: about TOKENIZE_BATCH_BYTES of text at the documents' mean size."""
-    text_bytes = pc.sum(pc.binary_length(documents.data.column(text_column))).as_py() or 0
-    return max(1, min(TOKENIZE_BATCH_DOCS, TOKENIZE_BATCH_BYTES * len(documents) // max(text_bytes, 1)))
+    """Documents per batch of the tokenizing `map`: about TOKENIZE_BATCH_BYTES of text at the documents' mean size,
+    taken over the Arrow table under `documents` (all of it, where `documents` selects rows by an indices mapping)."""
+    table = documents.data
+    text_bytes = pc.sum(pc.binary_length(table.column(text_column))).as_py() or 0
+    return max(1, min(TOKENIZE_BATCH_DOCS, TOKENIZE_BATCH_BYTES * table.num_rows // max(text_bytes, 1)))
 
 
 def _map_settings(
