@@ -75,8 +75,9 @@ def _tensorboard(
 def _wandb(study: str, found: Sequence[Finding], values: dict[str, float], figures: Sequence[Path]) -> None:
     import wandb
 
-    if wandb.run is not None:  # the last training run of this process, left open by its callback
-        wandb.finish()
+    from hf_infcompute.training.tracking import finish_open_wandb_run
+
+    finish_open_wandb_run()
     run = wandb.init(
         project=os.environ.get("WANDB_PROJECT", WANDB_DEFAULT_PROJECT),
         group=f"{study}/{ANALYSIS}",
@@ -117,12 +118,11 @@ def log_analysis(
 ) -> list[str]:
     """Log the study's findings, fits and `figures` (PNG files) to every tracker of `run["report_to"]` (the study's
     `run:` settings); returns the trackers logged to."""
-    from hf_infcompute.training.tracking import DEFAULT_PROJECT
+    from hf_infcompute.training.tracking import trackio_project
 
     output_dir = Path(output_dir)
     values = scalars(scaling)
-    project = run.get("project") or DEFAULT_PROJECT
-    project = study if project == DEFAULT_PROJECT else project  # the runs' trackio project (`track_run`)
+    project = trackio_project(run.get("project"), study)  # the study's runs' project
     writers: dict[str, Callable[[], None]] = {
         "tensorboard": lambda: _tensorboard(study, output_dir, found, values, figures),
         "wandb": lambda: _wandb(study, found, values, figures),

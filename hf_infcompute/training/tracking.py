@@ -44,6 +44,19 @@ class GroupedTrackio:
         return getattr(self.module, name)
 
 
+def trackio_project(project: str | None, study: str | None) -> str | None:
+    """The trackio project of a run: `project` as the user set it, else (unset or transformers' default) its study's
+    name where it runs in a study."""
+    return study if study and project in (None, DEFAULT_PROJECT) else project
+
+
+def finish_open_wandb_run() -> None:
+    """Finish the wandb run an earlier training of this process left open (its callback reuses an open run)."""
+    wandb = sys.modules.get("wandb")  # imported by an earlier run's callback, if any
+    if wandb is not None and wandb.run is not None:
+        wandb.finish()
+
+
 def search_group(kind: str, recipe: str, preset: str, token_budget: int) -> str:
     """The search a run belongs to, named as the study names its sweeps; other kinds of run are prefixed with it."""
     search = f"{recipe}-{preset}-D{token_budget}"
@@ -62,13 +75,11 @@ def track_run(
     args.run_name = run_id
     trackers = set(args.report_to or [])
     path = [part for part in (study, group) if part]
-    if "trackio" in trackers and study and args.project == DEFAULT_PROJECT:
-        args.project = study
+    if "trackio" in trackers:
+        args.project = trackio_project(args.project, study)
     if "wandb" in trackers:
         os.environ["WANDB_RUN_GROUP"] = "/".join(path)
-        wandb = sys.modules.get("wandb")  # imported by the callback of an earlier run of this process, if any
-        if wandb is not None and wandb.run is not None:
-            wandb.finish()
+        finish_open_wandb_run()
     for callback in callbacks:
         if isinstance(callback, TrackioCallback):
             trackio = callback._trackio  # the module, or its wrapper from an earlier run of this callback
