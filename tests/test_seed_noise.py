@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from hf_infcompute.study.confidence import YES, Interval
-from hf_infcompute.study.findings import compared
+from hf_infcompute.study.findings import Evidence, compared
 from hf_infcompute.study.report import seed_noise_lines
 from hf_infcompute.study.seed_noise import difference_noise, pooled_sd, seed_repeats
 
@@ -56,6 +56,7 @@ def test_repeats_group_seeds_of_one_point_and_pool_their_variance() -> None:
     assert repeats["a"].at("a", point) and not repeats["a"].at("b", point)
     assert not repeats["a"].at("a", {**point, "weight_decay": 1.6})
     evidence = SimpleNamespace(seed_repeats=list(repeats.values()), optimum_repeats=lambda: [repeats["a"]])
+    evidence.seed_sd = lambda: Evidence.seed_sd(evidence)
     text = "\n".join(seed_noise_lines(evidence))
     assert "seed 0: 4.0000, seed 1: 4.2000, seed 2: 4.1000" in text
     assert "weight decay 0.8 (regularized optimum)" in text

@@ -61,11 +61,17 @@ class Evidence:
         optima = [self.search("regularized", preset) for preset in self.spec.presets]
         return [r for r in self.seed_repeats if any(o is not None and r.at(o.preset, o.point) for o in optima)]
 
+    def seed_sd(self) -> tuple[float, int, bool] | None:
+        """The seed sd pooled over the optima's seed repeats (over every repeat where the optima have none), its
+        degrees of freedom, and whether it is the optima's; None without repeats."""
+        optima = self.optimum_repeats()
+        pooled = pooled_sd(optima or self.seed_repeats)
+        return (*pooled, bool(optima)) if pooled else None
+
     @property
     def seed_noise(self) -> float | None:
-        """Two sds of a difference between single models from seed noise alone, the sd pooled over the optima's
-        seed repeats (over every repeat where the optima have none); None without repeats."""
-        pooled = pooled_sd(self.optimum_repeats() or self.seed_repeats)
+        """Two sds of a difference between single models from seed noise alone (`seed_sd`); None without repeats."""
+        pooled = self.seed_sd()
         return difference_noise(pooled[0]) if pooled else None
 
     def search(self, recipe: str, preset: str) -> SearchState | None:

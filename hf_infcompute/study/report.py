@@ -28,7 +28,7 @@ from hf_infcompute.study.findings import (
     regularized_fit,
     retained_share,
 )
-from hf_infcompute.study.seed_noise import difference_noise, pooled_sd
+from hf_infcompute.study.seed_noise import difference_noise
 from hf_infcompute.study.spec import StudySpec
 from hf_infcompute.study.state import DistillationState, StudyState
 from hf_infcompute.study.tracker_report import log_analysis
@@ -251,17 +251,17 @@ def seed_noise_lines(evidence: Evidence) -> list[str]:
         for r in evidence.seed_repeats
     ]
     lines = markdown_table(["preset", "point", "validation loss per seed", "sd"], rows)
-    pooled = pooled_sd(optima or evidence.seed_repeats)
+    pooled = evidence.seed_sd()
     if pooled is not None:
-        sd, dof = pooled
+        sd, dof, over_optima = pooled
         lines += [
             "",
-            f"Pooled over {'the regularized optima' if optima else 'these points'}, a single model's loss varies over "
-            f"seeds by sd {sd:.4f} ({dof} degrees of freedom: a coarse estimate). Two single models trained at "
-            f"different seeds then differ by sd {math.sqrt(2) * sd:.4f}, so a gap between two single models below "
-            f"about {difference_noise(sd):.4f} (two of those sds) may be seed noise, whatever its interval over rows: "
-            "the findings say *within seed noise* there. A search's pick (seed 0) was chosen on the rows it is "
-            "scored on, which favours it over its other seeds.",
+            f"Pooled over {'the regularized optima' if over_optima else 'these points'}, a single model's loss "
+            f"varies over seeds by sd {sd:.4f} ({dof} degrees of freedom: a coarse estimate). Two single models "
+            f"trained at different seeds then differ by sd {math.sqrt(2) * sd:.4f}, so a gap between two single "
+            f"models below about {difference_noise(sd):.4f} (two of those sds) may be seed noise, whatever its "
+            "interval over rows: the findings say *within seed noise* there. A search's pick (seed 0) was chosen on "
+            "the rows it is scored on, which favours it over its other seeds.",
         ]
     return lines
 
