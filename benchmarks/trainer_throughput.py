@@ -42,7 +42,11 @@ unknown, and `--measure-peak` times a large matmul in that dtype to divide by in
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import math
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -60,9 +64,22 @@ from hf_infcompute.training import decay_parameter_names, parse_run_config
 from hf_infcompute.training.config import RunConfig
 from hf_infcompute.training.pretraining import build_model_for, build_trainer
 from hf_infcompute.training.sampler import EpochShuffleSampler
+from hf_infcompute.workers import cpu_share
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "pretrain"
 LOSS_SAMPLE = 64  # training sequences whose loss is compared after the run
+# The settings a `--workers` process takes from this run; it gets its precision, compile and thread count apart.
+WORKER_FLAGS = (
+    "preset",
+    "vocab_size",
+    "tokenizer_train_chars",
+    "seq_len",
+    "batch",
+    "steps",
+    "warmup",
+    "logging_steps",
+    "corpus",
+)
 
 
 @dataclass
@@ -208,6 +225,44 @@ def print_utilisation(run: RunConfig, config, tokens_per_second: float, measure_
         print(f"MFU: {achieved / peak:.1%} of {peak / 1e12:.4g} TFLOP/s ({source}, {dtype})")
 
 
+def workers_run(cli: argparse.Namespace, precision: str, compiled: str) -> Measurement:
+    """`cli.workers` processes training this setting's Trainer at once, each on its share of the cores, as the
+    workers of `torchrun --nproc_per_node N -m hf_infcompute study` train a study's runs: their tokens/s summed (the
+    processes wait for each other before training, so the steady windows overlap), the slowest run's seconds and
+    worker 0's losses."""
+    flags = [f"--{name.replace('_', '-')}={value}" for name, value in vars(cli).items() if name in WORKER_FLAGS]
+    with tempfile.TemporaryDirectory() as barrier:
+        commands = [
+            [sys.executable, __file__, *flags, "--precision", precision, "--compile", compiled]
+            + ["--threads", str(cpu_share(cli.workers)), "--as-worker", f"{index},{cli.workers},{barrier}"]
+            for index in range(cli.workers)
+        ]
+        processes = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for command in commands]
+        outputs = [process.communicate()[0] for process in processes]
+    if any(process.returncode for process in processes):
+        raise SystemExit(f"a worker failed:\n{outputs}")
+    measured = [Measurement(**json.loads(output.strip().splitlines()[-1])) for output in outputs]
+    return Measurement(
+        sum(m.tokens_per_second for m in measured),
+        max(m.run_seconds for m in measured),
+        measured[0].train_loss,
+        measured[0].val_loss,
+    )
+
+
+def as_worker(cli: argparse.Namespace) -> None:
+    """One of `workers_run`'s processes: prepare the data, wait for the others, train, print the measurement."""
+    index, count, barrier = cli.as_worker.split(",")
+    with tempfile.TemporaryDirectory() as tmp:
+        run = run_config(cli, cli.precision[0], cli.compile[0], tmp)
+        data = prepare_data(run.data)
+        Path(barrier, f"ready-{index}").touch()
+        while len(list(Path(barrier).glob("ready-*"))) < int(count):
+            time.sleep(0.05)
+        measured = trainer_run(run, data, cli.steps, cli.warmup, cli.compile[0])
+    print(json.dumps(dataclasses.asdict(measured)))
+
+
 def run_config(cli: argparse.Namespace, precision: str, compiled: str, output_dir: str) -> RunConfig:
     run = parse_run_config(
         {
@@ -249,9 +304,20 @@ def main() -> None:
         help="where the device's peak is unknown (a CPU), divide by a measured matmul peak",
     )
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="also train each setting's Trainer in this many processes at once, each on its share of the cores "
+        "(the study's `torchrun --nproc_per_node N`), and report their summed tokens/s",
+    )
+    parser.add_argument("--as-worker", help=argparse.SUPPRESS)  # index,count,barrier folder: one of those processes
     cli = parser.parse_args()
     if cli.threads:
         torch.set_num_threads(cli.threads)
+    if cli.as_worker:
+        as_worker(cli)
+        return
     settings = [(precision, compiled) for compiled in cli.compile for precision in cli.precision]
     rows: list[tuple[str, str, str, Measurement]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -264,6 +330,9 @@ def main() -> None:
             for who, measure in runners:
                 rows.append((who, precision, compiled, measure(run, data, cli.steps, cli.warmup, compiled)))
                 print(f"measured {who} {precision} compile {compiled}: {rows[-1][3]}", flush=True)
+            if cli.workers > 1:
+                rows.append((f"Trainer/{cli.workers}", precision, compiled, workers_run(cli, precision, compiled)))
+                print(f"measured {cli.workers} Trainer workers {precision} compile {compiled}: {rows[-1][3]}")
     config = build_model_for(first, data).config
     print(
         f"preset {cli.preset} ({count_parameters(config).total:,} parameters), vocabulary {config.vocab_size}, "
@@ -272,7 +341,7 @@ def main() -> None:
     reference = next((m for who, p, c, m in rows if (who, p, c) == ("Trainer", "bf16", "no")), None)
     loops = {(p, c): m for who, p, c, m in rows if who == "loop"}
     print(
-        f"{'runner':8} {'precision':9} {'compile':8} {'tokens/s':>9} {'run s':>7} {'train loss':>10} "
+        f"{'runner':9} {'precision':9} {'compile':8} {'tokens/s':>9} {'run s':>7} {'train loss':>10} "
         f"{'val loss':>9} {'vs loop':>7} {'vs Trainer bf16':>15} {'(run s)':>7}"
     )
     for who, precision, compiled, m in rows:
@@ -281,7 +350,7 @@ def main() -> None:
         speedup = f"{m.tokens_per_second / reference.tokens_per_second:.3f}" if reference else ""
         run_speedup = f"{reference.run_seconds / m.run_seconds:.3f}" if reference else ""
         print(
-            f"{who:8} {precision:9} {compiled:8} {m.tokens_per_second:9,.0f} {m.run_seconds:7.2f} "
+            f"{who:9} {precision:9} {compiled:8} {m.tokens_per_second:9,.0f} {m.run_seconds:7.2f} "
             f"{m.train_loss:10.4f} {m.val_loss:9.4f} {vs_loop:>7} {speedup:>15} {run_speedup:>7}"
         )
     loop, trainer = rows[0][3], rows[1][3]

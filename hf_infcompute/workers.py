@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -43,10 +43,12 @@ LAUNCHER_SETTING_PREFIXES = ("FSDP_", "ACCELERATE_DEEPSPEED_", "MEGATRON_LM_", "
 
 @dataclass(frozen=True)
 class WorkerSlot:
-    """This process's place in a launch: `rank` of `world_size` independent workers."""
+    """This process's place in a launch: `rank` of `world_size` independent workers; `shares_cores` when it was
+    narrowed to its share of the CPU cores (`take_every_core` gives them back)."""
 
     rank: int
     world_size: int
+    shares_cores: bool = field(default=False, compare=False)
 
 
 def detach_from_launcher() -> WorkerSlot | None:
@@ -72,9 +74,9 @@ def detach_from_launcher() -> WorkerSlot | None:
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
     local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
     _keep_own_gpu(rank, local_rank)
-    _take_cpu_share(local_world_size)
+    shares_cores = _take_cpu_share(local_world_size)
     clear_launcher_environment()
-    return WorkerSlot(rank=rank, world_size=world_size)
+    return WorkerSlot(rank=rank, world_size=world_size, shares_cores=shares_cores)
 
 
 def is_lead(slot: WorkerSlot | None = None) -> bool:
@@ -89,12 +91,25 @@ def cpu_share(processes: int) -> int:
     return max(1, cores // max(1, processes))
 
 
-def _take_cpu_share(processes: int) -> None:
-    """Run on this process's share of the cores where the launcher left it accelerate's default of one thread."""
-    if os.environ.get("OMP_NUM_THREADS") == "1":
-        threads = cpu_share(processes)
-        os.environ["OMP_NUM_THREADS"] = str(threads)
-        torch.set_num_threads(threads)
+def take_every_core(slot: WorkerSlot | None) -> None:
+    """Run on every core again once the other workers are done: the lead's last phases (sampling, students) run alone.
+
+    Only where `detach_from_launcher` set the share (an explicit thread count is kept)."""
+    if slot is not None and slot.shares_cores:
+        _set_threads(cpu_share(1))
+
+
+def _take_cpu_share(processes: int) -> bool:
+    """Run on this process's share of the cores where the launcher left it its default of one thread; whether it did."""
+    if os.environ.get("OMP_NUM_THREADS") != "1":
+        return False
+    _set_threads(cpu_share(processes))
+    return True
+
+
+def _set_threads(threads: int) -> None:
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
 
 
 def _keep_own_gpu(rank: int, local_rank: int) -> None:

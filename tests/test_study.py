@@ -21,6 +21,7 @@ from hf_infcompute.study import load_study, parse_study, run_study
 from hf_infcompute.study.pipeline import DEFAULT_CORPUS, Study, resolve_corpus
 from hf_infcompute.study.report import write_study_report
 from hf_infcompute.study.state import STATE_FILE, load_report_state
+from hf_infcompute.workers import WorkerSlot
 
 MICRO = {
     "name": "micro",
@@ -206,6 +207,20 @@ def test_killed_study_resumes_without_retraining(corpus_dir, cache_dir, tmp_path
     assert trained_runs and not set(trained_runs) & before_kill  # members and the student; no search point again
     assert before_kill < set(load_runs(tmp_path).run_id)
     assert state.distillation["ensemble"].status == "finished"
+
+
+def test_workers_of_odd_rank_walk_each_recipes_searches_from_the_end(corpus_dir, cache_dir, tmp_path):
+    spec = micro_spec(corpus_dir, cache_dir)
+    lead = Study(spec, tmp_path).search_order()
+    standard = [(budget, preset) for budget in (1024, 2048, 4096) for preset in spec.presets]
+    assert lead == [("standard", *search) for search in standard] + [
+        ("regularized", 4096, preset) for preset in spec.presets
+    ]
+    assert Study(spec, tmp_path, WorkerSlot(rank=2, world_size=4)).search_order() == lead
+    helper = Study(spec, tmp_path, WorkerSlot(rank=1, world_size=4)).search_order()
+    assert helper == [("standard", *search) for search in standard[::-1]] + [
+        ("regularized", 4096, preset) for preset in spec.presets[::-1]
+    ]
 
 
 def test_two_workers_share_a_study(corpus_dir, cache_dir, tmp_path):

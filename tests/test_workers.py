@@ -15,7 +15,7 @@ from transformers import LlamaForCausalLM, Trainer, TrainingArguments
 
 from hf_infcompute.errors import InputError
 from hf_infcompute.training import RegularizedTrainingArguments
-from hf_infcompute.workers import WorkerSlot, detach_from_launcher, end_launch, is_lead
+from hf_infcompute.workers import WorkerSlot, detach_from_launcher, end_launch, is_lead, take_every_core
 
 LAUNCH = {"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "localhost"}
 # What `accelerate launch --config_file recipes/accelerate/fsdp2.yaml` (or zero3.yaml) exports to every process.
@@ -70,8 +70,21 @@ def test_detached_worker_drops_the_launch_settings_and_gets_its_share_of_the_cor
 
 def test_explicit_thread_count_is_kept(launch_env):
     set_env(launch_env, {**LAUNCH, "OMP_NUM_THREADS": "3"})
-    detach_from_launcher()
+    slot = detach_from_launcher()
     assert os.environ["OMP_NUM_THREADS"] == "3"
+    take_every_core(slot)
+    assert os.environ["OMP_NUM_THREADS"] == "3"
+
+
+def test_the_lead_takes_every_core_back_after_the_shared_phases(launch_env):
+    set_env(launch_env, {**LAUNCH, "OMP_NUM_THREADS": "1"})  # torchrun's default for several processes
+    launch_env.setattr(os, "sched_getaffinity", lambda pid: set(range(6)))
+    slot = detach_from_launcher()
+    assert slot.shares_cores and torch.get_num_threads() == 3  # 6 cores, 2 processes on this machine
+    take_every_core(slot)
+    assert os.environ["OMP_NUM_THREADS"] == "6" and torch.get_num_threads() == 6
+    take_every_core(None)  # a lone process: left as it is
+    assert torch.get_num_threads() == 6
 
 
 def test_rank_without_a_gpu_is_an_input_error(launch_env):

@@ -70,7 +70,7 @@ def train_members(
     return records
 
 
-def wait_for_members(output_dir: str | Path, run_ids: list[str], poll_s: float = 5.0) -> list[dict[str, Any]]:
+def wait_for_members(output_dir: str | Path, run_ids: list[str], poll_s: float = 2.0) -> list[dict[str, Any]]:
     """Block until every member run is recorded (trained by other workers), then return the records."""
     while True:
         records = [read_record(output_dir, run_id) for run_id in run_ids]

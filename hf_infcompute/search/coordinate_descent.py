@@ -78,7 +78,7 @@ def coordinate_descent(
     worker_id: str | None = None,
     max_evaluations: int | None = None,
     retry_failed: bool = False,
-    poll_interval: float = 10.0,
+    poll_interval: float = 2.0,
 ) -> SearchResult:
     """Walk `grid` from `start` to a locally optimal point of `objective`, sharing results through `store`.
 

@@ -38,7 +38,7 @@ from hf_infcompute.study.state import (
     previous_sessions,
     search_key,
 )
-from hf_infcompute.workers import WorkerSlot, is_lead
+from hf_infcompute.workers import WorkerSlot, is_lead, take_every_core
 
 if TYPE_CHECKING:  # the training stack loads when a run is built, not when a study is read
     from hf_infcompute.training.config import RunConfig
@@ -173,6 +173,7 @@ class Study:
         self.ensembles()
         if not self.is_lead:
             return self.state
+        take_every_core(self.slot)  # the other workers have trained their last members
         self.distillation()
         if self.spec.benchmarks.enabled:
             self.benchmarks()
@@ -190,34 +191,54 @@ class Study:
                 starts[STANDARD_START] = standard.point
         return starts
 
+    def search_order(self) -> list[tuple[str, int, str]]:
+        """(recipe, token budget, preset) of every search, in the order this worker walks them.
+
+        The standard searches come first (the regularized ones start from their optima). Workers of odd rank walk
+        each recipe's searches from the end, so that two groups of workers train different searches until they
+        meet, instead of all waiting, at the end of each coordinate-descent step, for the last points of one search;
+        each worker still walks every search (from the shared results where another worker evaluated them), so every
+        worker holds every optimum.
+        """
+        walk_from_end = self.slot is not None and self.slot.rank % 2 == 1
+        order = []
+        for recipe in ("standard", "regularized"):
+            searches = [
+                (recipe, budget, preset)
+                for planned, budget in self.search_plan()
+                if planned == recipe
+                for preset in self.spec.presets
+            ]
+            order += searches[::-1] if walk_from_end else searches
+        return order
+
     def searches(self) -> None:
-        for recipe, budget in self.search_plan():
-            for preset in self.spec.presets:
-                key = search_key(recipe, preset, budget)
-                outcomes = {}
-                for label, start in self.search_starts(recipe, preset, budget).items():
-                    logger.info("search %s from the %s", key, label)
-                    outcomes[label] = search_recipe(self.spec, self.run, recipe, budget, preset, self.output_dir, start)
-                won = min(outcomes, key=lambda label: outcomes[label][0].best_loss)
-                result, grid = outcomes[won]
-                self.state.searches[key] = SearchState(
-                    recipe=recipe,
-                    preset=preset,
-                    token_budget=budget,
-                    point=result.best_point,
-                    val_loss=result.best_loss,
-                    locally_optimal=result.locally_optimal,
-                    run_id=result.best.extra.get("run_id") if result.best else None,
-                    model_dir=(
-                        resolved_paths(result.best.extra, self.output_dir).get("model_dir") if result.best else None
-                    ),
-                    evaluations=result.evaluations,
-                    reused=result.reused,
-                    grid_edges=grid.edges(result.best_point) if result.best else [],
-                    start=won,
-                    start_losses={label: outcome[0].best_loss for label, outcome in outcomes.items()},
-                )
-                self.save()
+        for recipe, budget, preset in self.search_order():
+            key = search_key(recipe, preset, budget)
+            outcomes = {}
+            for label, start in self.search_starts(recipe, preset, budget).items():
+                logger.info("search %s from the %s", key, label)
+                outcomes[label] = search_recipe(self.spec, self.run, recipe, budget, preset, self.output_dir, start)
+            won = min(outcomes, key=lambda label: outcomes[label][0].best_loss)
+            result, grid = outcomes[won]
+            self.state.searches[key] = SearchState(
+                recipe=recipe,
+                preset=preset,
+                token_budget=budget,
+                point=result.best_point,
+                val_loss=result.best_loss,
+                locally_optimal=result.locally_optimal,
+                run_id=result.best.extra.get("run_id") if result.best else None,
+                model_dir=(
+                    resolved_paths(result.best.extra, self.output_dir).get("model_dir") if result.best else None
+                ),
+                evaluations=result.evaluations,
+                reused=result.reused,
+                grid_edges=grid.edges(result.best_point) if result.best else [],
+                start=won,
+                start_losses={label: outcome[0].best_loss for label, outcome in outcomes.items()},
+            )
+            self.save()
 
     def optimum(self, preset: str) -> SearchState:
         """The regularized recipe's locally optimal point for `preset` at the main budget."""
