@@ -50,6 +50,8 @@ def test_study_progress_counts_the_store_and_estimates_time_left(tmp_path, capsy
     )
     append_record(tmp_path, {"run_id": "c", "kind": "pretrain"})
     assert progress.line("d", "x", 5.0, 90.0).endswith("4 of ~10 runs (estimated), ~6.0 min left")
+    shared = StudyProgress(tmp_path, planned=10, study="micro", workers=2)  # two workers train the runs left
+    assert shared.line("d", "x", 5.0, 60.0).endswith("4 of ~10 runs (estimated), ~3.0 min left")
 
 
 def test_progress_reads_each_record_once(tmp_path, monkeypatch):

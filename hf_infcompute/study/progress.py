@@ -69,12 +69,13 @@ def _duration(seconds: float) -> str:
 class StudyProgress:
     """A `RunListener` that prints one line per run: what ran, its validation loss and time, and the study's
     progress. Finished runs are counted in the results store (earlier sessions and other workers included); the time
-    left is the runs left times this process's mean time per run."""
+    left is the runs left times this process's mean time per run, shared among the study's `workers`."""
 
-    def __init__(self, output_dir: str | Path, planned: int, study: str) -> None:
+    def __init__(self, output_dir: str | Path, planned: int, study: str, workers: int = 1) -> None:
         self.output_dir = Path(output_dir)
         self.planned = planned
         self.study = study
+        self.workers = workers
         self.wall_times: list[float] = []
         self._read: set[str] = set()  # run ids of the store's records read so far (a record's kind never changes)
         self._runs: set[str] = set()  # those of them that trained
@@ -97,7 +98,7 @@ class StudyProgress:
         self.wall_times.append(wall_time_s)
         done = self.finished(run_id)
         planned = max(self.planned, done)
-        left = (planned - done) * statistics.fmean(self.wall_times)
+        left = (planned - done) * statistics.fmean(self.wall_times) / self.workers
         return (
             f"{description}: val loss {val_loss:.4f} in {_duration(wall_time_s)} | study: {done} of ~{planned} runs "
             f"(estimated), ~{_duration(left)} left"

@@ -23,7 +23,8 @@ def run_study(spec: StudySpec, output_dir: str | Path, slot: WorkerSlot | None =
 
     study = Study(spec, output_dir, slot)
     plan = [(recipe, search_grid(spec, recipe)[0]) for recipe, _ in study.search_plan() for _ in spec.presets]
-    with follow_runs(StudyProgress(output_dir, planned_runs(spec, plan), spec.name)):  # a line per run, not log dicts
+    progress = StudyProgress(output_dir, planned_runs(spec, plan), spec.name, slot.world_size if slot else 1)
+    with follow_runs(progress):  # a line per run, not log dicts
         state = study.run_all()
     if study.is_lead:  # from the state as saved, so that `--report-only` writes the same report
         write_study_report(spec, output_dir, load_report_state(output_dir))
