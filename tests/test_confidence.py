@@ -98,3 +98,42 @@ def test_the_resampled_analysis_gives_a_run_loss_the_interval_of_its_mean():
     assert interval.high == pytest.approx(losses.mean() + half_width, abs=0.3 * half_width)
     # A quantity most resamples cannot give has no interval.
     assert analysis.interval(lambda report: None, 0.0) is None
+
+
+def test_standard_overfitting_at_the_grid_edge_compares_the_last_two_epoch_counts():
+    """Where the standard recipe's best run has the most epochs, the finding compares it with the best at fewer:
+    *no* when the longer training is clearly lower, *inconclusive* when the rows cannot tell them apart."""
+    from types import SimpleNamespace
+
+    from hf_infcompute.study.findings import Evidence, standard_overfits_in_epochs
+
+    def verdict(gap_of_more_epochs: float) -> tuple[str, str]:
+        worse, better = pair(abs(gap_of_more_epochs), 512, seed=1)
+        fewer, more = (better, worse) if gap_of_more_epochs > 0 else (worse, better)
+        rows = [(8, fewer + 0.3), (16, fewer), (32, more)]  # 8 epochs: far worse, not the comparison
+        runs = pd.DataFrame(
+            [
+                {
+                    "run_id": f"standard-ep{epochs}",
+                    "kind": "pretrain",
+                    "status": "finished",
+                    "recipe": "standard",
+                    "token_budget": 1024,
+                    "preset": "tiny",
+                    "num_train_epochs": epochs,
+                    "val_loss": float(losses.mean()),
+                    "val_sequence_losses": list(losses),
+                    "validation_fingerprint": "rows",
+                }
+                for epochs, losses in rows
+            ]
+        )
+        spec = SimpleNamespace(token_budget=1024, presets=[])
+        evidence = Evidence(spec, runs, None, None, SequenceLosses(runs), None, [])
+        finding = standard_overfits_in_epochs(evidence)
+        return finding.verdict, finding.evidence
+
+    verdict_, text = verdict(-0.05)  # 32 epochs clearly below 16: longer training did not overfit
+    assert verdict_ == NO and text.startswith("tiny (best at the most epochs run): 32 epochs") and "16 epochs" in text
+    assert verdict(-0.0005)[0] == INCONCLUSIVE
+    assert verdict(0.05)[0] == YES  # the best at 16 epochs, 32 above it: the usual comparison

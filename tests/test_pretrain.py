@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,26 @@ def test_finished_run_is_not_trained_again(tiny_run, tmp_path, monkeypatch):
     first = pretrain(tiny_run, tmp_path)
     monkeypatch.setattr("hf_infcompute.training.pretraining.prepare_data", lambda *a: pytest.fail("trained again"))
     assert pretrain(tiny_run, tmp_path) == first
+
+
+def test_a_regularized_run_at_the_standard_weight_decay_is_the_standard_run(tiny_run, tmp_path, monkeypatch):
+    """The recipe names a run and changes nothing in its training: the regularized search's points at weight decay
+    0.1 take the standard run's training instead of repeating it, under their own id, for as long as its model lasts."""
+    standard = pretrain({**tiny_run, "recipe": "standard"}, tmp_path)
+    alone = pretrain({**tiny_run, "recipe": "regularized"}, tmp_path / "alone")  # trained: no twin there
+    assert alone["val_sequence_losses"] == standard["val_sequence_losses"] and "same_training_as" not in alone
+    monkeypatch.setattr("hf_infcompute.training.pretraining.prepare_data", lambda *a: pytest.fail("trained again"))
+    twin = pretrain({**tiny_run, "recipe": "regularized"}, tmp_path)
+    assert twin["run_id"] == alone["run_id"] != standard["run_id"] and twin["recipe"] == "regularized"
+    assert twin["same_training_as"] == standard["run_id"] and twin["model_dir"] == standard["model_dir"]
+    assert twin["val_loss"] == standard["val_loss"] and twin["wall_time_s"] == 0.0
+    assert set(load_runs(tmp_path).run_id) == {standard["run_id"], twin["run_id"]}
+    assert pretrain({**tiny_run, "recipe": "regularized"}, tmp_path) == twin  # read back, not copied again
+    monkeypatch.undo()
+    shutil.rmtree(standard["model_dir"])
+    retrained = pretrain({**tiny_run, "recipe": "regularized"}, tmp_path)  # the shared model is gone
+    assert "same_training_as" not in retrained and retrained["model_dir"] != standard["model_dir"]
+    assert retrained["val_loss"] == standard["val_loss"]
 
 
 class StopAtStep(TrainerCallback):

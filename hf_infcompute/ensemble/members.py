@@ -71,13 +71,17 @@ def train_members(
 
 
 def wait_for_members(output_dir: str | Path, run_ids: list[str], poll_s: float = 2.0) -> list[dict[str, Any]]:
-    """Block until every member run is recorded (trained by other workers), then return the records."""
+    """Block until every member run is recorded (trained by other workers), then return the records; says what it
+    waits for whenever that changes."""
+    waiting_on: list[str] = []
     while True:
         records = [read_record(output_dir, run_id) for run_id in run_ids]
         missing = [run_id for run_id, record in zip(run_ids, records) if record is None]
         if not missing:
             return records
-        logger.info("waiting for %d member(s) trained by other workers: %s", len(missing), ", ".join(missing))
+        if missing != waiting_on:
+            logger.info("waiting for %d member(s) trained by other workers: %s", len(missing), ", ".join(missing))
+            waiting_on = missing
         time.sleep(poll_s)
 
 

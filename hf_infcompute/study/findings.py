@@ -20,7 +20,6 @@ from hf_infcompute.scaling.joint import JointFit
 from hf_infcompute.scaling.power_law import PowerLawFit
 from hf_infcompute.study.confidence import (
     INCONCLUSIVE,
-    NO,
     NOT_TESTED,
     Interval,
     ResampledAnalysis,
@@ -186,8 +185,20 @@ def standard_overfits_in_epochs(evidence: Evidence) -> Finding:
         group = group.set_index("num_train_epochs")
         best = group["val_loss"].idxmin()
         longer = group[group.index > best]
-        if longer.empty:
-            parts.append((NO, f"{preset}: best at the most epochs run ({best:g}), no rise seen"))
+        if longer.empty:  # no rise in the grid: is the last step (fewer epochs to the most) a fall beyond the rows'?
+            fewer = group[group.index < best]
+            if fewer.empty:
+                parts.append((INCONCLUSIVE, f"{preset}: only {best:g} epochs run"))
+                continue
+            before = fewer.iloc[-1]
+            parts.append(
+                compared(
+                    evidence,
+                    f"{preset} (best at the most epochs run): ",
+                    (f"{best:g} epochs", group.at[best, "val_loss"], group.at[best, "run_id"]),
+                    (f"{fewer.index[-1]:g} epochs", before["val_loss"], before["run_id"]),
+                )
+            )
             continue
         after = longer.iloc[0]
         parts.append(

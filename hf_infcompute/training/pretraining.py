@@ -18,6 +18,7 @@ from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
 from hf_infcompute.data import PackedCollator, PretrainingData, prepare_data
 from hf_infcompute.errors import InputError, NonFiniteLossError
+from hf_infcompute.method import RECIPES, STANDARD_WEIGHT_DECAY
 from hf_infcompute.models import build_model, count_parameters, get_preset
 from hf_infcompute.models.checkpoint import (
     context_length,
@@ -45,6 +46,8 @@ logger = logging.getLogger(__name__)
 
 # Training rows scored for the record's `train_loss` (the gap to `val_loss` shows overfitting; a sample suffices).
 TRAIN_LOSS_ROWS = 128
+# A record's field naming the run whose training (and model folder) it shares (`record_of_twin`).
+SAME_TRAINING_AS = "same_training_as"
 
 
 def run_dir(output_dir: str | Path, run_id: str) -> Path:
@@ -165,13 +168,49 @@ def _base_record(run: RunConfig, data: PretrainingData, trainer: RegularizedTrai
 
 
 def finished_record(output_dir: str | Path, run_id: str) -> dict[str, Any] | None:
-    """The run's record; None (the run is trained again) when it says finished but its model folder is unusable."""
+    """The run's record; None (the run is trained again) when it says finished but its model folder is unusable (the
+    folder of the run it shares its training with, `SAME_TRAINING_AS`)."""
     record = read_record(output_dir, run_id)
     if record is not None and record.get("status") == "finished":
-        problem = model_folder_problem(run_dir(output_dir, run_id) / "model")
+        problem = model_folder_problem(run_dir(output_dir, record.get(SAME_TRAINING_AS, run_id)) / "model")
         if problem is not None:
             logger.warning("run %s is recorded as finished but %s; training it again", run_id, problem)
             return None
+    return record
+
+
+def recipe_twin(run: RunConfig) -> RunConfig | None:
+    """The same training under the other recipe's name, or None: at the standard weight decay a regularized run trains
+    exactly as the standard one (the recipe names a run, it changes nothing in its training)."""
+    if run.training.weight_decay != STANDARD_WEIGHT_DECAY:
+        return None
+    (other,) = set(RECIPES) - {run.training.recipe}
+    return run.replace(recipe=other)
+
+
+def record_of_twin(
+    run: RunConfig, output_dir: str | Path, kind: str, record_extra: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """Where the run's `recipe_twin` is recorded finished, its record under this run's id, kind and recipe (written
+    to the results store, and naming the twin in `SAME_TRAINING_AS`), instead of training the same model twice; the
+    regularized search's points at weight decay 0.1, which the standard search has trained. Else None."""
+    twin = recipe_twin(run)
+    found = finished_record(output_dir, twin.run_id()) if twin is not None else None
+    if found is None or found.get("status") != "finished":
+        return None
+    record = {
+        **found,
+        **(record_extra or {}),
+        "run_id": run.run_id(),
+        "kind": kind,
+        "recipe": run.training.recipe,
+        "config": run.identity(),
+        SAME_TRAINING_AS: found.get(SAME_TRAINING_AS, found["run_id"]),
+        "wall_time_s": 0.0,  # trained once, under the twin's id
+    }
+    if is_lead():
+        append_record(output_dir, record)
+    logger.info("run %s trains as %s, recorded finished: not training it again", record["run_id"], found["run_id"])
     return record
 
 
@@ -223,7 +262,7 @@ def pretrain(
     """
     run = config if isinstance(config, RunConfig) else parse_run_config(dict(config))
     run_id = run.run_id()
-    finished = finished_record(output_dir, run_id)
+    finished = finished_record(output_dir, run_id) or record_of_twin(run, output_dir, kind, record_extra)
     if finished is not None:
         logger.info("run %s already recorded (%s); not training it again", run_id, finished.get("status"))
         last_complete_checkpoint(run_dir(output_dir, run_id), remove_incomplete=is_lead())  # a kill mid-cleanup
