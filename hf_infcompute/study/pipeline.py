@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hf_infcompute.errors import InputError, raise_if_out_of_memory
-from hf_infcompute.method import STANDARD_WEIGHT_DECAY
+from hf_infcompute.method import RECIPES, STANDARD_WEIGHT_DECAY
 from hf_infcompute.records import resolved_paths
 from hf_infcompute.search import SearchGrid, SearchResult, SweepStore, coordinate_descent, for_recipe
 from hf_infcompute.search.grid import LEARNING_RATE, NUM_TRAIN_EPOCHS, WEIGHT_DECAY
@@ -202,7 +202,7 @@ class Study:
         """
         walk_from_end = self.slot is not None and self.slot.rank % 2 == 1
         order = []
-        for recipe in ("standard", "regularized"):
+        for recipe in RECIPES:  # standard first
             searches = [
                 (recipe, budget, preset)
                 for planned, budget in self.search_plan()

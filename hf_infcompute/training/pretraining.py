@@ -210,7 +210,7 @@ def record_of_twin(
     }
     if is_lead():
         append_record(output_dir, record)
-    logger.info("run %s trains as %s, recorded finished: not training it again", record["run_id"], found["run_id"])
+    logger.info("run %s is the training of run %s, recorded under both ids", record["run_id"], found["run_id"])
     return record
 
 
