@@ -1,7 +1,8 @@
-"""Paired bootstrap intervals: they cover a known gap at their stated rate, and verdicts follow the interval."""
+"""Document-level intervals and verdicts with seed noise, proven on simulated data with a known answer."""
+
+import math
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from hf_infcompute.study.confidence import (
@@ -9,131 +10,138 @@ from hf_infcompute.study.confidence import (
     NO,
     NOT_TESTED,
     YES,
-    ResampledAnalysis,
-    SequenceLosses,
-    combined_verdict,
-    paired_difference,
+    Documents,
+    Interval,
+    every_part,
+    holm_rejected,
+    paired_gap,
+    some_part,
 )
 
 
-def pair(gap: float, rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Two models on the same rows: row difficulty shared (large), their per-row difference `gap` + noise (small)."""
-    rng = np.random.default_rng(seed)
-    difficulty = rng.normal(5.0, 0.5, rows)
-    better = difficulty + rng.normal(0, 0.05, rows)
-    return better + gap + rng.normal(0, 0.05, rows), better
+def documents_with_rows(rng: np.random.Generator, documents: int, mean_rows: int) -> np.ndarray:
+    """The document of each row: `documents` documents of 1 to 2 * mean_rows - 1 rows each."""
+    sizes = rng.integers(1, 2 * mean_rows, documents)
+    return np.repeat(np.arange(documents), sizes)
 
 
-def test_a_clear_gap_is_yes_its_reverse_no_and_a_gap_within_noise_inconclusive():
-    worse, better = pair(0.02, 1000, seed=0)
-    interval = paired_difference(worse, better)
-    assert interval.low < 0.02 < interval.high and interval.low > 0
-    assert interval.verdict == YES
-    assert paired_difference(better, worse).verdict == NO
-    assert paired_difference(*pair(0.0005, 200, seed=1)).verdict == INCONCLUSIVE
-    # The pairing is what resolves the gap: row difficulty (spread 0.5) cancels in the difference.
-    assert interval.high - interval.low < 0.02
+def correlated_gaps(rng: np.random.Generator, docs: np.ndarray, gap: float, correlation: float) -> np.ndarray:
+    """Per-row gaps of two models: `gap` plus a per-document effect and row noise, with intra-document correlation
+    `correlation` (total variance 0.01)."""
+    document_effect = rng.normal(0, math.sqrt(correlation * 0.01), docs.max() + 1)
+    return gap + document_effect[docs] + rng.normal(0, math.sqrt((1 - correlation) * 0.01), docs.size)
 
 
-def test_the_interval_covers_the_true_gap_about_95_percent_of_the_time():
-    covered = [
-        (lambda i: i.low <= 0.01 <= i.high)(paired_difference(*pair(0.01, 300, seed), seed=seed, resamples=1000))
-        for seed in range(120)
-    ]
-    assert 0.88 <= np.mean(covered) <= 0.99
+def test_the_document_bootstrap_covers_the_true_gap_at_its_rate_and_the_row_bootstrap_does_not():
+    """400+ simulated pairs at intra-document correlation 0.3 (about 5 rows a document): the document bootstrap's
+    95% interval covers the true gap 93-97% of the time; the row bootstrap, which treats rows as independent,
+    covers it far less often."""
+    rng = np.random.default_rng(0)
+    covered = {"documents": [], "rows": []}
+    for trial in range(600):
+        docs = documents_with_rows(rng, 80, 5)
+        gaps = correlated_gaps(rng, docs, 0.02, 0.3)
+        for unit, ids in (("documents", docs), ("rows", None)):
+            interval = paired_gap(gaps, np.zeros_like(gaps), ids, seed=trial, resamples=400).interval
+            covered[unit].append(interval.low <= 0.02 <= interval.high)
+    assert 0.93 <= np.mean(covered["documents"]) <= 0.97
+    assert np.mean(covered["rows"]) < 0.88
 
 
-def test_a_claim_at_every_n_needs_every_part():
-    assert combined_verdict([YES, YES]) == YES
-    assert combined_verdict([YES, INCONCLUSIVE]) == INCONCLUSIVE
-    assert combined_verdict([YES, INCONCLUSIVE, NO]) == NO
-    assert combined_verdict([]) == NOT_TESTED
+def test_without_intra_document_correlation_both_bootstraps_agree():
+    rng = np.random.default_rng(1)
+    docs = documents_with_rows(rng, 200, 4)
+    gaps = correlated_gaps(rng, docs, 0.0, 0.0)
+    by_documents = paired_gap(gaps, np.zeros_like(gaps), docs).sampling_var
+    by_rows = paired_gap(gaps, np.zeros_like(gaps)).sampling_var
+    assert by_documents == pytest.approx(by_rows, rel=0.25)
 
 
-def runs_table(rows: dict[str, np.ndarray], fingerprints: dict[str, str] | None = None) -> pd.DataFrame:
-    return pd.DataFrame(
-        [
-            {
-                "run_id": run_id,
-                "kind": "pretrain",
-                "status": "finished",
-                "recipe": "standard",
-                "corpus": "c",
-                "token_budget": 1000,
-                "preset": run_id,
-                "n_params_total": 1000 * (i + 1),
-                "learning_rate": 1e-3,
-                "weight_decay": 0.1,
-                "num_train_epochs": 1,
-                "val_loss": float(losses.mean()),
-                "val_sequence_losses": losses.tolist(),
-                "validation_fingerprint": (fingerprints or {}).get(run_id, "v"),
-            }
-            for i, (run_id, losses) in enumerate(rows.items())
-        ]
-    )
+def test_two_single_seed_models_with_no_true_gap_are_rarely_called_different():
+    """A true gap of zero between two single-seed models: each lands off its expected loss by seed noise (sd 0.02),
+    the rows by document sampling; the seed sd is estimated on 6 degrees of freedom. The verdict reads *yes* or
+    *no* at most 5% of the time, while ignoring the seed noise would call most such pairs different."""
+    rng = np.random.default_rng(2)
+    sigma, dof = 0.02, 6
+    wrong, wrong_without_seeds = 0, 0
+    trials = 1000
+    for trial in range(trials):
+        docs = documents_with_rows(rng, 100, 4)
+        difficulty = rng.normal(4.0, 0.5, docs.max() + 1)[docs] + rng.normal(0, 0.2, docs.size)
+        a = difficulty + rng.normal(0, sigma) + rng.normal(0, 0.05, docs.size)
+        b = difficulty + rng.normal(0, sigma) + rng.normal(0, 0.05, docs.size)
+        estimated_sd = sigma * math.sqrt(rng.chisquare(dof) / dof)
+        gap = paired_gap(a, b, docs, seed=trial, resamples=300)
+        wrong += gap.with_seed_noise(2 * estimated_sd**2, dof).verdict != INCONCLUSIVE
+        wrong_without_seeds += gap.verdict != INCONCLUSIVE
+    assert wrong / trials <= 0.05
+    assert wrong_without_seeds / trials > 0.5
 
 
-def test_runs_compare_only_on_the_same_rows():
-    worse, better = pair(0.02, 100, seed=2)
-    sequences = SequenceLosses(runs_table({"a": worse, "b": better}, {"b": "other split"}))
-    assert sequences.compare("a", "b") is None
-    assert SequenceLosses(runs_table({"a": worse, "b": better})).compare("a", "b").verdict == YES
-    assert sequences.compare("a", None) is None
-
-
-def test_the_resampled_analysis_gives_a_run_loss_the_interval_of_its_mean():
+def test_a_real_gap_beyond_the_noise_is_found_and_its_sign_read():
     rng = np.random.default_rng(3)
-    losses = rng.normal(4.0, 0.4, 400)
-    runs = runs_table({"small": losses, "large": losses - 0.1})
-    analysis = ResampledAnalysis(runs, resamples=150)
-
-    def small_loss(report) -> float:
-        table = next(s.table for s in report.sizes)
-        return float(table.loc[table["preset"] == "small", "val_loss"].iloc[0])
-
-    interval = analysis.interval(small_loss, float(losses.mean()))
-    half_width = 1.96 * losses.std() / np.sqrt(losses.size)
-    assert interval.low == pytest.approx(losses.mean() - half_width, abs=0.3 * half_width)
-    assert interval.high == pytest.approx(losses.mean() + half_width, abs=0.3 * half_width)
-    # A quantity most resamples cannot give has no interval.
-    assert analysis.interval(lambda report: None, 0.0) is None
+    docs = documents_with_rows(rng, 200, 3)
+    gaps = correlated_gaps(rng, docs, 0.2, 0.3)
+    gap = paired_gap(gaps, np.zeros_like(gaps), docs).with_seed_noise(2 * 0.02**2, 6)
+    assert gap.verdict == YES and gap.interval.p_value < 0.01
+    assert paired_gap(-gaps, np.zeros_like(gaps), docs).with_seed_noise(2 * 0.02**2, 6).verdict == NO
+    # the seed noise widens the interval and its quantile is t on the seed sd's degrees of freedom
+    assert gap.dof == 6 and gap.sd > math.sqrt(gap.sampling_var)
 
 
-def test_standard_overfitting_at_the_grid_edge_compares_the_last_two_epoch_counts():
-    """Where the standard recipe's best run has the most epochs, the finding compares it with the best at fewer:
-    *no* when the longer training is clearly lower, *inconclusive* when the rows cannot tell them apart."""
-    from types import SimpleNamespace
+def test_documents_group_rows_and_resample_whole_documents():
+    groups = Documents([7, 7, 3, 9, 9, 9], 6)
+    assert groups.by_document and groups.clusters == 3
+    assert groups.sums(np.arange(6.0)).tolist() == [[2.0, 1.0, 12.0]]
+    weights = groups.weights(50, np.random.default_rng(0))
+    assert weights.shape == (50, 3) and (weights.sum(axis=1) == 3).all()
+    # a resample of one document three times gives that document's mean
+    assert groups.resampled_means(np.arange(6.0), np.array([[0.0, 0.0, 3.0]]))[0, 0] == pytest.approx(4.0)
+    assert not Documents(None, 4).by_document and Documents(None, 4).clusters == 4
 
-    from hf_infcompute.study.findings import Evidence, standard_overfits_in_epochs
 
-    def verdict(gap_of_more_epochs: float) -> tuple[str, str]:
-        worse, better = pair(abs(gap_of_more_epochs), 512, seed=1)
-        fewer, more = (better, worse) if gap_of_more_epochs > 0 else (worse, better)
-        rows = [(8, fewer + 0.3), (16, fewer), (32, more)]  # 8 epochs: far worse, not the comparison
-        runs = pd.DataFrame(
-            [
-                {
-                    "run_id": f"standard-ep{epochs}",
-                    "kind": "pretrain",
-                    "status": "finished",
-                    "recipe": "standard",
-                    "token_budget": 1024,
-                    "preset": "tiny",
-                    "num_train_epochs": epochs,
-                    "val_loss": float(losses.mean()),
-                    "val_sequence_losses": list(losses),
-                    "validation_fingerprint": "rows",
-                }
-                for epochs, losses in rows
-            ]
-        )
-        spec = SimpleNamespace(token_budget=1024, presets=[])
-        evidence = Evidence(spec, runs, None, None, SequenceLosses(runs), None, [])
-        finding = standard_overfits_in_epochs(evidence)
-        return finding.verdict, finding.evidence
+def interval(estimate: float, p_value: float) -> Interval:
+    half = abs(estimate) * 1.5 if p_value > 0.05 else abs(estimate) * 0.5
+    return Interval(estimate, estimate - half, estimate + half, p_value)
 
-    verdict_, text = verdict(-0.05)  # 32 epochs clearly below 16: longer training did not overfit
-    assert verdict_ == NO and text.startswith("tiny (best at the most epochs run): 32 epochs") and "16 epochs" in text
-    assert verdict(-0.0005)[0] == INCONCLUSIVE
-    assert verdict(0.05)[0] == YES  # the best at 16 epochs, 32 above it: the usual comparison
+
+def test_holm_rejects_step_down():
+    assert holm_rejected([0.01, 0.04, 0.03]) == [True, False, False]
+    assert holm_rejected([0.01, 0.02, 0.03]) == [True, True, True]
+    assert holm_rejected([0.2]) == [False]
+
+
+def test_a_claim_at_every_n_is_no_only_at_the_family_level():
+    assert every_part([interval(0.1, 0.001), interval(0.2, 0.001)]) == YES
+    assert every_part([interval(0.1, 0.001), interval(0.01, 0.5)]) == INCONCLUSIVE
+    # one part below zero at p = 0.04 of three parts: not rejected by Holm (needs 0.05 / 3)
+    assert every_part([interval(0.1, 0.03), interval(0.1, 0.3), interval(-0.1, 0.04)]) == INCONCLUSIVE
+    assert every_part([interval(0.1, 0.3), interval(0.1, 0.3), interval(-0.1, 0.001)]) == NO
+    assert every_part([]) == NOT_TESTED
+
+
+def test_a_claim_at_some_n_is_yes_only_at_the_family_level():
+    assert some_part([interval(0.1, 0.001), interval(-0.01, 0.5)]) == YES
+    assert some_part([interval(0.1, 0.04), interval(-0.01, 0.5), interval(0.02, 0.3)]) == INCONCLUSIVE
+    assert some_part([interval(-0.1, 0.001), interval(-0.2, 0.001)]) == NO
+
+
+def test_the_false_no_rate_of_a_claim_at_every_n_stays_at_its_level():
+    """Four parts, all with a true gap of zero: the claim reads *no* at most 5% of the time (reading *no* whenever
+    any part excludes zero would do so about 10% of the time, twice the rate)."""
+    rng = np.random.default_rng(4)
+    family, any_part = 0, 0
+    trials = 2000
+    for _ in range(trials):
+        z = rng.normal(size=4)
+        parts = [
+            Interval(float(v), float(v - 1.96), float(v + 1.96), float(2 * (1 - _normal_cdf(abs(v))))) for v in z
+        ]
+        family += every_part(parts) == NO
+        any_part += any(p.verdict == NO for p in parts)
+    assert family / trials <= 0.05 * 1.1
+    assert any_part / trials > 0.07
+
+
+def _normal_cdf(x: float) -> float:
+    return 0.5 * (1 + math.erf(x / math.sqrt(2)))

@@ -1,34 +1,48 @@
 """The paper's findings checked on a study, one function each, and the numbers its report sets beside the paper's.
 
-Every function reads the study's `Evidence` (its state, run records, scaling analysis and per-row validation losses)
-and writes nothing. A finding reads *yes* only when the 95% interval of its difference excludes zero in the paper's
-direction, *no* when it excludes zero the other way, else *inconclusive* (`hf_infcompute.study.confidence`); a
-claim made at every N holds when each of its parts does. A finding the study has too few runs to check is `None`
-(left out) or *not tested*.
+Every function reads the study's `Evidence` (its state, run records, scaling analysis, per-row losses and seed noise)
+and writes nothing. Choices (which run is a size's best, which epochs a search ended at) are read on the validation
+split; every loss and gap reported is measured on the test split (`confidence.REPORT_SPLIT`). A gap between two
+trained models is judged on its document-level sampling variance plus the seed variance of each side
+(`Gap.with_seed_noise`); asymptote gaps and multipliers on the whole analysis redone on document resamples and
+seed-noise draws (`ResampledAnalysis`). A claim made at every N is *yes* when each part is, **no** only when a part
+lies the other way at the family level (Holm), else *inconclusive* (`confidence.every_part`); a claim at some N is
+its mirror (`confidence.some_part`). Each comparison is declared before it is computed: no minimum over noisy
+estimates. A finding the study has too few runs to check is `None` (left out) or *not tested*.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
-from hf_infcompute.scaling.analysis import EnsembleScaling, ScalingReport, best_runs
+from hf_infcompute.scaling.analysis import EnsembleScaling, ScalingReport, best_runs, build_report
 from hf_infcompute.scaling.joint import JointFit
 from hf_infcompute.scaling.power_law import PowerLawFit
 from hf_infcompute.study.confidence import (
     INCONCLUSIVE,
+    NO,
     NOT_TESTED,
+    VALIDATION,
+    YES,
+    Documents,
     Interval,
     ResampledAnalysis,
     SequenceLosses,
-    combined_verdict,
+    Split,
+    every_part,
+    report_split,
+    some_part,
 )
-from hf_infcompute.study.seed_noise import SeedRepeat, difference_noise, pooled_sd, seed_repeats
+from hf_infcompute.study.seed_noise import SeedNoise, SeedRepeat, pooled_noise, seed_repeats
 from hf_infcompute.study.spec import StudySpec
 from hf_infcompute.study.state import DistillationState, SearchState, StudyState, search_key
+
+Part = tuple[Interval | None, str]  # a comparison's interval (None: it could not be made) and its text
 
 
 @dataclass(frozen=True)
@@ -36,6 +50,17 @@ class Finding:
     claim: str
     verdict: str  # yes, no, inconclusive or not tested
     evidence: str  # the losses compared; each difference with its 95% interval
+    includes: str = ""  # what the intervals include (documents, seeds, the analysis redone)
+
+
+@dataclass(frozen=True)
+class Model:
+    """One side of a comparison: its name, the runs it averages (one run, or a point's seed copies) and how many
+    independent trainings its loss averages over (`copies`: seed copies, or an ensemble's members)."""
+
+    name: str
+    run_ids: tuple[str, ...]
+    copies: float = 1
 
 
 @dataclass(frozen=True)
@@ -46,40 +71,56 @@ class Evidence:
     runs: pd.DataFrame
     scaling: ScalingReport
     state: StudyState
+    split: Split
     sequences: SequenceLosses
     resampled: ResampledAnalysis
     seed_repeats: list[SeedRepeat]
+    seed: SeedNoise | None
 
     @classmethod
-    def of(cls, spec: StudySpec, runs: pd.DataFrame, scaling: ScalingReport, state: StudyState) -> Evidence:
-        repeats = seed_repeats(runs, spec.token_budget)
-        return cls(spec, runs, scaling, state, SequenceLosses(runs), ResampledAnalysis(runs), repeats)
+    def of(cls, spec: StudySpec, runs: pd.DataFrame, state: StudyState, *, source: str = "the store") -> Evidence:
+        """Everything the findings read, from the study's records and state: the seed noise from fresh seeds, each
+        run's loss sd, the scaling analysis (chosen on validation, fitted on the report split with those sds) and
+        its replicates."""
+        split = report_split(runs)
+        selected = {s.run_id for s in state.searches.values() if s.run_id}
+        repeats = seed_repeats(runs, selected, split.loss)
+        seed = pooled_noise(repeats)
+        runs = runs.assign(loss_sd=loss_sds(runs, split, seed)) if len(runs) else runs
+        scaling = build_report(runs, source=source, select_on=VALIDATION.loss, report_on=split.loss)
+        resampled = ResampledAnalysis(runs, seed_sd=(seed.sd, seed.dof) if seed else None)
+        return cls(spec, runs, scaling, state, split, SequenceLosses(runs, split), resampled, repeats, seed)
 
-    def optimum_repeats(self) -> list[SeedRepeat]:
-        """The seed repeats at the regularized searches' optima (the points the findings compare)."""
-        optima = [self.search("regularized", preset) for preset in self.spec.presets]
-        return [r for r in self.seed_repeats if any(o is not None and r.at(o.preset, o.point) for o in optima)]
+    def loss(self, model: Model) -> float:
+        """The mean loss of `model`'s runs on the report split (NaN when a run lacks it)."""
+        records = self.runs.set_index("run_id")
+        values = [records.at[r, self.split.loss] if r in records.index else math.nan for r in model.run_ids]
+        values = [float(v.iloc[-1] if isinstance(v, pd.Series) else v) for v in values]
+        return float(np.mean(values)) if values else math.nan
 
-    def seed_sd(self) -> tuple[float, int, bool] | None:
-        """The seed sd pooled over the optima's seed repeats (over every repeat where the optima have none), its
-        degrees of freedom, and whether it is the optima's; None without repeats."""
-        optima = self.optimum_repeats()
-        pooled = pooled_sd(optima or self.seed_repeats)
-        return (*pooled, bool(optima)) if pooled else None
-
-    @property
-    def seed_noise(self) -> float | None:
-        """Two sds of a difference between single models from seed noise alone (`seed_sd`); None without repeats."""
-        pooled = self.seed_sd()
-        return difference_noise(pooled[0]) if pooled else None
-
-    def search(self, recipe: str, preset: str) -> SearchState | None:
-        """The search of `recipe` for `preset` at the main budget, if it found a point."""
-        found = self.state.searches.get(search_key(recipe, preset, self.spec.token_budget))
+    def search(self, recipe: str, preset: str, token_budget: int | None = None) -> SearchState | None:
+        """The search of `recipe` for `preset` (at the main budget by default), if it found a point."""
+        budget = self.spec.token_budget if token_budget is None else token_budget
+        found = self.state.searches.get(search_key(recipe, preset, budget))
         return found if found is not None and found.point is not None else None
 
+    def single(self, search: SearchState, name: str) -> Model:
+        """A search's optimum as a single model: the mean of its fresh-seed copies where the study trained some
+        (the selected run itself was picked for landing low, so it is left out), else the selected run."""
+        copies = next(
+            (
+                r.run_ids
+                for r in self.seed_repeats
+                if r.token_budget == search.token_budget and r.at(search.preset, search.point, search.recipe)
+            ),
+            (),
+        )
+        if copies:
+            return Model(f"{name} (mean of {len(copies)} fresh seeds)", tuple(copies), len(copies))
+        return Model(name, (search.run_id,) if search.run_id else ())
+
     def best_single(self, preset: str) -> SearchState | None:
-        """The best single model of `preset` at the main budget, over every recipe."""
+        """The best single model of `preset` at the main budget over every recipe, chosen on validation."""
         found = [s for s in (self.search("standard", preset), self.search("regularized", preset)) if s is not None]
         return min(found, key=lambda s: s.val_loss) if found else None
 
@@ -88,32 +129,62 @@ class Evidence:
         sizes = self.runs.groupby("preset")["n_params_total"].first() if len(self.runs) else pd.Series(dtype=float)
         return sorted(presets, key=lambda p: sizes.get(p, float("inf")))
 
-
-def compared(
-    evidence: Evidence,
-    label: str,
-    worse: tuple[str, float, str | None],
-    better: tuple[str, float, str | None],
-    *,
-    single_models: bool = True,
-) -> tuple[str, str]:
-    """(verdict, text) of one paired comparison: `worse` and `better` are (name, loss, run id), the claim expecting
-    `better` lower. Between `single_models`, a gap smaller than the measured seed noise is said to be."""
-    (worse_name, worse_loss, worse_id), (better_name, better_loss, better_id) = worse, better
-    interval = evidence.sequences.compare(worse_id, better_id)
-    losses = f"{label}{worse_name} {worse_loss:.4f} vs {better_name} {better_loss:.4f}"
-    if interval is None:
-        return INCONCLUSIVE, f"{losses} (no per-row losses on shared rows: no interval)"
-    noise = evidence.seed_noise if single_models else None
-    within = f", within seed noise ({noise:.4f})" if noise is not None and abs(interval.estimate) < noise else ""
-    return interval.verdict, f"{losses}, gap {interval} ({interval.verdict}{within})"
+    @property
+    def includes(self) -> str:
+        """What a paired gap's interval includes."""
+        unit = "documents" if any(d for d in self.sequences._documents.values()) else "rows (no document ids)"
+        seeds = f"seed noise (sd {self.seed})" if self.seed else "no seed noise (no point trained at two fresh seeds)"
+        return f"{self.split.name} {unit} resampled + {seeds}"
 
 
-def finding_of(claim: str, parts: list[tuple[str, str]]) -> Finding:
-    """A claim made of paired comparisons, each (verdict, text)."""
+def loss_sds(runs: pd.DataFrame, split: Split, seed: SeedNoise | None) -> list[float]:
+    """Each run's loss sd on `split`: the sampling variance of its mean over documents (the cluster-robust
+    variance, what a document bootstrap estimates) plus its seed variance (an ensemble of k: sd^2 / k); NaN where
+    the run has no rows."""
+    sds = []
+    for record in runs.to_dict("records"):
+        rows = record.get(split.rows)
+        if not isinstance(rows, list | np.ndarray) or len(rows) < 2:
+            sds.append(math.nan)
+            continue
+        rows = np.asarray(rows, dtype=float)
+        documents = record.get(split.documents)
+        groups = Documents(documents if isinstance(documents, list | np.ndarray) else None, rows.size)
+        residual = groups.sums(rows - rows.mean())[0]
+        sampling = groups.clusters / max(groups.clusters - 1, 1) * float((residual**2).sum()) / rows.size**2
+        k = record.get("k") if record.get("kind") == "ensemble" else 1
+        copies = float(k) if isinstance(k, int | float) and not math.isnan(k) and k > 0 else 1.0
+        sds.append(math.sqrt(sampling + (seed.variance(copies) if seed else 0.0)))
+    return sds
+
+
+def compared(evidence: Evidence, label: str, worse: Model, better: Model) -> Part:
+    """One paired comparison of two trained models, the claim expecting `better` lower: the gap on the report
+    split's rows with its interval over document resamples and the seed noise of both sides."""
+    losses = f"{label}{worse.name} {evidence.loss(worse):.4f} vs {better.name} {evidence.loss(better):.4f}"
+    gap = evidence.sequences.gap(worse.run_ids, better.run_ids)
+    if gap is None:
+        return None, f"{losses} (no per-row losses on shared rows: no interval)"
+    if evidence.seed is None:
+        return None, f"{losses}, gap {gap} over documents only: not judged without a measured seed noise"
+    judged = gap.with_seed_noise(
+        evidence.seed.variance(worse.copies) + evidence.seed.variance(better.copies), evidence.seed.dof
+    ).interval
+    return judged, f"{losses}, gap {judged} ({judged.verdict})"
+
+
+def finding_of(
+    claim: str, parts: list[Part], includes: str, rule: Callable[[Sequence[Interval]], str] = every_part
+) -> Finding:
+    """A claim made of comparisons, its verdict by `rule` over the parts. A part that could not be compared keeps a
+    claim at every part from *yes*, and a claim at some part from **no**."""
     if not parts:
-        return Finding(claim, NOT_TESTED, "no runs to compare")
-    return Finding(claim, combined_verdict([v for v, _ in parts]), "; ".join(text for _, text in parts))
+        return Finding(claim, NOT_TESTED, "no runs to compare", includes)
+    valid = [interval for interval, _ in parts if interval is not None]
+    verdict = rule(valid) if valid else INCONCLUSIVE
+    if len(valid) < len(parts) and verdict == (YES if rule is every_part else NO):
+        verdict = INCONCLUSIVE
+    return Finding(claim, verdict, "; ".join(text for _, text in parts), includes)
 
 
 def best_sizes(scaling: ScalingReport, recipe: str, token_budget: int) -> pd.DataFrame:
@@ -142,23 +213,28 @@ def ensemble_scaling(spec: StudySpec, scaling: ScalingReport) -> EnsembleScaling
 
 
 def efficiency(scaling: ScalingReport, series: str, token_budget: int) -> tuple[float | None, str]:
-    """The data efficiency of `series` at `token_budget` and how it was obtained, or None and why there is none."""
+    """The data-efficiency multiplier of `series` at `token_budget` and how it was obtained (by the inverted
+    standard data law, else by interpolating the standard recipe's trained budgets), or None and why there is none."""
+    rows = scaling.efficiency
+    reasons = [reason for analysis, reason in scaling.skipped if analysis.startswith("data efficiency")]
+    match = rows[(rows["series"] == series) & (rows["token_budget"] == token_budget)] if len(rows) else rows
+    if match.empty:
+        return None, reasons[0] if reasons else f"no {series} at this budget"
+    row = match.iloc[0]
+    if math.isfinite(float(row.get("efficiency", math.nan))):
+        return float(row["efficiency"]), "the standard data law inverted, over its value at the standard's best loss"
+    interpolated = float(row.get("efficiency_interpolated", math.nan))
+    if math.isfinite(interpolated):
+        return interpolated, "interpolated between the standard recipe's trained budgets"
+    return None, reasons[0] if reasons else "the target lies outside the standard recipe's reach"
+
+
+def efficiency_series(scaling: ScalingReport, token_budget: int) -> list[str]:
+    """Every series the analysis has a multiplier row for at `token_budget`, in its order."""
     rows = scaling.efficiency
     if rows.empty:
-        reasons = [reason for analysis, reason in scaling.skipped if analysis == "data efficiency"]
-        return None, reasons[0] if reasons else "no data-scaling fit"
-    match = rows[(rows["series"] == series) & (rows["token_budget"] == token_budget)]
-    if match.empty:
-        return None, f"no well-conditioned {series} fit at this budget"
-    return float(match["efficiency"].iloc[0]), "fit (standard data law inverted)"
-
-
-def retained_share(student: DistillationState, val_loss: float | None = None) -> float | None:
-    """The share of the ensemble's gain over the best single model that a student (at `val_loss`, by default the
-    best student's) keeps; None when the teacher brings no gain."""
-    single, teacher = student.single_val_loss, student.teacher_val_loss
-    loss = student.student_val_loss if val_loss is None else val_loss
-    return (single - loss) / (single - teacher) if single > teacher else None
+        return []
+    return list(dict.fromkeys(rows.loc[rows["token_budget"] == token_budget, "series"]))
 
 
 def ill_conditioned(fits: dict[str, PowerLawFit | JointFit | None]) -> str:
@@ -170,46 +246,41 @@ def ill_conditioned(fits: dict[str, PowerLawFit | JointFit | None]) -> str:
     )
 
 
+def retained_share(evidence: Evidence, student: Model, teacher: Model, single: Model) -> float | None:
+    """The share of the teacher's gain over the best single model that `student` keeps, on the report split; None
+    when the teacher brings no gain."""
+    single_loss, teacher_loss = evidence.loss(single), evidence.loss(teacher)
+    if not single_loss > teacher_loss:
+        return None
+    return (single_loss - evidence.loss(student)) / (single_loss - teacher_loss)
+
+
 def standard_overfits_in_epochs(evidence: Evidence) -> Finding:
     runs, spec = evidence.runs, evidence.spec
-    claim = "standard recipe overfits in epochs (more passes raise validation loss)"
+    claim = "standard recipe overfits in epochs (more passes raise the loss), at every N"
     if runs.empty:
-        return Finding(claim, NOT_TESTED, "no runs")
+        return Finding(claim, NOT_TESTED, "no runs", evidence.includes)
     done = runs[
         (runs["kind"] == "pretrain") & (runs["status"] == "finished") & (runs["token_budget"] == spec.token_budget)
     ]
-    parts = []
+    parts: list[Part] = []
     for preset, group in best_runs(done[done["recipe"] == "standard"], ["preset", "num_train_epochs"]).groupby(
         "preset"
     ):
         group = group.set_index("num_train_epochs")
-        best = group["val_loss"].idxmin()
-        longer = group[group.index > best]
-        if longer.empty:  # no rise in the grid: is the last step (fewer epochs to the most) a fall beyond the rows'?
-            fewer = group[group.index < best]
-            if fewer.empty:
-                parts.append((INCONCLUSIVE, f"{preset}: only {best:g} epochs run"))
-                continue
-            before = fewer.iloc[-1]
-            parts.append(
-                compared(
-                    evidence,
-                    f"{preset} (best at the most epochs run): ",
-                    (f"{best:g} epochs", group.at[best, "val_loss"], group.at[best, "run_id"]),
-                    (f"{fewer.index[-1]:g} epochs", before["val_loss"], before["run_id"]),
-                )
-            )
-            continue
-        after = longer.iloc[0]
-        parts.append(
-            compared(
-                evidence,
-                f"{preset}: ",
-                (f"{longer.index[0]:g} epochs", after["val_loss"], after["run_id"]),
-                (f"{best:g} epochs", group.at[best, "val_loss"], group.at[best, "run_id"]),
-            )
-        )
-    return finding_of(claim, parts)
+        best = group["val_loss"].idxmin()  # chosen on validation
+
+        def at(epochs: float, group: pd.DataFrame = group) -> Model:
+            return Model(f"{epochs:g} epochs", (group.at[epochs, "run_id"],))
+
+        longer, fewer = group.index[group.index > best], group.index[group.index < best]
+        if len(longer):
+            parts.append(compared(evidence, f"{preset}: ", at(longer[0]), at(best)))
+        elif len(fewer):  # no rise in the grid: is the last step (fewer epochs to the most) a fall?
+            parts.append(compared(evidence, f"{preset} (best at the most epochs run): ", at(best), at(fewer[-1])))
+        else:
+            parts.append((None, f"{preset}: only {best:g} epochs run"))
+    return finding_of(claim, parts, evidence.includes)
 
 
 def standard_overfits_in_size(evidence: Evidence) -> Finding | None:
@@ -218,36 +289,32 @@ def standard_overfits_in_size(evidence: Evidence) -> Finding | None:
         return None
     searches = {p: evidence.search("standard", p) for p in presets}
     largest = presets[-1]
-    best_other = min(presets[:-1], key=lambda p: searches[p].val_loss)
+    best_other = min(presets[:-1], key=lambda p: searches[p].val_loss)  # chosen on validation
     part = compared(
         evidence,
         "",
-        (f"largest {largest}", searches[largest].val_loss, searches[largest].run_id),
-        (f"best smaller {best_other}", searches[best_other].val_loss, searches[best_other].run_id),
+        evidence.single(searches[largest], f"largest {largest}"),
+        evidence.single(searches[best_other], f"best smaller {best_other}"),
     )
-    return finding_of("standard recipe overfits in N (the largest model is not the best)", [part])
+    return finding_of("standard recipe overfits in N (the largest model is not the best)", [part], evidence.includes)
 
 
 def regularized_beats_standard(evidence: Evidence) -> Finding | None:
-    parts = []
+    parts: list[Part] = []
     for preset in evidence.size_order(list(evidence.spec.presets)):
         standard, regularized = evidence.search("standard", preset), evidence.search("regularized", preset)
         if standard is None or regularized is None:
             continue
-        verdict, text = compared(
+        interval, text = compared(
             evidence,
             f"{preset}: ",
-            ("standard", standard.val_loss, standard.run_id),
-            ("regularized", regularized.val_loss, regularized.run_id),
+            evidence.single(standard, "standard"),
+            evidence.single(regularized, "regularized"),
         )
-        parts.append((verdict, f"{text}, reached from the {regularized.start}"))
+        parts.append((interval, f"{text}, reached from the {regularized.start}"))
     if not parts:
         return None
-    return finding_of(
-        "regularized recipe below the standard one at every N (its search also starts from the standard optimum, so "
-        "it is never worse on the validation rows)",
-        parts,
-    )
+    return finding_of("regularized recipe below the standard one at every N", parts, evidence.includes)
 
 
 def regularized_falls_in_size(evidence: Evidence) -> Finding | None:
@@ -256,79 +323,96 @@ def regularized_falls_in_size(evidence: Evidence) -> Finding | None:
         return None
     searches = {p: evidence.search("regularized", p) for p in presets}
     parts = [
-        compared(
-            evidence,
-            "",
-            (smaller, searches[smaller].val_loss, searches[smaller].run_id),
-            (larger, searches[larger].val_loss, searches[larger].run_id),
-        )
+        compared(evidence, "", evidence.single(searches[smaller], smaller), evidence.single(searches[larger], larger))
         for smaller, larger in zip(presets, presets[1:])
     ]
-    return finding_of("regularized loss falls monotonically in N", parts)
+    return finding_of("regularized loss falls monotonically in N", parts, evidence.includes)
+
+
+def ensemble_model(evidence: Evidence, preset: str) -> Model | None:
+    ensemble = evidence.state.ensembles.get(preset)
+    return Model(f"K={ensemble.k} ensemble", (ensemble.run_id,), ensemble.k) if ensemble else None
 
 
 def ensemble_beats_single_model(evidence: Evidence) -> Finding | None:
     if not evidence.state.ensembles:
         return None
-    parts = []
+    parts: list[Part] = []
     for preset in evidence.size_order(list(evidence.state.ensembles)):
-        ensemble, single = evidence.state.ensembles[preset], evidence.best_single(preset)
+        single = evidence.best_single(preset)
         if single is None:
             continue
         parts.append(
             compared(
                 evidence,
                 f"{preset}: ",
-                (f"best single ({single.recipe})", single.val_loss, single.run_id),
-                (f"K={ensemble.k} ensemble", ensemble.val_loss, ensemble.run_id),
-                single_models=False,
+                evidence.single(single, f"best single ({single.recipe})"),
+                ensemble_model(evidence, preset),
             )
         )
-    return finding_of("a K-member ensemble beats the best single model of its size (any recipe) at every N", parts)
+    return finding_of(
+        "a K-member ensemble beats the best single model of its size (any recipe) at every N",
+        parts,
+        evidence.includes + " (the two sides' seed variances add: conservative where they share members)",
+    )
 
 
-def _limits(spec: StudySpec, report: ScalingReport) -> tuple[float | None, float | None, float | None]:
-    """(regularized N -> inf, lowest K -> inf, joint N, K -> inf) asymptotes of one analysis, None where unfitted."""
+@dataclass(frozen=True)
+class Limits:
+    """The asymptotes one analysis gives at the main budget (None where unfitted): the regularized N -> inf, each
+    size's K -> inf (by N), the joint N, K -> inf."""
+
+    regularized: float | None
+    k: dict[float, float]
+    joint: float | None
+
+
+def limits(spec: StudySpec, report: ScalingReport) -> Limits:
     regularized = regularized_fit(spec, report)
     ensemble = ensemble_scaling(spec, report)
-    k_limits = [fit.E for fit in ensemble.k_fits.values()] if ensemble is not None else []
+    k_limits = {n: fit.E for n, fit in ensemble.k_fits.items()} if ensemble is not None else {}
     joint = ensemble.joint.E if ensemble is not None and ensemble.joint is not None else None
-    return (regularized.E if regularized else None), (min(k_limits) if k_limits else None), joint
+    return Limits(regularized.E if regularized else None, k_limits, joint)
 
 
-def _limit_gap(
-    evidence: Evidence, claim: str, gap: Callable[[tuple], float | None], fits: dict, described: str
-) -> Finding:
-    """A comparison of asymptotes: the gap on all rows, its interval over the resampled analyses."""
-    estimate = gap(_limits(evidence.spec, evidence.scaling))
+def limit_part(evidence: Evidence, name: str, gap: Callable[[Limits], float | None], unusable: str) -> Part:
+    """One declared comparison of asymptotes: its gap on the data, its interval over the resampled analyses."""
+    estimate = gap(limits(evidence.spec, evidence.scaling))
     if estimate is None:
-        return Finding(claim, NOT_TESTED, "no fit over N or over K at the main budget")
-    interval = evidence.resampled.interval(lambda report: gap(_limits(evidence.spec, report)), estimate)
-    unusable = ill_conditioned(fits)
+        return None, f"{name}: no fit"
+    interval = evidence.resampled.interval(lambda report: gap(limits(evidence.spec, report)), estimate)
     if interval is None:
-        return Finding(claim, INCONCLUSIVE, f"{described}; gap {estimate:+.4f}, no interval (fits fail on resamples)")
-    text = f"{described}; gap {interval} over resampled validation rows"
+        return None, f"{name}: gap {estimate:+.4f}, no interval (the fits fail on resamples)"
     if unusable:
-        return Finding(claim, INCONCLUSIVE, f"{text}; {unusable}")
-    return Finding(claim, interval.verdict, text)
+        return None, f"{name}: gap {interval}; {unusable}"
+    return interval, f"{name}: gap {interval} ({interval.verdict})"
+
+
+def _resampled_includes(evidence: Evidence) -> str:
+    seeds = f"seed-noise draws (sd {evidence.seed})" if evidence.seed else "no seed noise (none measured)"
+    return f"the whole analysis redone on {evidence.split.name} document resamples + {seeds}"
 
 
 def ensemble_limit_below_regularized(evidence: Evidence) -> Finding:
     spec, scaling = evidence.spec, evidence.scaling
-    ensemble = ensemble_scaling(spec, scaling)
+    claim = "ensemble (K -> inf) asymptote below the regularized N -> inf asymptote, at some N (Holm over the sizes)"
+    ensemble, regularized = ensemble_scaling(spec, scaling), regularized_fit(spec, scaling)
     k_fits = ensemble.k_fits if ensemble is not None else {}
-    regularized = regularized_fit(spec, scaling)
-    fits = {"regularized N -> inf": regularized, **{f"K -> inf at N = {n:,.0f}": fit for n, fit in k_fits.items()}}
-    described = f"K -> inf: {', '.join(f'{fit.E:.4f}' for fit in k_fits.values())}; regularized N -> inf " + (
-        f"{regularized.E:.4f}" if regularized else "n/a"
-    )
-    return _limit_gap(
-        evidence,
-        "ensemble (K -> inf) asymptote below the regularized N -> inf asymptote",
-        lambda limits: None if limits[0] is None or limits[1] is None else limits[0] - limits[1],
-        fits,
-        described,
-    )
+    if regularized is None or not k_fits:
+        why = "no regularized law in N" if regularized is None else "no law in K"
+        return Finding(claim, NOT_TESTED, f"{why} at the main budget", _resampled_includes(evidence))
+    parts = [
+        limit_part(
+            evidence,
+            f"N = {n:,.0f}: K -> inf {fit.E:.4f} vs regularized N -> inf {regularized.E:.4f}",
+            lambda found, n=n: (
+                None if found.regularized is None or n not in found.k else found.regularized - found.k[n]
+            ),
+            ill_conditioned({"regularized N -> inf": regularized, f"K -> inf at N = {n:,.0f}": fit}),
+        )
+        for n, fit in sorted(k_fits.items())
+    ]
+    return finding_of(claim, parts, _resampled_includes(evidence), some_part)
 
 
 def joint_limit_lowest(evidence: Evidence) -> Finding | None:
@@ -336,59 +420,72 @@ def joint_limit_lowest(evidence: Evidence) -> Finding | None:
     ensemble, regularized = ensemble_scaling(spec, scaling), regularized_fit(spec, scaling)
     if ensemble is None or ensemble.joint is None or regularized is None:
         return None
-
-    def gap(limits: tuple) -> float | None:
-        others = [v for v in limits[:2] if v is not None]
-        return None if limits[2] is None or not others else min(others) - limits[2]
-
-    return _limit_gap(
-        evidence,
-        "joint (N, K -> inf) asymptote lowest of all",
-        gap,
-        {"joint": ensemble.joint, "regularized N -> inf": regularized},
-        f"joint {ensemble.joint.E:.4f}, regularized {regularized.E:.4f}",
+    joint = ensemble.joint
+    parts = [
+        limit_part(
+            evidence,
+            f"joint {joint.E:.4f} vs regularized N -> inf {regularized.E:.4f}",
+            lambda found: None if found.joint is None or found.regularized is None else found.regularized - found.joint,
+            ill_conditioned({"joint": joint, "regularized N -> inf": regularized}),
+        )
+    ]
+    parts += [
+        limit_part(
+            evidence,
+            f"joint vs K -> inf at N = {n:,.0f} {fit.E:.4f}",
+            lambda found, n=n: None if found.joint is None or n not in found.k else found.k[n] - found.joint,
+            ill_conditioned({"joint": joint, f"K -> inf at N = {n:,.0f}": fit}),
+        )
+        for n, fit in sorted(ensemble.k_fits.items())
+    ]
+    return finding_of(
+        "joint (N, K -> inf) asymptote lowest of all (below the regularized and every K -> inf limit)",
+        parts,
+        _resampled_includes(evidence),
     )
+
+
+def student_model(evidence: Evidence, name: str) -> tuple[Model, DistillationState] | None:
+    student = evidence.state.distillation.get(name)
+    if student is None:
+        return None
+    return Model(f"student (weight decay {student.weight_decay:g})", (student.run_id,)), student
 
 
 def student_beats_baseline(evidence: Evidence, name: str, claim: str) -> Finding | None:
-    student = evidence.state.distillation.get(name)
-    single = evidence.best_single(student.preset) if student is not None else None
-    if student is None or single is None:
+    found = student_model(evidence, name)
+    single = evidence.best_single(found[1].preset) if found is not None else None
+    if found is None or single is None:
         return None
-    verdict, text = compared(
-        evidence,
-        "",
-        (f"best single {student.preset} ({single.recipe})", single.val_loss, single.run_id),
-        (f"student (weight decay {student.weight_decay:g})", student.student_val_loss, student.run_id),
-    )
-    return Finding(claim, verdict, f"{text}; teacher {student.teacher_val_loss:.4f}")
+    (student, state), baseline = found, evidence.single(single, f"best single {found[1].preset} ({single.recipe})")
+    interval, text = compared(evidence, "", baseline, student)
+    teacher = ensemble_model(evidence, state.preset)
+    if teacher is not None:
+        text += f"; teacher {evidence.loss(teacher):.4f}"
+    return finding_of(claim, [(interval, text)], evidence.includes)
 
 
 def self_distillation_beats_teacher(evidence: Evidence) -> Finding | None:
-    student = evidence.state.distillation.get("self")
-    teacher = evidence.search("regularized", student.preset) if student is not None else None
-    if student is None or teacher is None:
+    found = student_model(evidence, "self")
+    teacher = evidence.search("regularized", found[1].preset) if found is not None else None
+    if found is None or teacher is None:
         return None
-    part = compared(
-        evidence,
-        "",
-        ("teacher", teacher.val_loss, teacher.run_id),
-        (f"student (weight decay {student.weight_decay:g})", student.student_val_loss, student.run_id),
-    )
-    return finding_of("self-distillation (real data kept in the mix) beats its teacher", [part])
+    # The teacher is the selected run itself (its samples taught the student), not a seed mean.
+    part = compared(evidence, "", Model("teacher", (teacher.run_id,)), found[0])
+    return finding_of("self-distillation (real data kept in the mix) beats its teacher", [part], evidence.includes)
 
 
 def efficiency_interval(evidence: Evidence, series: str) -> tuple[Interval | None, str]:
-    """The data efficiency of `series` at the main budget with its interval over resampled validation rows, or None
-    and why there is none."""
+    """The data-efficiency multiplier of `series` at the main budget with its interval over the resampled analyses
+    (documents and seeds), or None and why there is none."""
     budget = evidence.spec.token_budget
     value, how = efficiency(evidence.scaling, series, budget)
     if value is None:
         return None, how
     interval = evidence.resampled.interval(lambda report: efficiency(report, series, budget)[0], value)
     if interval is None:
-        return Interval(value, math.nan, math.nan), f"{how}; no interval (the fits fail on resampled rows)"
-    return interval, f"{how}; 95% interval over resampled validation rows"
+        return Interval(value, math.nan, math.nan), f"{how}; no interval (the fits fail on resamples)"
+    return interval, f"{how}; 95% interval: {_resampled_includes(evidence)}"
 
 
 def findings(evidence: Evidence) -> list[Finding]:

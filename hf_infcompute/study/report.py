@@ -12,25 +12,26 @@ import math
 from pathlib import Path
 
 from hf_infcompute.records import load_runs, write_text_atomic
-from hf_infcompute.scaling.analysis import ScalingReport, build_report
 from hf_infcompute.scaling.joint import JointFit
 from hf_infcompute.scaling.power_law import PowerLawFit
 from hf_infcompute.scaling.report import efficiency_text, markdown_table, write_report
 from hf_infcompute.study import paper
-from hf_infcompute.study.confidence import INCONCLUSIVE, NO, NOT_TESTED, YES, Interval, paired_difference
+from hf_infcompute.study.confidence import INCONCLUSIVE, NO, NOT_TESTED, TEST, YES, Interval, paired_difference
 from hf_infcompute.study.curves import write_training_curves
 from hf_infcompute.study.findings import (
     Evidence,
+    Model,
     best_sizes,
     efficiency_interval,
+    efficiency_series,
+    ensemble_model,
     ensemble_scaling,
     findings,
     regularized_fit,
     retained_share,
 )
-from hf_infcompute.study.seed_noise import difference_noise
 from hf_infcompute.study.spec import StudySpec
-from hf_infcompute.study.state import DistillationState, StudyState
+from hf_infcompute.study.state import StudyState
 from hf_infcompute.study.tracker_report import log_analysis
 
 FIGURES_DIRNAME = "figures"
@@ -45,7 +46,7 @@ VERDICT_TEXT = {YES: "yes", NO: "**no**", INCONCLUSIVE: "*inconclusive*", NOT_TE
 
 
 def _rows(evidence: Evidence) -> str:
-    sequences = evidence.runs.get("val_sequence_losses") if len(evidence.runs) else None
+    sequences = evidence.runs.get(evidence.split.rows) if len(evidence.runs) else None
     counts = {len(v) for v in sequences if isinstance(v, list)} if sequences is not None else set()
     return " / ".join(f"{c:,}" for c in sorted(counts)) or "(no per-row losses recorded)"
 
@@ -85,24 +86,34 @@ def _fit_row(quantity: str, fit: PowerLawFit | JointFit | None, how: str, paper_
     return [quantity, _fit(fit.E, fit.E_stderr), how, paper_value]
 
 
-def _share_text(student: DistillationState, val_loss: float | None = None) -> str:
-    share = retained_share(student, val_loss)
+def _share_text(evidence: Evidence, name: str, student_run_id: str) -> str:
+    """The share of the ensemble's gain over the best single model that a student keeps, on the report split."""
+    entry = evidence.state.distillation[name]
+    single, teacher = evidence.best_single(entry.preset), ensemble_model(evidence, entry.preset)
+    if single is None or teacher is None:
+        return "n/a"
+    share = retained_share(evidence, Model("student", (student_run_id,)), teacher, evidence.single(single, ""))
     return "n/a" if share is None else f"{share:.0%}"
 
 
-def distillation_rows(distilled: dict[str, DistillationState]) -> list[list[str]]:
-    """Every student the study trained: teacher and mode, weight decay, loss, the share of the gain it keeps."""
+def _run_loss(evidence: Evidence, run_id: str | None) -> float | None:
+    return evidence.loss(Model("", (run_id,))) if run_id else None
+
+
+def distillation_rows(evidence: Evidence) -> list[list[str]]:
+    """Every student the study trained: teacher and mode, weight decay, loss (chosen on validation, reported on the
+    report split), the share of the gain it keeps."""
     rows = []
-    for name, entry in distilled.items():
+    for name, entry in evidence.state.distillation.items():
         for student in entry.students:
-            chosen = " (best)" if student.run_id == entry.run_id and len(entry.students) > 1 else ""
-            share = _share_text(entry, student.val_loss) if name != "self" else "n/a"
+            chosen = " (best on validation)" if student.run_id == entry.run_id and len(entry.students) > 1 else ""
+            share = _share_text(evidence, name, student.run_id) if name != "self" else "n/a"
             rows.append(
                 [
                     DISTILLATION_LABELS.get(name, name),
-                    _loss(entry.teacher_val_loss),
                     f"{student.weight_decay:g}",
-                    f"{student.val_loss:.4f}{chosen}",
+                    f"{student.val_loss:.4f}",
+                    f"{_loss(_run_loss(evidence, student.run_id))}{chosen}",
                     share,
                     student.run_id,
                 ]
@@ -113,6 +124,7 @@ def distillation_rows(distilled: dict[str, DistillationState]) -> list[list[str]
 def comparison_rows(evidence: Evidence) -> list[list[str]]:
     """This run's headline figures beside the paper's, each with how it was obtained."""
     spec, scaling, state = evidence.spec, evidence.scaling, evidence.state
+    split = evidence.split.name
     std = best_sizes(scaling, "standard", spec.token_budget)
     rows = []
     if len(std):
@@ -120,8 +132,8 @@ def comparison_rows(evidence: Evidence) -> list[list[str]]:
         rows.append(
             [
                 "standard recipe, best loss",
-                _loss(top["val_loss"]),
-                f"measured ({top['preset']})",
+                _loss(top[evidence.split.loss]),
+                f"measured on {split} ({top['preset']}, chosen on validation)",
                 f"{paper.STANDARD_BEST} (600M)",
             ]
         )
@@ -140,47 +152,51 @@ def comparison_rows(evidence: Evidence) -> list[list[str]]:
                 _fit_row(
                     f"ensemble of N = {n:,.0f}, K -> inf asymptote",
                     fit,
-                    "fit over K",
+                    "fit over K" + (" (exponent fixed at 1)" if getattr(fit, "alpha_fixed", False) else ""),
                     f"{paper.ENSEMBLE_ASYMPTOTE} (300M)",
                 )
             )
         rows.append(_fit_row("joint N, K -> inf asymptote", ensemble.joint, "two-step fit", f"{paper.JOINT_ASYMPTOTE}"))
-    for label, series, reference in (
-        ("regularized", "regularized (N -> inf)", paper.EFFICIENCY_REGULARIZED),
-        ("joint", "regularized ensembles (N, K -> inf)", paper.EFFICIENCY_JOINT),
-    ):
+    paper_multipliers = {
+        "regularized (N -> inf)": f"{paper.EFFICIENCY_REGULARIZED}x",
+        "regularized ensembles (N, K -> inf)": f"{paper.EFFICIENCY_JOINT}x",
+    }
+    for series in dict.fromkeys([*paper_multipliers, *efficiency_series(scaling, spec.token_budget)]):
         value, how = efficiency_interval(evidence, series)
-        rows.append([f"data efficiency, {label} over standard", _efficiency(value), how, f"{reference}x"])
-    distilled = state.distillation
+        rows.append(
+            [
+                f"data efficiency over standard, {series}",
+                _efficiency(value),
+                how,
+                paper_multipliers.get(series, f"{paper.EFFICIENCY_MEASURED_ENSEMBLE}x (5 x 1.4B ensemble, measured)"),
+            ]
+        )
     students = (
-        (
-            "ensemble",
-            "distilled student",
-            "(ensemble teacher)",
-            f"{paper.DISTILLED_STUDENT}",
-            f"{paper.RETAINED_SHARE:.0%}",
-        ),
-        ("token", "token-level student", "(KL to the ensemble)", "not in the paper", "not in the paper"),
+        ("ensemble", "distilled student", "(ensemble teacher)", f"{paper.DISTILLED_STUDENT}"),
+        ("token", "token-level student", "(KL to the ensemble)", "not in the paper"),
     )
-    for name, label, how, paper_loss, paper_share in students:
-        if name in distilled:
-            student = distilled[name]
-            rows.append([f"{label} {how}", _loss(student.student_val_loss), "measured", paper_loss])
+    for name, label, how, paper_loss in students:
+        if name in state.distillation:
+            student = state.distillation[name]
+            loss = _loss(_run_loss(evidence, student.run_id))
+            rows.append([f"{label} {how}", loss, f"measured on {split}", paper_loss])
             rows.append(
                 [
                     f"share of the ensemble's gain the {label} keeps",
-                    _share_text(student),
-                    "measured: (single - student) / (single - ensemble)",
-                    paper_share,
+                    _share_text(evidence, name, student.run_id),
+                    f"measured on {split}: (single - student) / (single - ensemble)",
+                    f"{paper.RETAINED_SHARE:.0%}" if name == "ensemble" else "not in the paper",
                 ]
             )
-    if "self" in distilled:
-        student = distilled["self"]
+    if "self" in state.distillation:
+        student = state.distillation["self"]
+        teacher = evidence.search("regularized", student.preset)
         rows.append(
             [
                 "self-distillation: teacher -> student",
-                f"{student.teacher_val_loss:.4f} -> {student.student_val_loss:.4f}",
-                "measured",
+                f"{_loss(_run_loss(evidence, teacher.run_id if teacher else None))} -> "
+                f"{_loss(_run_loss(evidence, student.run_id))}",
+                f"measured on {split}",
                 f"{paper.SELF_DISTILLATION[0]} -> {paper.SELF_DISTILLATION[1]}",
             ]
         )
@@ -213,16 +229,20 @@ def search_start_rows(state: StudyState) -> list[list[str]]:
 def ensemble_rows(evidence: Evidence) -> list[list[str]]:
     """Every ensemble, combined both ways (the study builds the logit average; both are scored on the same rows)."""
     records = evidence.runs.set_index("run_id") if len(evidence.runs) else None
+    prefix = "test" if evidence.split is TEST else "val"
     rows = []
     for preset, e in evidence.state.ensembles.items():
-        losses, gap = {"logits": e.val_loss}, "n/a"
+        losses, gap, members = {}, "n/a", None
         if records is not None and e.run_id in records.index:
             record = records.loc[[e.run_id]].iloc[-1]
-            losses = {mode: record.get(f"val_loss_by_combine.{mode}") for mode in ("logits", "probs")}
-            logits_rows = record.get("val_sequence_losses_by_combine.logits")
-            probs_rows = record.get("val_sequence_losses_by_combine.probs")
+            losses = {mode: record.get(f"{prefix}_loss_by_combine.{mode}") for mode in ("logits", "probs")}
+            members = record.get(f"member_{prefix}_loss_mean")
+            logits_rows = record.get(f"{prefix}_sequence_losses_by_combine.logits")
+            probs_rows = record.get(f"{prefix}_sequence_losses_by_combine.probs")
+            documents = record.get(evidence.split.documents)
             if isinstance(logits_rows, list) and isinstance(probs_rows, list):
-                gap = str(paired_difference(probs_rows, logits_rows))
+                documents = documents if isinstance(documents, list) else None
+                gap = str(paired_difference(probs_rows, logits_rows, documents))
         rows.append(
             [
                 preset,
@@ -231,57 +251,55 @@ def ensemble_rows(evidence: Evidence) -> list[list[str]]:
                 _loss(losses.get("logits")),
                 _loss(losses.get("probs")),
                 gap,
-                f"{e.member_val_loss_mean:.4f}",
+                _loss(members),
             ]
         )
     return rows
 
 
 def seed_noise_lines(evidence: Evidence) -> list[str]:
-    """The points trained at several seeds and what they say of the findings' gaps between single models."""
-    optima = evidence.optimum_repeats()
+    """The points trained at fresh seeds and the seed sd pooled from them."""
     rows = [
         [
             r.preset,
-            f"lr {r.learning_rate:g}, {r.num_train_epochs:g} epochs, weight decay {r.weight_decay:g}"
-            + (" (regularized optimum)" if r in optima else ""),
+            f"{r.recipe}, D = {r.token_budget:,}: lr {r.learning_rate:g}, {r.num_train_epochs:g} epochs, "
+            f"weight decay {r.weight_decay:g}",
             ", ".join(f"seed {seed}: {loss:.4f}" for seed, loss in sorted(r.losses.items())),
             f"{r.sd:.4f}",
         ]
         for r in evidence.seed_repeats
     ]
-    lines = markdown_table(["preset", "point", "validation loss per seed", "sd"], rows)
-    pooled = evidence.seed_sd()
-    if pooled is not None:
-        sd, dof, over_optima = pooled
+    lines = markdown_table(["preset", "point", f"{evidence.split.name} loss per fresh seed", "sd"], rows)
+    if evidence.seed is not None:
+        seed = evidence.seed
         lines += [
             "",
-            f"Pooled over {'the regularized optima' if over_optima else 'these points'}, a single model's loss "
-            f"varies over seeds by sd {sd:.4f} ({dof} degrees of freedom: a coarse estimate). Two single models "
-            f"trained at different seeds then differ by sd {math.sqrt(2) * sd:.4f}, so a gap between two single "
-            f"models below about {difference_noise(sd):.4f} (two of those sds) may be seed noise, whatever its "
-            "interval over rows: the findings say *within seed noise* there. A search's pick (seed 0) was chosen on "
-            "the rows it is scored on, which favours it over its other seeds.",
+            f"Pooled over these points, a single model's loss varies over seeds by sd {seed} (95% interval from the "
+            "chi-square distribution of a pooled variance). Only fresh seeds count: a search's selected run was "
+            "picked for landing low on validation, so it is left out. Every gap between trained models above "
+            "includes this noise: a single model adds sd^2, a mean of m seed copies sd^2 / m, an ensemble of k "
+            f"members sd^2 / k, and the verdicts use a t quantile on its {seed.dof} degrees of freedom.",
         ]
     return lines
 
 
-def best_run_rows(scaling: ScalingReport) -> list[list[str]]:
-    """The best run per recipe, token budget and size, as the scaling analysis selected them."""
+def best_run_rows(evidence: Evidence) -> list[list[str]]:
+    """The best run per recipe, token budget and size, as the scaling analysis selected them (on validation)."""
     return [
         [
             size.recipe,
             str(size.token_budget),
-            r.preset,
-            str(int(r.n_params_total)),
-            f"{r.learning_rate:g}",
-            f"{r.num_train_epochs:g}",
-            f"{r.weight_decay:g}",
-            f"{r.val_loss:.4f}",
-            r.run_id,
+            r["preset"],
+            str(int(r["n_params_total"])),
+            f"{r['learning_rate']:g}",
+            f"{r['num_train_epochs']:g}",
+            f"{r['weight_decay']:g}",
+            f"{r['val_loss']:.4f}",
+            _loss(r.get(evidence.split.loss)),
+            r["run_id"],
         ]
-        for size in scaling.sizes
-        for r in size.table.itertuples()
+        for size in evidence.scaling.sizes
+        for r in size.table.to_dict("records")
     ]
 
 
@@ -289,12 +307,13 @@ def write_study_report(spec: StudySpec, output_dir: str | Path, state: StudyStat
     """Write `output_dir/report.md` (and the scaling figures and fits under `figures/`); return its path."""
     output_dir = Path(output_dir)
     runs = load_runs(output_dir)
-    scaling = build_report(runs, source=str(output_dir))
+    evidence = Evidence.of(spec, runs, state, source=str(output_dir))
+    scaling = evidence.scaling
     write_report(scaling, output_dir / FIGURES_DIRNAME)
     write_training_curves(state, output_dir, output_dir / FIGURES_DIRNAME)  # listed with the figures below
-    evidence = Evidence.of(spec, runs, scaling, state)
     finished = runs[runs["status"] == "finished"] if len(runs) else runs
     failed = runs[runs["status"] != "finished"] if len(runs) else runs
+    split = evidence.split.name
     lines = [f"# Study: {spec.name}", ""]
     if spec.description:
         lines += [spec.description.strip(), ""]
@@ -303,29 +322,42 @@ def write_study_report(spec: StudySpec, output_dir: str | Path, state: StudyStat
         f"presets {', '.join(spec.presets)}; {len(finished)} finished records, {len(failed)} failed; "
         f"wall time {state.wall_time_s / 60:.1f} min{_sessions(state)}.",
         "",
-        "Numbers are *measured* (a trained run, scored on the validation split) or *fit* (a scaling-law "
-        "asymptote ± its bootstrap standard error). Absolute losses depend on corpus and tokenizer; compare the "
-        "findings and the ratios with the paper, not the raw losses.",
+        f"Every choice (a search's optimum, a size's best run, the member rule, a student's weight decay) is made on "
+        f"the validation split; every number reported is *measured* on the {split} split (a trained run) or *fit* (a "
+        "scaling-law asymptote ± its bootstrap standard error, the fits given each point's measured noise). "
+        "Absolute losses depend on corpus and tokenizer; compare the findings and the ratios with the paper, not the "
+        "raw losses.",
         "",
+    ]
+    if evidence.split is not TEST:
+        lines += [
+            "These records hold no test split (written before it existed): choices and reported losses share the "
+            "validation rows, which flatters every optimum. Train the study again for a separate test split.",
+            "",
+        ]
+    lines += [
         "## Findings",
         "",
-        f"Each gap is the mean over the {_rows(evidence)} validation rows of the worse model's loss minus the better "
-        "one's (positive: the paper's direction) with its paired bootstrap 95% interval; asymptote gaps and "
-        "data-efficiency multipliers carry the interval of the whole analysis redone on resampled rows. A finding "
-        "is *yes* when its interval lies above zero at every part, **no** when one part lies below, else "
-        "*inconclusive*. The intervals cover the choice of validation rows only: not seed-to-seed training noise "
-        "(measured below, under Seed-to-seed noise), nor the optimism of picking each optimum on the rows it is "
-        "scored on.",
+        f"Each gap is the mean over the {_rows(evidence)} {split} rows of the worse model's loss minus the better "
+        "one's (positive: the paper's direction). Its 95% interval includes the sampling of held-out documents (a "
+        "bootstrap over documents, each with all its rows) and the seed-to-seed noise of both models (measured "
+        "below), with a t quantile on that noise's degrees of freedom; a single model with fresh-seed copies is "
+        "their mean. Asymptote gaps and data-efficiency multipliers carry the interval of the whole analysis "
+        "redone on document resamples and seed-noise draws, the best runs chosen again on validation each time. A "
+        "claim at every N is *yes* when each part's interval lies above zero, **no** only when a part lies below "
+        "zero at the family level (Holm), else *inconclusive*; a claim at some N the other way round.",
         "",
     ]
     found = findings(evidence)
-    rows = [[f.claim, VERDICT_TEXT[f.verdict], f.evidence] for f in found]
-    lines += markdown_table(["paper's finding", "reproduced here", "evidence (validation loss, gap [95%])"], rows)
+    rows = [[f.claim, VERDICT_TEXT[f.verdict], f.evidence, f.includes] for f in found]
+    lines += markdown_table(
+        ["paper's finding", "reproduced here", f"evidence ({split} loss, gap [95%])", "the interval includes"], rows
+    )
     if any(f[1] != VERDICT_TEXT[YES] for f in rows):
         lines += [
             "",
-            "A finding marked **no** or *inconclusive* did not reproduce at this scale (or not beyond the validation "
-            "set's resolution); it is reported as measured.",
+            "A finding marked **no** or *inconclusive* did not reproduce at this scale (or not beyond the noise of "
+            "documents and seeds); it is reported as measured.",
         ]
     if evidence.seed_repeats:
         lines += ["", "## Seed-to-seed noise (measured)", "", *seed_noise_lines(evidence)]
@@ -333,8 +365,19 @@ def write_study_report(spec: StudySpec, output_dir: str | Path, state: StudyStat
     lines += markdown_table(["quantity", "this run", "how obtained", "paper"], comparison_rows(evidence))
     lines += ["", "## Best runs per recipe, budget and size (measured)", ""]
     lines += markdown_table(
-        ["recipe", "D", "preset", "parameters", "learning rate", "epochs", "weight decay", "val loss", "run"],
-        best_run_rows(scaling),
+        [
+            "recipe",
+            "D",
+            "preset",
+            "parameters",
+            "learning rate",
+            "epochs",
+            "weight decay",
+            "val loss (chosen on)",
+            f"{split} loss",
+            "run",
+        ],
+        best_run_rows(evidence),
     )
     edges = [
         f"{s.recipe} {s.preset} at D = {s.token_budget:,}: {', '.join(s.grid_edges)}"
@@ -349,19 +392,19 @@ def write_study_report(spec: StudySpec, output_dir: str | Path, state: StudyStat
         ] + [f"- {edge}" for edge in edges]
     starts = search_start_rows(state)
     if starts:
-        lines += ["", "## Where the regularized searches started", ""]
+        lines += ["", "## Where the regularized searches started (validation loss)", ""]
         lines += markdown_table(["preset", "D", "loss reached from each start", "reported"], starts)
     if state.ensembles:
         lines += ["", "## Ensembles (measured)", ""]
         lines += markdown_table(
             [
                 "preset",
-                "member hyperparameters (tuned at small K)",
+                "member hyperparameters (tuned at small K, validation loss)",
                 "K",
-                "mean logits (paper)",
-                "mean probabilities",
-                "probabilities - logits [95%]",
-                "mean member loss",
+                f"mean logits (paper), {split}",
+                f"mean probabilities, {split}",
+                "probabilities - logits [95%, documents]",
+                f"mean member loss, {split}",
             ],
             ensemble_rows(evidence),
         )
@@ -370,13 +413,13 @@ def write_study_report(spec: StudySpec, output_dir: str | Path, state: StudyStat
         lines += markdown_table(
             [
                 "teacher",
-                "teacher loss",
                 "student weight decay",
-                "student loss",
+                "validation loss",
+                f"{split} loss",
                 "share of the ensemble's gain kept",
                 "run",
             ],
-            distillation_rows(state.distillation),
+            distillation_rows(evidence),
         )
     if state.failures:
         lines += ["", "## Failures", ""] + [f"- {f.phase}: {f.error}" for f in state.failures]
