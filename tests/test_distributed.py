@@ -40,17 +40,18 @@ def tiny_llama() -> LlamaForCausalLM:
 
 
 def test_zero3_decay_grouping_reads_the_full_shape():
-    """Under ZeRO-3 init each rank's tensors are empty and `ds_shape` holds the real shape: matrices still decay."""
+    """Under ZeRO-3 init each rank's tensors are empty and `ds_shape` holds the real shape: the "matrices" rule still
+    decays the matrices, and the default rule (by module, not shape) decays the same parameters as unpartitioned."""
     model = tiny_llama()
-    expected = decay_parameter_names(model)
-    assert expected and "model.norm.weight" not in expected and "model.embed_tokens.weight" in expected
+    expected = {mask: decay_parameter_names(model, mask) for mask in ("levanter", "matrices")}
+    assert expected["matrices"] and "model.norm.weight" not in expected["matrices"]
     for param in model.parameters():  # what deepspeed.zero.Init leaves on a rank after partitioning
         param.ds_shape = param.shape
         param.data = torch.empty(0, dtype=param.dtype)
-    assert decay_parameter_names(model) == expected
+    assert {mask: decay_parameter_names(model, mask) for mask in expected} == expected
     for param in model.parameters():
         del param.ds_shape
-    assert decay_parameter_names(model) == []  # grouping by the local tensor would decay nothing
+    assert decay_parameter_names(model, "matrices") == []  # grouping by the local tensor would decay nothing
 
 
 def test_fsdp_final_save_is_a_full_checkpoint(tmp_path, monkeypatch):

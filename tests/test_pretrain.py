@@ -139,14 +139,50 @@ def test_validation_split_shared_across_presets_and_seeds(tiny_run, tmp_path):
     assert (a["seed"], a["data_seed"]) == (0, 0) and (b["seed"], b["data_seed"]) == (3, 3)
 
 
-def test_weight_decay_applies_to_matrices_only():
+def test_weight_decay_follows_levanters_default_mask_or_every_matrix():
+    """The paper's runs (Levanter's default mask): no decay on the input embedding, norms or biases; the untied
+    output head is decayed. "matrices" decays every matrix, the input embedding included."""
     from transformers import LlamaForCausalLM
 
-    model = LlamaForCausalLM(micro_llama_config())
+    model = LlamaForCausalLM(micro_llama_config(tie_word_embeddings=False))
     decayed = set(decay_parameter_names(model))
-    assert "model.embed_tokens.weight" in decayed
-    assert "model.layers.0.self_attn.q_proj.weight" in decayed
+    assert "model.embed_tokens.weight" not in decayed and "lm_head.weight" in decayed
+    assert "model.layers.0.self_attn.q_proj.weight" in decayed and "model.layers.0.mlp.down_proj.weight" in decayed
     assert not any("norm" in name for name in decayed)
+    every_matrix = set(decay_parameter_names(model, "matrices"))
+    assert every_matrix == decayed | {"model.embed_tokens.weight"}
+    # a tied embedding is the output head too, and is decayed
+    tied = LlamaForCausalLM(micro_llama_config(tie_word_embeddings=True))
+    assert "model.embed_tokens.weight" in decay_parameter_names(tied)
+    with pytest.raises(InputError, match="weight_decay_mask"):
+        decay_parameter_names(model, "all")
+
+
+def test_the_trainer_groups_the_optimizer_by_the_runs_mask(tmp_path):
+    from transformers import LlamaForCausalLM
+
+    from hf_infcompute.training import RegularizedTrainer
+
+    for mask, embedding_decay in (("levanter", 0.0), ("matrices", 0.8)):
+        model = LlamaForCausalLM(micro_llama_config(tie_word_embeddings=False))
+        args = RegularizedTrainingArguments(
+            output_dir=str(tmp_path / mask), report_to="none", weight_decay=0.8, weight_decay_mask=mask
+        )
+        optimizer = RegularizedTrainer(model=model, args=args).create_optimizer()
+        decay_of = {id(p): group["weight_decay"] for group in optimizer.param_groups for p in group["params"]}
+        assert decay_of[id(model.model.embed_tokens.weight)] == embedding_decay
+        assert decay_of[id(model.lm_head.weight)] == 0.8
+
+
+def test_one_data_order_for_every_epoch_when_asked():
+    sampler = EpochShuffleSampler(50, seed=7, reshuffle=False)
+    orders = []
+    for epoch in (0, 1):
+        sampler.set_epoch(epoch)
+        orders.append(list(sampler))
+    assert orders[0] == orders[1] == list(EpochShuffleSampler(50, seed=7))
+    with pytest.raises(InputError, match="data_order"):
+        RegularizedTrainingArguments(output_dir="x", data_order="sorted")
 
 
 def test_each_epoch_gets_its_own_reproducible_shuffle():

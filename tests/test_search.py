@@ -159,6 +159,45 @@ def test_standard_recipe_pins_weight_decay_at_0_1(tmp_path):
     assert len(result.neighbours) == 4  # two along learning rate, two along epochs
 
 
+def log_bowl(optimum: dict) -> callable:
+    """A bowl in log space around `optimum`, defined off any grid (weight decay through log(wd + 0.05))."""
+
+    def coordinate(name: str, value: float) -> float:
+        return math.log(value + 0.05) if name == "weight_decay" else math.log(value)
+
+    def loss(point: dict) -> float:
+        return 2.0 + sum((coordinate(n, v) - coordinate(n, optimum[n])) ** 2 for n, v in point.items())
+
+    return loss
+
+
+def test_an_optimum_on_the_grids_edge_extends_the_axis_until_it_is_interior(tmp_path):
+    small = SearchGrid({"learning_rate": [1e-3, 3e-3], "num_train_epochs": [4, 8], "weight_decay": [0.4, 0.8]})
+    optimum = {"learning_rate": 2.7e-2, "num_train_epochs": 32, "weight_decay": 0.1}
+    result = coordinate_descent(log_bowl(optimum), small, small.center(), SweepStore(tmp_path), extend_edges=True)
+    assert result.best_point == {"learning_rate": 0.027, "num_train_epochs": 32, "weight_decay": 0.1}
+    assert result.locally_optimal and result.grid.edges(result.best_point) == []
+    assert result.grid.axes["learning_rate"] == (1e-3, 3e-3, 9e-3, 2.7e-2, 8.1e-2)
+    assert result.grid.axes["weight_decay"][0] == 0.0  # below 0.1 the next step is no decay at all
+    assert len(result.neighbours) == 6  # every +-1 neighbour on every axis trained: the optimum is certified
+    assert SweepStore(tmp_path).grid_axes() == result.grid.to_dict()  # status counts the points of the wider grid
+    # without extension the same search stops on the edges and says where
+    plain = coordinate_descent(log_bowl(optimum), small, small.center(), SweepStore(tmp_path / "plain"))
+    assert plain.grid == small and small.edges(plain.best_point) == [
+        "learning_rate 0.003 (largest on the grid)",
+        "num_train_epochs 8 (largest on the grid)",
+        "weight_decay 0.4 (smallest on the grid)",
+    ]
+
+
+def test_an_optimum_past_a_hard_bound_stops_there_and_says_so(tmp_path):
+    small = SearchGrid({"learning_rate": [1e-3, 3e-3], "num_train_epochs": [2, 4], "weight_decay": [0.4, 0.8]})
+    optimum = {"learning_rate": 2e-3, "num_train_epochs": 0.25, "weight_decay": 0.6}
+    result = coordinate_descent(log_bowl(optimum), small, small.center(), SweepStore(tmp_path), extend_edges=True)
+    assert result.best_point["num_train_epochs"] == 1
+    assert result.grid.edges(result.best_point) == ["num_train_epochs 1 (the hard bound)"]
+
+
 # Search.
 
 

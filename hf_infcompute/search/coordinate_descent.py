@@ -1,7 +1,9 @@
 """Coordinate descent to a locally optimal grid point, shared by any number of cooperating workers.
 
 From the current point, evaluate it and all its one-step neighbours; move to the best neighbour if it is strictly
-better, and repeat. The search stops at a *locally optimal* point: every neighbour evaluated, none better.
+better, and repeat. The search stops at a *locally optimal* point: every neighbour evaluated, none better (the
+authors' `construct_best_run_dict` rule). With `extend_edges`, a locally optimal point on the edge of an axis extends
+that axis by one step (`SearchGrid.extended`) and the search goes on, until the point is interior or at a hard bound.
 
 Ties are broken deterministically: the current point wins a tie (so the search never cycles), and among equally good
 neighbours the one with the smallest grid index (lower learning rate, then fewer epochs, then lower weight decay in
@@ -47,6 +49,7 @@ class SearchResult:
     path: tuple[Point, ...]
     evaluations: int
     reused: int
+    grid: SearchGrid | None = None  # the grid searched, with any axis extended past its edge
 
     @property
     def best_point(self) -> Point | None:
@@ -79,6 +82,7 @@ def coordinate_descent(
     max_evaluations: int | None = None,
     retry_failed: bool = False,
     poll_interval: float = 2.0,
+    extend_edges: bool = False,
 ) -> SearchResult:
     """Walk `grid` from `start` to a locally optimal point of `objective`, sharing results through `store`.
 
@@ -88,7 +92,7 @@ def coordinate_descent(
     call began. While other workers hold claims on the points it needs, it evaluates what it can and then polls every
     `poll_interval` seconds. An `InputError`, a device out-of-memory error (re-raised as an `InputError` naming the
     fixes), `KeyboardInterrupt` or `SystemExit` from the objective stops the search (the point is left unclaimed, not
-    failed); re-running resumes it.
+    failed); re-running resumes it. `extend_edges`: extend an axis past the grid's edge where the optimum sits on it.
     """
     if max_evaluations is not None and max_evaluations < 0:
         raise InputError(f"max_evaluations must be 0 or more, got {max_evaluations}")
@@ -97,7 +101,14 @@ def coordinate_descent(
     store = store if isinstance(store, SweepStore) else SweepStore(store)
     store.record_grid(grid.to_dict())
     search = _Search(
-        objective, grid, store, worker_id or default_worker_id(), max_evaluations, retry_failed, poll_interval
+        objective,
+        grid,
+        store,
+        worker_id or default_worker_id(),
+        max_evaluations,
+        retry_failed,
+        poll_interval,
+        extend_edges,
     )
     return search.run(grid.canonical(start))
 
@@ -114,6 +125,7 @@ class _Search:
         max_evaluations: int | None,
         retry_failed: bool,
         poll_interval: float,
+        extend_edges: bool = False,
     ) -> None:
         self.objective = objective
         self.grid = grid
@@ -125,6 +137,7 @@ class _Search:
         self.started_at = time.time()
         self.evaluated: set[str] = set()
         self.reused: set[str] = set()
+        self.extend_edges = extend_edges
 
     def run(self, current: Point) -> SearchResult:
         path = [current]
@@ -137,6 +150,17 @@ class _Search:
             best = min([current, *neighbours], key=lambda point: self._rank(point, results, current))
             if best == current:
                 optimal = math.isfinite(here.loss)
+                wider = self.grid.extended(current) if optimal and self.extend_edges else None
+                if wider is not None:
+                    logger.info(
+                        "%s: %s is locally optimal on the grid's edge (%s): extending the grid and searching on",
+                        self.worker_id,
+                        point_label(current),
+                        "; ".join(self.grid.edges(current)),
+                    )
+                    self.grid = wider
+                    self.store.record_grid(wider.to_dict())
+                    continue
                 logger.info(
                     "%s: %s %s, loss %s (%d evaluated here, %d reused)",
                     self.worker_id,
@@ -279,6 +303,7 @@ class _Search:
             path=tuple(path),
             evaluations=len(self.evaluated),
             reused=len(self.reused),
+            grid=self.grid,
         )
 
 

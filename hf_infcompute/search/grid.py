@@ -35,6 +35,12 @@ DEFAULT_LEARNING_RATES = PAPER_LEARNING_RATES
 DEFAULT_WEIGHT_DECAYS = (0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
 DEFAULT_EPOCHS = (1, 2, 4, 8, 16, 32)
 
+# How a search extends an axis on which its optimum sits at the grid's edge (`SearchGrid.extended`): one step past
+# the edge (learning rate x3 or /3, weight decay x2 or /2 and then 0, epochs x2 or /2), never past hard bounds.
+SMALLEST_DECAY = 0.1
+EDGE_FACTORS = {LEARNING_RATE: 3.0, WEIGHT_DECAY: 2.0, NUM_TRAIN_EPOCHS: 2}
+HARD_BOUNDS = {LEARNING_RATE: (1e-5, 0.3), WEIGHT_DECAY: (0.0, 12.8), NUM_TRAIN_EPOCHS: (1, 256)}
+
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -108,12 +114,40 @@ class SearchGrid:
 
     def edges(self, point: Mapping[str, Any]) -> list[str]:
         """The free coordinates on which `point` sits at the grid's first or last value, as "weight_decay 6.4
-        (largest on the grid)". A locally optimal point there may be bettered just past the grid."""
+        (largest on the grid)", or "(the hard bound)" where no search extends past it. A locally optimal point on a
+        grid's edge may be bettered just past it."""
         found = []
         for (name, values), i in zip(self.axes.items(), self.index(point)):
             if len(values) > 1 and i in (0, len(values) - 1):
-                found.append(f"{name} {format_value(values[i])} ({'smallest' if i == 0 else 'largest'} on the grid)")
+                side = "smallest" if i == 0 else "largest"
+                bound = HARD_BOUNDS.get(name, (None, None))[0 if i == 0 else 1]
+                where = "the hard bound" if bound is not None and values[i] == bound else f"{side} on the grid"
+                found.append(f"{name} {format_value(values[i])} ({where})")
         return found
+
+    def extended(self, point: Mapping[str, Any]) -> SearchGrid | None:
+        """A grid with one more value past each edge that `point` sits on, along the axes of `EDGE_FACTORS` within
+        `HARD_BOUNDS`; None when there is none to add (the point is interior, or at a hard bound)."""
+        axes = {name: list(values) for name, values in self.axes.items()}
+        added = False
+        for (name, values), i in zip(self.axes.items(), self.index(point)):
+            if len(values) < 2 or name not in EDGE_FACTORS:
+                continue
+            low, high = HARD_BOUNDS[name]
+            if i == 0 and values[0] > low:
+                below = values[0] / EDGE_FACTORS[name]
+                if name == WEIGHT_DECAY and below < SMALLEST_DECAY:
+                    below = 0.0  # below the paper's smallest decay, the next step is none at all
+                below = max(low, _rounded(name, below))
+                if below < values[0]:
+                    axes[name].insert(0, below)
+                    added = True
+            if i == len(values) - 1 and values[-1] < high:
+                above = min(high, _rounded(name, values[-1] * EDGE_FACTORS[name]))
+                if above > values[-1]:
+                    axes[name].append(above)
+                    added = True
+        return SearchGrid(axes) if added else None
 
     def center(self) -> Point:
         """The middle value of each axis (the lower middle for an even count): a neutral starting point."""
@@ -210,6 +244,11 @@ def _typed(name: str, value: Real) -> Value:
             raise InputError(f"epochs must be positive whole numbers, got {value!r} in the num_train_epochs axis")
         return int(value)
     return value if isinstance(value, int) else float(value)
+
+
+def _rounded(name: str, value: float) -> Value:
+    """A new edge value in the grid's style: whole epochs, three significant digits otherwise (1e-2 / 3 -> 0.00333)."""
+    return int(round(value)) if name == NUM_TRAIN_EPOCHS else float(f"{value:.3g}")
 
 
 def _position(name: str, values: tuple[Value, ...], value: Any) -> int:

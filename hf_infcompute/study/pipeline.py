@@ -86,13 +86,14 @@ def search_recipe(
     start: dict[str, Any] | None = None,
 ) -> tuple[SearchResult, SearchGrid]:
     """Locally optimal hyperparameters of `recipe` for (`budget`, `preset`) from `start` (default: the study's),
-    and the grid searched; every point is a recorded run."""
+    and the grid searched (extended past an edge where the optimum sat on it); every point is a recorded run."""
     grid, configured = search_grid(spec, recipe)
     start = configured if start is None else grid.canonical(start)
     objective = PretrainObjective(study_run(run, recipe, budget, preset), output_dir)
     store = SweepStore(output_dir / "sweeps" / f"{recipe}-{preset}-D{budget}")
     store.bind(objective.binding(grid.names))
-    return coordinate_descent(objective, grid, start, store), grid
+    result = coordinate_descent(objective, grid, start, store, extend_edges=True)
+    return result, result.grid or grid
 
 
 def search_grid(spec: StudySpec, recipe: str) -> tuple[SearchGrid, dict[str, Any]]:

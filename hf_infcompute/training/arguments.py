@@ -13,6 +13,9 @@ from hf_infcompute.method import RECIPES, STANDARD_WEIGHT_DECAY
 from hf_infcompute.planning import gradient_accumulation
 from hf_infcompute.planning.memory import DEFAULT_LOSS_CHUNK_TOKENS
 
+WEIGHT_DECAY_MASKS = ("levanter", "matrices")
+DATA_ORDERS = ("reshuffle", "fixed")
+
 
 @dataclass
 class ModelArguments:
@@ -69,6 +72,22 @@ class RegularizedTrainingArguments(TrainingArguments):
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule (cosine to 0)."})
     warmup_steps: float = field(default=0.01, metadata={"help": "Warmup: a fraction of all steps if below 1."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient-norm clipping."})
+    weight_decay_mask: str = field(
+        default="levanter",
+        metadata={
+            "help": "Which parameters weight decay applies to. 'levanter' (the paper's runs): all but the input "
+            "embedding, norm gains and biases (the untied output head is decayed). 'matrices': every matrix, input "
+            "embedding included."
+        },
+    )
+    data_order: str = field(
+        default="reshuffle",
+        metadata={
+            "help": "'reshuffle': a fresh seeded order of the training sequences each epoch (default). 'fixed': one "
+            "seeded order repeated every epoch, as Levanter runs the paper's experiments (marin issue 2869); "
+            "reshuffling is at least as good."
+        },
+    )
     adam_beta2: float = field(default=0.95, metadata={"help": "AdamW beta2."})
     per_device_train_batch_size: int = field(
         default=16, metadata={"help": "Sequences per device per forward pass (the micro-batch)."}
@@ -132,6 +151,12 @@ class RegularizedTrainingArguments(TrainingArguments):
             )
         if self.data_seed is None:
             self.data_seed = self.seed
+        if self.weight_decay_mask not in WEIGHT_DECAY_MASKS:
+            raise InputError(
+                f"`weight_decay_mask` must be one of {list(WEIGHT_DECAY_MASKS)}, got {self.weight_decay_mask!r}"
+            )
+        if self.data_order not in DATA_ORDERS:
+            raise InputError(f"`data_order` must be one of {list(DATA_ORDERS)}, got {self.data_order!r}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise InputError(f"`precision` must be 'auto', 'bf16' or 'fp32', got {self.precision!r}")
         self.bf16 = self.precision == "bf16" or (self.precision == "auto" and bf16_available())

@@ -59,7 +59,10 @@ IDENTITY_KEYS = {
 }
 # Settings added after runs were recorded: part of the identity only when they differ from these values (those runs
 # had), so the ids of runs recorded before them still hold.
-IDENTITY_IF_CHANGED = {"data": {"validation_split": "head", "validation_seed": 0}}
+IDENTITY_IF_CHANGED = {
+    "data": {"validation_split": "head", "validation_seed": 0},
+    "training": {"weight_decay_mask": "matrices", "data_order": "reshuffle"},
+}
 
 BOOLEAN_WORDS = {"true": True, "false": False, "yes": True, "no": False, "on": True, "off": False}
 

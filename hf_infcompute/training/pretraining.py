@@ -158,6 +158,8 @@ def _base_record(run: RunConfig, data: PretrainingData, trainer: RegularizedTrai
         "world_size": args.world_size,
         "global_batch": run.global_batch_size,
         "precision": "bf16" if args.bf16 else "fp32",
+        "weight_decay_mask": args.weight_decay_mask,
+        "data_order": args.data_order,
         "tokens_seen": tokens_seen,
         # Training FLOPs (forward and backward matmuls, LM head, attention) of the tokens seen; evaluation excluded.
         "train_flops": flops_per_token(trainer.model.config, run.data.seq_len).training * tokens_seen,

@@ -9,33 +9,60 @@ import torch
 from torch import nn
 from transformers import Trainer
 
-from hf_infcompute.errors import NonFiniteLossError
+from hf_infcompute.errors import InputError, NonFiniteLossError
+from hf_infcompute.training.arguments import WEIGHT_DECAY_MASKS
 from hf_infcompute.training.checkpoints import last_good_checkpoint
 from hf_infcompute.training.sampler import EpochShuffleSampler
 
+# Module class names whose parameters are never decayed under the "levanter" rule: Levanter's default mask
+# (`OptimizerConfig.build_weight_decay_mask`, `reasonable_default`) exempts paths naming these, and biases.
+EXEMPT_MODULES = ("Embedding", "LayerNorm", "RMSNorm", "RmsNorm")
 
-def decay_parameter_names(model: nn.Module) -> list[str]:
-    """Parameters that weight decay applies to: every matrix (ndim >= 2), embeddings and output head included.
 
-    Decay pulls weights toward zero, which regularises the linear maps that hold the model's capacity. Norm gains
-    and biases (vectors) only rescale or shift activations: decaying them changes what the network computes without
-    regularising it, so they are exempt (as in nanoGPT and the paper's Levanter setup). The full shape decides: under
-    DeepSpeed ZeRO-3 a partitioned parameter's local tensor is empty and `ds_shape` holds its shape.
+def decay_parameter_names(model: nn.Module, mask: str = "levanter") -> list[str]:
+    """Parameters that weight decay applies to, by the rule `mask`.
+
+    "levanter" (the default, as the paper's runs): every parameter except those of embedding and normalization
+    modules and biases, so the input token embedding is not decayed and the untied output head (a `Linear`) is;
+    this is Levanter's default mask, which the authors' `experiments/data_efficiency/train.py` keeps (it sets no
+    `weight_decay_modules`). A tied input embedding is also the output head and is decayed (the paper's models are
+    untied; Levanter would exempt a tied one by its module's name). "matrices": every matrix (ndim >= 2), input
+    embedding and output head included, norm gains and biases exempt (nanoGPT's rule). Under DeepSpeed ZeRO-3 a
+    partitioned parameter's local tensor is empty and `ds_shape` holds its shape, which "matrices" reads.
     """
-    return [name for name, param in model.named_parameters() if len(getattr(param, "ds_shape", param.shape)) >= 2]
+    if mask not in WEIGHT_DECAY_MASKS:
+        raise InputError(f"`weight_decay_mask` must be one of {list(WEIGHT_DECAY_MASKS)}, got {mask!r}")
+    if mask == "matrices":
+        return [name for name, param in model.named_parameters() if len(getattr(param, "ds_shape", param.shape)) >= 2]
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    head_weight = getattr(head, "weight", None)
+    exempt = set()
+    for prefix, module in model.named_modules():
+        if any(word in type(module).__name__ for word in EXEMPT_MODULES):
+            exempt |= {
+                f"{prefix}.{name}" if prefix else name
+                for name, param in module.named_parameters()
+                if param is not head_weight  # a tied embedding is also the output head, which is decayed
+            }
+    return [
+        name
+        for name, _ in model.named_parameters()
+        if name not in exempt and not name.endswith("bias") and not any(word in name for word in EXEMPT_MODULES[1:])
+    ]
 
 
 class RegularizedTrainer(Trainer):
     """Trains on packed sequences for E epochs with a fresh seeded shuffle per epoch.
 
-    Differences from `Trainer`: weight decay on matrices only (`decay_parameter_names`), the epoch sampler of
-    `EpochShuffleSampler` seeded by `args.data_seed`, and training stops with `NonFiniteLossError` at the first
-    NaN/inf loss or gradient norm, before the optimizer applies that step, so weights, optimizer state and
-    checkpoints stay finite; the error names the newest whole checkpoint with finite weights.
+    Differences from `Trainer`: weight decay by `args.weight_decay_mask` (`decay_parameter_names`), the epoch
+    sampler of `EpochShuffleSampler` seeded by `args.data_seed` (a fresh order each epoch, or one order for all by
+    `args.data_order`), and training stops with `NonFiniteLossError` at the first NaN/inf loss or gradient norm,
+    before the optimizer applies that step, so weights, optimizer state and checkpoints stay finite; the error names
+    the newest whole checkpoint with finite weights.
     """
 
     def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
-        return decay_parameter_names(model)
+        return decay_parameter_names(model, self.args.weight_decay_mask)
 
     def _build_accelerator_args(self, **kwargs: Any) -> dict[str, Any]:
         # `torch_compile` compiles by regions (the repeated decoder blocks, then each other leaf module; accelerate's
@@ -49,7 +76,8 @@ class RegularizedTrainer(Trainer):
 
     def _get_train_sampler(self, train_dataset: Any = None) -> EpochShuffleSampler:
         dataset = train_dataset if train_dataset is not None else self.train_dataset
-        return EpochShuffleSampler(len(dataset), seed=self.args.data_seed)
+        reshuffle = self.args.data_order == "reshuffle"
+        return EpochShuffleSampler(len(dataset), seed=self.args.data_seed, reshuffle=reshuffle)
 
     def training_step(
         self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: torch.Tensor | int | None = None
