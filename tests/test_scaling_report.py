@@ -236,6 +236,16 @@ def test_efficiency_is_unbounded_below_the_reference_asymptote(tmp_path: Path) -
     assert [(r["efficiency"], r["efficiency_interpolated"]) for r in distilled] == [("unbounded", None)]
 
 
+def test_report_on_a_split_the_records_lack_leaves_every_run_out(tmp_path: Path) -> None:
+    write_store(tmp_path / "store")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        run_fit([str(tmp_path / "store"), "--report-dir", str(tmp_path / "report"), "--report-on", "test_loss"])
+    assert "no finite test_loss and are left out of the fits" in printed.getvalue()
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "Losses are on the test split; each best run was chosen on the validation split." in text
+
+
 def test_store_without_finished_runs_is_an_input_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=re.escape(str(tmp_path))):
         run_fit([str(tmp_path)])
