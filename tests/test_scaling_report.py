@@ -169,11 +169,13 @@ def test_fits_json_holds_the_known_laws(report_dir: Path) -> None:
     assert standard["E"] == pytest.approx(standard_e, abs=1e-5)
     assert standard["alpha"] == pytest.approx(0.3, abs=1e-4)
 
-    rows = [r for r in fits["data_efficiency"] if r["series"] == "regularized"]
+    rows = [r for r in fits["data_efficiency"] if r["series"] == "regularized (best single model)"]
     assert len(rows) == len(BUDGETS)
     for row in rows:
         loss = best_loss("regularized", PRESETS["p600m"], row["token_budget"])
+        # The standard's own best loss at D lies on its law here, so the authors' normalisation is D itself.
         hand = 1e9 * (1.2 / (loss - standard_e)) ** (1 / 0.3) / row["token_budget"]
+        assert row["reference_loss"] == pytest.approx(standard_e + 1.2 / (row["token_budget"] / 1e9) ** 0.3)
         assert row["loss"] == pytest.approx(loss, abs=1e-12)
         assert row["efficiency"] == pytest.approx(hand, rel=1e-3)
         assert row["efficiency"] > 1
@@ -224,12 +226,24 @@ def test_efficiency_is_unbounded_below_the_reference_asymptote(tmp_path: Path) -
         },
     )
     report = build_report(load_runs(tmp_path), n_bootstrap=0)
-    row = report.efficiency[report.efficiency["series"] == "distilled"].iloc[0]
+    row = report.efficiency[report.efficiency["series"] == "distilled (best single model)"].iloc[0]
     assert row["efficiency"] == math.inf
+    assert math.isnan(row["efficiency_interpolated"])  # below every trained standard loss: no interpolation
     text = write_report(report, tmp_path / "report").read_text()
-    assert re.search(r"\| distilled \| 200M \| 2\.0000 \| unbounded \|", text)
+    assert re.search(r"\| distilled \(best single model\) \| 200M \| 2\.0000 \| [0-9.]+ \| unbounded \| n/a \|", text)
     fits = json.loads((tmp_path / "report" / "fits.json").read_text())
-    assert {"unbounded"} == {r["efficiency"] for r in fits["data_efficiency"] if r["series"] == "distilled"}
+    distilled = [r for r in fits["data_efficiency"] if r["series"] == "distilled (best single model)"]
+    assert [(r["efficiency"], r["efficiency_interpolated"]) for r in distilled] == [("unbounded", None)]
+
+
+def test_report_on_a_split_the_records_lack_leaves_every_run_out(tmp_path: Path) -> None:
+    write_store(tmp_path / "store")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        run_fit([str(tmp_path / "store"), "--report-dir", str(tmp_path / "report"), "--report-on", "test_loss"])
+    assert "no finite test_loss and are left out of the fits" in printed.getvalue()
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "Losses are on the test split; each best run was chosen on the validation split." in text
 
 
 def test_store_without_finished_runs_is_an_input_error(tmp_path: Path) -> None:

@@ -29,6 +29,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="Huber loss with this residual size (nats) to resist outliers (default: least squares)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    parser.add_argument(
+        "--select-on",
+        choices=("val_loss", "test_loss"),
+        default="val_loss",
+        help="the loss each best run (per size, per N and K, per budget) is chosen by (default val_loss)",
+    )
+    parser.add_argument(
+        "--report-on",
+        choices=("val_loss", "test_loss"),
+        default="val_loss",
+        help="the loss the laws are fitted to and the report shows (default val_loss; test_loss for records with a "
+        "test split)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -50,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
             huber=args.huber,
             n_bootstrap=args.bootstrap,
             seed=args.seed,
+            select_on=args.select_on,
+            report_on=args.report_on,
         )
     path = write_report(report, args.report_dir or output_dir / "report")
     print(f"{report.n_runs} finished runs; report written to {path}")

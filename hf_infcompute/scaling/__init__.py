@@ -3,7 +3,7 @@ K and data D, with bootstrap uncertainty; data efficiency over a reference recip
 report that `hf-infcompute fit` writes from a results store."""
 
 from hf_infcompute.scaling.analysis import ScalingReport, build_report
-from hf_infcompute.scaling.joint import JointFit, joint_asymptote
+from hf_infcompute.scaling.joint import JointFit, fit_k_law, joint_asymptote
 from hf_infcompute.scaling.plots import (
     plot_data_efficiency,
     plot_data_scaling,
@@ -11,7 +11,14 @@ from hf_infcompute.scaling.plots import (
     plot_loss_vs_members,
     plot_loss_vs_params,
 )
-from hf_infcompute.scaling.power_law import PowerLawFit, ScalingFitWarning, data_efficiency, fit_power_law
+from hf_infcompute.scaling.power_law import (
+    PowerLawFit,
+    ScalingFitWarning,
+    data_efficiency,
+    effective_data,
+    fit_power_law,
+    interpolated_data,
+)
 from hf_infcompute.scaling.report import write_report
 
 __all__ = [
@@ -21,7 +28,10 @@ __all__ = [
     "ScalingReport",
     "build_report",
     "data_efficiency",
+    "effective_data",
+    "fit_k_law",
     "fit_power_law",
+    "interpolated_data",
     "joint_asymptote",
     "plot_data_efficiency",
     "plot_data_scaling",

@@ -1,11 +1,16 @@
-"""The two-step limit over model size N and ensemble size K: K -> inf at each N, then N -> inf."""
+"""The two-step limit over model size N and ensemble size K: K -> inf at each N, then N -> inf.
+
+A law in K over fewer than `FREE_K_EXPONENT_MIN` member counts fixes its exponent at 1 (the paper: loss falls about as
+1/K), since three free parameters fitted to 3-4 noisy points extrapolate wildly; from that many on, all three are
+free (`fit_k_law`).
+"""
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -14,6 +19,7 @@ import pandas as pd
 from hf_infcompute.errors import InputError
 from hf_infcompute.scaling.power_law import (
     CONFIDENCE,
+    Noise,
     PowerLawFit,
     fit_parameters,
     fit_power_law,
@@ -22,27 +28,71 @@ from hf_infcompute.scaling.power_law import (
     robust_stderr,
 )
 
-JointPoints = Mapping[float, Mapping[float, float]] | Iterable[tuple[float, float, float]] | pd.DataFrame
+JointPoints = Mapping[float, Mapping[float, float]] | Iterable[tuple[float, ...]] | pd.DataFrame
+# Member counts from which a K-law's exponent is fitted; below, it is fixed at `K_EXPONENT`.
+FREE_K_EXPONENT_MIN = 5
+K_EXPONENT = 1.0
+# Distinct member counts a K-law needs: 2 with the exponent fixed (A and E), `FREE_K_EXPONENT_MIN` to free it.
+MIN_K_POINTS = 2
+
+
+def fit_k_law(
+    k: Iterable[float] | np.ndarray,
+    loss: Iterable[float] | np.ndarray,
+    *,
+    noise: Noise | None = None,
+    noise_dof: int | None = None,
+    k_scale: float = 1.0,
+    huber: float | None = None,
+    n_bootstrap: int = 500,
+    seed: int = 0,
+    multistart: bool = True,
+) -> PowerLawFit:
+    """The law `loss = B / K^beta + E_K` over ensemble sizes K (`fit_power_law`): beta fixed at `K_EXPONENT` with
+    fewer than `FREE_K_EXPONENT_MIN` distinct K (a note says so), else fitted."""
+    k_arr = np.asarray(list(k), dtype=float)
+    counts = np.unique(k_arr).size
+    fixed = counts < FREE_K_EXPONENT_MIN
+    fit = fit_power_law(
+        k_arr,
+        np.asarray(list(loss), dtype=float),
+        scale=k_scale,
+        huber=huber,
+        noise=noise,
+        noise_dof=noise_dof,
+        alpha=K_EXPONENT if fixed else None,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        multistart=multistart,
+    )
+    if not fixed:
+        return fit
+    note = (
+        f"alpha fixed at {K_EXPONENT:g}: {counts} member counts, fewer than the {FREE_K_EXPONENT_MIN} that free it "
+        "(the paper: loss falls about as 1/K)"
+    )
+    return replace(fit, notes=(note, *fit.notes))
 
 
 @dataclass(frozen=True)
 class JointFit:
     """Both stages of the limit and its result.
 
-    `k_fits[N]` is the law in K at model size N; `n_fit` the law in N over their asymptotes `E_K(N)`; `E` the
-    final asymptote (`n_fit.E`). `E_stderr` and `E_interval` carry the noise of the raw losses through both
-    stages: each bootstrap replicate redraws every loss from its K-fit plus Gaussian noise (of the given scale, or
-    of the residual scale pooled over the K-fits, drawn per replicate as in `PowerLawFit`), refits every K-law,
+    `k_fits[N]` is the law in K at model size N (`fit_k_law`: exponent fixed at 1 below 5 member counts); `n_fit`
+    the law in N over their asymptotes `E_K(N)`; `E` the final asymptote (`n_fit.E`). `E_stderr` and `E_interval`
+    carry the noise of the raw losses through both stages: each bootstrap replicate redraws every loss from its
+    K-fit plus Gaussian noise (each point's own standard deviation when the points carry one, else the given scale,
+    else the residual scale pooled over the K-fits, drawn per replicate as in `PowerLawFit`), refits every K-law,
     and refits the N-law to the new asymptotes. (`n_fit`'s own interval instead treats the asymptotes as the
     data.) Nested ensembles (k = 1..K of the same members) share noise, so these intervals are on the narrow
-    side.
+    side. `noise`: the one scale used, or one per point (by N, then K).
     """
 
     k_fits: dict[float, PowerLawFit]
     n_fit: PowerLawFit
     E_stderr: float
     E_interval: tuple[float, float] | None
-    noise: float
+    noise: float | tuple[float, ...]
     n_bootstrap: int
     confidence: float = CONFIDENCE
 
@@ -67,7 +117,7 @@ class JointFit:
             "confidence": self.confidence,
             "uncertainty": "two-stage parametric bootstrap" if self.E_interval else "unavailable",
             "n_bootstrap": self.n_bootstrap,
-            "noise": self.noise if math.isfinite(self.noise) else None,
+            "noise": list(self.noise) if isinstance(self.noise, tuple) else _finite_or_none(self.noise),
             "well_conditioned": self.well_conditioned,
             "issues": list(self.issues),
             "k_fits": [{"N": n, **fit.to_dict()} for n, fit in self.k_fits.items()],
@@ -82,33 +132,41 @@ def joint_asymptote(
     k_scale: float = 1.0,
     huber: float | None = None,
     noise: float | None = None,
+    noise_dof: int | None = None,
     n_bootstrap: int = 500,
     seed: int = 0,
     multistart: bool = True,
 ) -> JointFit:
-    """The limit N, K -> inf of loss(N, K): fit `loss = B / K^beta + E_K(N)` at each N, then
+    """The limit N, K -> inf of loss(N, K): fit `loss = B / K^beta + E_K(N)` at each N (`fit_k_law`), then
     `E_K(N) = A / N^alpha + E` over N (the paper's joint scaling recipe).
 
-    `points`: {N: {K: loss}}, rows (N, K, loss), or a DataFrame whose three columns are N, K and loss, in that
-    order. Needs >= 3 distinct K at each of >= 3 sizes N. `n_scale`, `k_scale`: units of N and K in the laws.
-    `noise`: the standard deviation of one loss (default: pooled from the residuals of the K-fits). `multistart`:
-    as `fit_power_law`'s, for both steps.
+    `points`: {N: {K: loss}}, rows (N, K, loss) or (N, K, loss, sd), or a DataFrame whose columns are N, K, loss
+    and optionally sd, in that order; sd is the standard deviation of that loss (its noise). Needs >= 2 distinct K
+    at each of >= 3 sizes N. `n_scale`, `k_scale`: units of N and K in the laws. `noise`: one standard deviation
+    for every loss, when the points carry none (default: pooled from the residuals of the K-fits). `noise_dof`: the
+    degrees of freedom of the given noise when it is itself an estimate (`fit_power_law`). `multistart`: as
+    `fit_power_law`'s, for both steps.
     """
-    curves = _curves(points)
-    short = {n: len(ks) for n, ks in curves.items() if len(ks) < 3}
+    curves, sds = _curves(points)
+    if sds and noise is not None:
+        raise InputError("the joint points carry their own sd: give noise= only for points without one")
+    short = {n: len(ks) for n, ks in curves.items() if len(ks) < MIN_K_POINTS}
     if short:
         sizes = ", ".join(f"N={n:.4g} ({count} K)" for n, count in short.items())
-        raise InputError(f"each N needs losses at >= 3 ensemble sizes K for its K -> inf limit; too few at {sizes}")
+        raise InputError(
+            f"each N needs losses at >= {MIN_K_POINTS} ensemble sizes K for its K -> inf limit; too few at {sizes}"
+        )
     if len(curves) < 3:
         raise InputError(f"the N -> inf limit needs K-curves at >= 3 model sizes N, got {len(curves)}")
     sizes = sorted(curves)
     k_fits = {
-        n: fit_power_law(
+        n: fit_k_law(
             list(curves[n]),
             list(curves[n].values()),
-            scale=k_scale,
+            noise=list(sds[n].values()) if sds else noise,
+            noise_dof=noise_dof,
+            k_scale=k_scale,
             huber=huber,
-            noise=noise,
             n_bootstrap=n_bootstrap,
             seed=seed,
             multistart=multistart,
@@ -124,7 +182,13 @@ def joint_asymptote(
         seed=seed,
         multistart=multistart,
     )
-    sigma, dof = (noise, None) if noise is not None else _pooled_noise(k_fits.values())
+    if sds:
+        sigma: float | tuple[float, ...] = tuple(sd for n in sizes for sd in sds[n].values())
+        dof = noise_dof
+    elif noise is not None:
+        sigma, dof = noise, noise_dof
+    else:
+        sigma, dof = _pooled_noise(k_fits.values())
     draws = _propagate(k_fits, sizes, sigma, dof, n_scale=n_scale, huber=huber, n_bootstrap=n_bootstrap, seed=seed)
     if draws.size > 1:
         stderr, interval = float(robust_stderr(draws)), percentile_interval(draws)
@@ -135,44 +199,57 @@ def joint_asymptote(
         n_fit=n_fit,
         E_stderr=stderr,
         E_interval=interval,
-        noise=float(sigma),
+        noise=sigma if isinstance(sigma, tuple) else float(sigma),
         n_bootstrap=int(draws.size),
     )
 
 
-def _curves(points: JointPoints) -> dict[float, dict[float, float]]:
-    """{N: {K: loss}} from any accepted form; a repeated (N, K) keeps its lowest loss."""
+def _curves(points: JointPoints) -> tuple[dict[float, dict[float, float]], dict[float, dict[float, float]]]:
+    """{N: {K: loss}} from any accepted form, and {N: {K: sd}} when the points carry an sd (else {}); a repeated
+    (N, K) keeps its lowest loss."""
     if isinstance(points, pd.DataFrame):
-        if points.shape[1] != 3:
-            raise InputError(f"a DataFrame of joint points needs exactly 3 columns (N, K, loss), got {list(points)}")
+        if points.shape[1] not in (3, 4):
+            raise InputError(f"a DataFrame of joint points needs 3 or 4 columns (N, K, loss[, sd]), got {list(points)}")
         points = points.itertuples(index=False, name=None)
     if isinstance(points, Mapping):
         points = [(n, k, loss) for n, by_k in points.items() for k, loss in by_k.items()]
     curves: dict[float, dict[float, float]] = defaultdict(dict)
+    sds: dict[float, dict[float, float]] = defaultdict(dict)
+    widths = set()
     for row in points:
-        if len(row) != 3:
-            raise InputError(f"joint points are (N, K, loss) triples, got {row!r}")
-        n, k, loss = (float(v) for v in row)
+        if len(row) not in (3, 4):
+            raise InputError(f"joint points are (N, K, loss) or (N, K, loss, sd) rows, got {row!r}")
+        widths.add(len(row))
+        n, k, loss = (float(v) for v in row[:3])
         if not all(math.isfinite(v) and v > 0 for v in (n, k, loss)):
             raise InputError(f"N, K and loss must be finite positive numbers, got (N={n}, K={k}, loss={loss})")
+        if len(row) == 4:
+            sd = float(row[3])
+            if not (math.isfinite(sd) and sd >= 0):
+                raise InputError(f"the sd of a joint point must be finite and >= 0, got {sd} at (N={n}, K={k})")
+            if loss < curves[n].get(k, math.inf):
+                sds[n][k] = sd
         curves[n][k] = min(loss, curves[n].get(k, math.inf))
-    return {n: dict(sorted(by_k.items())) for n, by_k in curves.items()}
+    if len(widths) > 1:
+        raise InputError("either every joint point carries an sd (N, K, loss, sd) or none does")
+    ordered = {n: dict(sorted(by_k.items())) for n, by_k in curves.items()}
+    return ordered, {n: {k: sds[n][k] for k in ordered[n]} for n in ordered} if sds else {}
 
 
 def _pooled_noise(fits: Iterable[PowerLawFit]) -> tuple[float, int]:
     """Residual standard deviation pooled over fits, and its degrees of freedom (NaN when there are none)."""
     squares, dof = 0.0, 0
     for fit in fits:
-        if fit.n_points > 3:
+        if fit.n_points > fit.n_free:
             squares += float(np.sum(np.square(fit.residuals)))
-            dof += fit.n_points - 3
+            dof += fit.n_points - fit.n_free
     return (math.sqrt(squares / dof) if dof else math.nan), dof
 
 
 def _propagate(
     k_fits: dict[float, PowerLawFit],
     sizes: list[float],
-    sigma: float,
+    sigma: float | tuple[float, ...],
     dof: int | None,
     *,
     n_scale: float,
@@ -180,20 +257,31 @@ def _propagate(
     n_bootstrap: int,
     seed: int,
 ) -> np.ndarray:
-    """Final asymptotes of `n_bootstrap` replicates, each redrawing all losses and refitting both stages."""
-    if not math.isfinite(sigma) or n_bootstrap == 0:
+    """Final asymptotes of `n_bootstrap` replicates, each redrawing all losses (noise `sigma`, one or one per point
+    by N then K, scaled by one draw per replicate when it is an estimate) and refitting both stages."""
+    per_point = np.broadcast_to(np.asarray(sigma, dtype=float), (sum(k_fits[n].n_points for n in sizes),))
+    if not np.all(np.isfinite(per_point)) or n_bootstrap == 0:
         return np.array([])
+    bounds = np.cumsum([0] + [k_fits[n].n_points for n in sizes])
     rng = np.random.default_rng(seed)
     draws = []
     for _ in range(n_bootstrap):
-        scale = noise_scale_draw(rng, sigma, dof)
+        scale = noise_scale_draw(rng, 1.0, dof)
         asymptotes = []
-        for n in sizes:
+        for i, n in enumerate(sizes):
             fit = k_fits[n]
-            loss = fit.predict(fit.x) + rng.normal(0.0, scale, size=fit.n_points)
+            sd = per_point[bounds[i] : bounds[i + 1]] * scale
+            loss = fit.predict(fit.x) + rng.normal(0.0, 1.0, size=fit.n_points) * sd
             if np.any(loss <= 0):
                 break
-            asymptotes.append(fit_parameters(fit.x, loss, scale=fit.x_scale, huber=huber, multistart=False)[2])
+            fixed = fit.alpha if fit.alpha_fixed else None
+            asymptotes.append(
+                fit_parameters(fit.x, loss, scale=fit.x_scale, huber=huber, multistart=False, alpha=fixed)[2]
+            )
         else:
             draws.append(fit_parameters(sizes, asymptotes, scale=n_scale, huber=huber, multistart=False)[2])
     return np.array(draws)
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None

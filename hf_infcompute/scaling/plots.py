@@ -33,24 +33,30 @@ def human_count(value: float) -> str:
     return f"{value:.3g}"
 
 
-def plot_loss_vs_params(fits: Mapping[str, PowerLawFit], path: str | os.PathLike, *, title: str = "") -> Path:
-    """Loss against model size N (log axis), one series per label (e.g. recipe), with fitted laws and asymptotes."""
-    return _plot_series(fits, path, xlabel="parameters N", title=title)
+def plot_loss_vs_params(
+    fits: Mapping[str, PowerLawFit], path: str | os.PathLike, *, title: str = "", split: str = "validation"
+) -> Path:
+    """Loss on `split` against model size N (log axis), one series per label (e.g. recipe), with fitted laws and
+    asymptotes."""
+    return _plot_series(fits, path, xlabel="parameters N", title=title, split=split)
 
 
-def plot_loss_vs_members(fits: Mapping[float, PowerLawFit], path: str | os.PathLike, *, title: str = "") -> Path:
-    """Ensemble loss against the number of members K, one series per model size N."""
+def plot_loss_vs_members(
+    fits: Mapping[float, PowerLawFit], path: str | os.PathLike, *, title: str = "", split: str = "validation"
+) -> Path:
+    """Ensemble loss on `split` against the number of members K, one series per model size N."""
     by_size = {f"N = {human_count(n)}": fit for n, fit in sorted(fits.items())}
-    return _plot_series(by_size, path, xlabel="ensemble members K", title=title, counts=False)
+    return _plot_series(by_size, path, xlabel="ensemble members K", title=title, counts=False, split=split)
 
 
-def plot_joint_fit(joint: JointFit, path: str | os.PathLike, *, title: str = "") -> Path:
+def plot_joint_fit(joint: JointFit, path: str | os.PathLike, *, title: str = "", split: str = "validation") -> Path:
     """Two panels: the K-laws at each N, and the law in N over their K -> inf asymptotes with its N -> inf limit."""
     fig = Figure(figsize=(11.0, 4.2))
     left, right = fig.subplots(1, 2)
     for color, (n, fit) in zip(cycle(_COLORS), sorted(joint.k_fits.items())):
         _draw_fit(left, fit, f"N = {human_count(n)}", color)
-    _finish(left, joint.k_fits.values(), xlabel="ensemble members K", title="K → ∞ at each N", counts=False)
+    members = _xs(joint.k_fits.values())
+    _finish(left, members, xlabel="ensemble members K", title="K → ∞ at each N", counts=False, split=split)
 
     n_fit = joint.n_fit
     errors = [fit.E_stderr if math.isfinite(fit.E_stderr) else 0.0 for _, fit in sorted(joint.k_fits.items())]
@@ -59,15 +65,22 @@ def plot_joint_fit(joint: JointFit, path: str | os.PathLike, *, title: str = "")
     _draw_curve(right, n_fit, "black")
     if joint.well_conditioned:
         _draw_asymptote(right, joint.E, "tab:red", joint.E_stderr, label="N, K → ∞")
-    _finish(right, [n_fit], xlabel="parameters N", title="N → ∞ over the K-asymptotes")
+    _finish(right, _xs([n_fit]), xlabel="parameters N", title="N → ∞ over the K-asymptotes", split=split)
     if title:
         fig.suptitle(title)
     return _save(fig, path)
 
 
-def plot_data_scaling(fits: Mapping[str, PowerLawFit], path: str | os.PathLike, *, title: str = "") -> Path:
-    """Loss against the token budget D, one series per recipe, with fitted data laws and their asymptotes."""
-    return _plot_series(fits, path, xlabel="tokens D", title=title)
+def plot_data_scaling(
+    series: Mapping[str, PowerLawFit | Mapping[float, float]],
+    path: str | os.PathLike,
+    *,
+    title: str = "",
+    split: str = "validation",
+) -> Path:
+    """Loss on `split` against the token budget D, one series per recipe: a fitted data law with its asymptote, or
+    bare points {D: loss} (a series with too few budgets for a law), drawn as points joined by a thin line."""
+    return _plot_series(series, path, xlabel="tokens D", title=title, split=split)
 
 
 def plot_data_efficiency(
@@ -78,7 +91,9 @@ def plot_data_efficiency(
     title: str = "",
 ) -> Path:
     """Bars of data efficiency (x-fold over `reference`) per series, grouped by token budget D. An unbounded
-    efficiency (a loss the reference never reaches) is a hatched bar labelled 'unbounded'."""
+    efficiency (a loss the reference never reaches) is a hatched bar labelled 'unbounded'; NaN (none) no bar."""
+    efficiency = {label: {d: v for d, v in by_d.items() if not math.isnan(v)} for label, by_d in efficiency.items()}
+    efficiency = {label: by_d for label, by_d in efficiency.items() if by_d}
     budgets = sorted({d for by_d in efficiency.values() for d in by_d})
     if not budgets:
         raise InputError("no data efficiencies to plot")
@@ -126,16 +141,33 @@ def plot_data_efficiency(
 
 
 def _plot_series(
-    fits: Mapping[str, PowerLawFit], path: str | os.PathLike, *, xlabel: str, title: str, counts: bool = True
+    series: Mapping[str, PowerLawFit | Mapping[float, float]],
+    path: str | os.PathLike,
+    *,
+    xlabel: str,
+    title: str,
+    split: str,
+    counts: bool = True,
 ) -> Path:
-    if not fits:
+    if not series:
         raise InputError("no fits to plot")
     fig = Figure(figsize=(6.0, 4.2))
     ax = fig.subplots()
-    for color, (label, fit) in zip(cycle(_COLORS), fits.items()):
-        _draw_fit(ax, fit, label, color)
-    _finish(ax, fits.values(), xlabel=xlabel, title=title, counts=counts)
+    xs = []
+    for color, (label, drawn) in zip(cycle(_COLORS), series.items()):
+        if isinstance(drawn, PowerLawFit):
+            _draw_fit(ax, drawn, label, color)
+            xs += list(drawn.x)
+        else:
+            points = sorted(drawn.items())
+            ax.plot(*zip(*points), "o-", color=color, linewidth=0.8, label=f"{label} (no law: too few points)")
+            xs += [x for x, _ in points]
+    _finish(ax, xs, xlabel=xlabel, title=title, counts=counts, split=split)
     return _save(fig, path)
+
+
+def _xs(fits: Iterable[PowerLawFit]) -> list[float]:
+    return [x for fit in fits for x in fit.x]
 
 
 def _draw_fit(ax: Axes, fit: PowerLawFit, label: str, color: str) -> None:
@@ -175,17 +207,18 @@ def _draw_asymptote(ax: Axes, value: float, color: str, stderr: float, *, label:
     )
 
 
-def _finish(ax: Axes, fits: Iterable[PowerLawFit], *, xlabel: str, title: str, counts: bool = True) -> None:
-    """Log x axis with ticks at the points' x (as 150M / 1.4B with `counts`, else as plain numbers)."""
+def _finish(ax: Axes, xs: Iterable[float], *, xlabel: str, title: str, split: str, counts: bool = True) -> None:
+    """Log x axis with ticks at the points' x `xs` (as 150M / 1.4B with `counts`, else as plain numbers); the y
+    axis names the `split` the losses were measured on."""
     ax.set_xscale("log")
-    ticks = sorted({x for fit in fits for x in fit.x})
-    span = math.log(ticks[-1] / ticks[0])
+    ticks = sorted(set(xs))
+    span = math.log(ticks[-1] / ticks[0]) or 1.0
     ax.set_xlim(ticks[0] * math.exp(-0.05 * span), ticks[-1] * math.exp(0.5 * span))
     ax.set_xticks(ticks)
     ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: human_count(value) if counts else f"{value:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("validation loss (nats per token)")
+    ax.set_ylabel(f"{split} loss (nats per token)")
     if title:
         ax.set_title(title)
     ax.grid(alpha=0.3)

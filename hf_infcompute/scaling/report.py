@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from hf_infcompute.records import write_json_atomic, write_text_atomic
-from hf_infcompute.scaling.analysis import REFERENCE_RECIPE, ScalingReport, SizeScaling
+from hf_infcompute.scaling.analysis import REFERENCE_RECIPE, ScalingReport, SizeScaling, split_name
 from hf_infcompute.scaling.plots import (
     human_count,
     plot_data_efficiency,
@@ -33,9 +33,12 @@ def write_report(report: ScalingReport, folder: str | os.PathLike) -> Path:
     lines = [
         "# Scaling report",
         "",
-        f"{report.n_runs} finished runs from `{report.source}`. Laws: `L(x) = A / x^alpha + E` with N and D in "
-        "billions and K in members; E is the asymptote. Uncertainty: parametric bootstrap "
-        f"({report.n_bootstrap} replicates; ± one standard error, 95% intervals).",
+        f"{report.n_runs} finished runs from `{report.source}`. Losses are on the {report.split} split; each best "
+        f"run was chosen on the {split_name(report.select_on)} split. Laws: `L(x) = A / x^alpha + E` with N and D "
+        "in billions and K in members; E is the asymptote. Uncertainty: parametric bootstrap "
+        f"({report.n_bootstrap} replicates; ± one standard error, 95% intervals); a law with as many free "
+        "parameters as points fits them exactly and has an interval only where the measured noise of its points "
+        "was given.",
         "",
         "## Asymptotes",
         "",
@@ -80,6 +83,7 @@ def report_json(report: ScalingReport) -> dict[str, Any]:
                 "recipe": e.recipe,
                 "token_budget": e.token_budget,
                 "n_params_total": n,
+                "notes": list(e.notes),
                 "fit": fit.to_dict(),
             }
             for e in report.ensembles
@@ -103,11 +107,14 @@ def report_json(report: ScalingReport) -> dict[str, Any]:
             {
                 **row,
                 "token_budget": int(row["token_budget"]),
-                "efficiency": row["efficiency"] if math.isfinite(row["efficiency"]) else "unbounded",
+                "efficiency": _multiplier_json(row["efficiency"]),
+                "efficiency_interpolated": _multiplier_json(row["efficiency_interpolated"]),
             }
             for row in report.efficiency.to_dict("records")
         ],
         "reference_recipe": REFERENCE_RECIPE,
+        "select_on": report.select_on,
+        "report_on": report.report_on,
         "skipped": [{"analysis": analysis, "reason": reason} for analysis, reason in report.skipped],
     }
 
@@ -116,6 +123,8 @@ def _size_section(report: ScalingReport, folder: Path) -> list[str]:
     if not report.sizes:
         return []
     lines = ["", "## Loss vs model size N"]
+    reported = f"{report.split} loss"
+    selection = [] if report.select_on == report.report_on else [f"{split_name(report.select_on)} loss (selection)"]
     groups: dict[tuple[str, int], list[SizeScaling]] = {}
     for size in report.sizes:
         groups.setdefault((size.corpus, size.token_budget), []).append(size)
@@ -124,12 +133,13 @@ def _size_section(report: ScalingReport, folder: Path) -> list[str]:
         for size in sizes:
             lines += ["", f"**{size.recipe}**: best run per N", ""]
             lines += markdown_table(
-                ["preset", "N", "val loss", "LR", "WD", "epochs", "runs"],
+                ["preset", "N", reported, *selection, "LR", "WD", "epochs", "runs"],
                 [
                     [
                         _cell(row.preset),
                         human_count(row.n_params_total),
-                        f"{row.val_loss:.4f}",
+                        f"{row.loss:.4f}",
+                        *([f"{getattr(row, report.select_on):.4f}"] if selection else []),
                         _cell(row.learning_rate),
                         _cell(row.weight_decay),
                         _cell(row.num_train_epochs),
@@ -143,7 +153,7 @@ def _size_section(report: ScalingReport, folder: Path) -> list[str]:
         fits = {s.recipe: s.fit for s in sizes if s.fit}
         if fits:
             name = f"params_D{budget}{_corpus_slug(report, corpus)}.png"
-            plot_loss_vs_params(fits, folder / name, title=f"D = {human_count(budget)} tokens")
+            plot_loss_vs_params(fits, folder / name, title=f"D = {human_count(budget)} tokens", split=report.split)
             lines += ["", f"![loss vs N at D = {human_count(budget)}]({name})"]
     return lines
 
@@ -159,15 +169,17 @@ def _ensemble_section(report: ScalingReport, folder: Path) -> list[str]:
         ks = sorted(table["k"].unique())
         rows = []
         for n, curve in table.groupby("n_params_total", sort=True):
-            by_k = dict(zip(curve["k"], curve["val_loss"]))
+            by_k = dict(zip(curve["k"], curve["loss"]))
             fit = ensemble.k_fits.get(float(n))
             limit = f"{fit.E:.4f} {_stderr(fit.E_stderr, short=True)}" if fit else "—"
             rows.append([human_count(n)] + [f"{by_k[k]:.4f}" if k in by_k else "" for k in ks] + [limit])
+        lines += [f"{report.split.capitalize()} loss of the best ensemble per (N, K), and the K -> inf limit.", ""]
         lines += markdown_table(["N"] + [f"K={k:g}" for k in ks] + ["K -> inf"], rows)
+        lines += ["", *(f"Note: {note}." for note in ensemble.notes)] if ensemble.notes else []
         slug = f"{_file_safe(ensemble.recipe)}_D{ensemble.token_budget}{_corpus_slug(report, ensemble.corpus)}"
         if ensemble.k_fits:
             name = f"members_{slug}.png"
-            plot_loss_vs_members(ensemble.k_fits, folder / name, title=f"Ensembles: {where}")
+            plot_loss_vs_members(ensemble.k_fits, folder / name, title=f"Ensembles: {where}", split=report.split)
             lines += ["", f"![loss vs K, {where}]({name})"]
         if ensemble.joint:
             joint = ensemble.joint
@@ -181,7 +193,7 @@ def _ensemble_section(report: ScalingReport, folder: Path) -> list[str]:
             ]
             lines += _conditioning(joint.issues)
             name = f"joint_{slug}.png"
-            plot_joint_fit(joint, folder / name, title=f"Joint scaling: {where}")
+            plot_joint_fit(joint, folder / name, title=f"Joint scaling: {where}", split=report.split)
             lines += ["", f"![joint limit, {where}]({name})"]
     return lines
 
@@ -193,8 +205,9 @@ def _data_section(report: ScalingReport, folder: Path) -> list[str]:
         "",
         "## Data scaling: loss vs token budget D",
         "",
-        "Series: each recipe's best run at each D; `(N -> inf)`: its asymptote in N at that D; "
-        "`ensembles (N, K -> inf)`: its joint limit at that D (asymptotes only where their fit is well conditioned).",
+        f"{report.split.capitalize()} losses. Series: each recipe's best run at each D (every recipe with "
+        "enough budgets gets its own law); `(N -> inf)`: its asymptote in N at that D; `ensembles (N, K -> inf)`: "
+        "its joint limit at that D (asymptotes only where their fit is well conditioned).",
         "",
     ]
     for corpus in sorted({d.corpus for d in report.data}):
@@ -214,24 +227,36 @@ def _data_section(report: ScalingReport, folder: Path) -> list[str]:
         for d in data:
             if d.fit:
                 lines += ["", f"{d.series}: " + _fit_line(d.fit, "D")]
-        fits = {d.series: d.fit for d in data if d.fit}
-        if fits:
-            name = f"data{_corpus_slug(report, corpus)}.png"
-            plot_data_scaling(fits, folder / name, title="Data scaling")
-            lines += ["", f"![data scaling]({name})"]
+        name = f"data{_corpus_slug(report, corpus)}.png"
+        plot_data_scaling(
+            {d.series: d.fit or d.losses for d in data}, folder / name, title="Data scaling", split=report.split
+        )
+        lines += ["", f"![data scaling]({name})"]
         efficiency = report.efficiency[report.efficiency["corpus"] == corpus]
         if not efficiency.empty:
             lines += [
                 "",
                 f"### Data efficiency over {REFERENCE_RECIPE}",
                 "",
-                f"Tokens the {REFERENCE_RECIPE} recipe's data law needs to reach each loss, over D.",
+                f"How many times more data the {REFERENCE_RECIPE} recipe needs to reach each loss than to reach its "
+                "own best loss at the same D, as the authors compute it (marin's `data_efficiency_from_loss`): *by the "
+                f"law*, both read off the inverted {REFERENCE_RECIPE} data law, so the law's residual at D cancels "
+                "(close to, but not the same as, dividing by D); *interpolated*, both read off a monotone (PCHIP) "
+                f"interpolation of log D against the {REFERENCE_RECIPE} recipe's best losses, only where the loss "
+                "lies inside their range. n/a: not available (see the method and Skipped).",
                 "",
             ]
             lines += markdown_table(
-                ["series", "D", "loss", "data efficiency"],
+                ["series", "D", f"{report.split} loss", f"{REFERENCE_RECIPE} at D", "by the law", "interpolated"],
                 [
-                    [row.series, human_count(row.token_budget), f"{row.loss:.4f}", efficiency_text(row.efficiency)]
+                    [
+                        row.series,
+                        human_count(row.token_budget),
+                        f"{row.loss:.4f}",
+                        f"{row.reference_loss:.4f}",
+                        efficiency_text(row.efficiency),
+                        efficiency_text(row.efficiency_interpolated),
+                    ]
                     for row in efficiency.itertuples()
                 ],
             )
@@ -239,9 +264,10 @@ def _data_section(report: ScalingReport, folder: Path) -> list[str]:
                 series: dict(zip(rows["token_budget"], rows["efficiency"]))
                 for series, rows in efficiency.groupby("series", sort=False)
             }
-            name = f"efficiency{_corpus_slug(report, corpus)}.png"
-            plot_data_efficiency(bars, folder / name, reference=REFERENCE_RECIPE)
-            lines += ["", f"![data efficiency]({name})"]
+            if any(not math.isnan(v) for by_d in bars.values() for v in by_d.values()):
+                name = f"efficiency{_corpus_slug(report, corpus)}.png"
+                plot_data_efficiency(bars, folder / name, reference=REFERENCE_RECIPE)
+                lines += ["", f"![data efficiency by the law]({name})"]
     return lines
 
 
@@ -250,7 +276,8 @@ def _fit_line(fit: PowerLawFit, variable: str) -> str:
     line = (
         f"Fit `L({variable}) = {fit.formula(variable)}`: asymptote **{fit.E:.4f}** {_stderr(fit.E_stderr)}{interval}."
     )
-    return "\n\n".join([line, *_conditioning(fit.issues)])
+    notes = [f"Note: {note}." for note in fit.notes]
+    return "\n\n".join([line, *notes, *_conditioning(fit.issues)])
 
 
 def _conditioned(issues: tuple[str, ...]) -> str:
@@ -271,11 +298,22 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
 def _stderr(value: float, *, short: bool = False) -> str:
     if math.isfinite(value):
         return f"± {value:.4f}"
-    return "n/a" if short else "(no uncertainty estimate: 3 points leave no noise estimate, or no bootstrap)"
+    if short:
+        return "n/a"
+    return "(no uncertainty estimate: as many points as free parameters and no measured noise, or no bootstrap)"
 
 
 def efficiency_text(value: float) -> str:
+    """'2.29x'; 'unbounded' for a loss the reference never reaches (inf); 'n/a' for none (NaN)."""
+    if math.isnan(value):
+        return "n/a"
     return f"{value:.2f}x" if math.isfinite(value) else "unbounded"
+
+
+def _multiplier_json(value: float) -> float | str | None:
+    if math.isnan(value):
+        return None
+    return value if math.isfinite(value) else "unbounded"
 
 
 def _cell(value: Any) -> str:
