@@ -89,6 +89,9 @@ CARD_FILE = "README.md"
 VLLM_BATCH_SIZE = 4096
 MEMBERS_DIRNAME = ".members"  # pooled mode: the ensemble's members as standalone folders
 DEFAULT_SHARD_TOKENS = 10_000_000
+# Shards a shared corpus is cut into at least (when its rows allow), whatever the number of workers, so that up to
+# this many workers each get shards and a corpus resumed with another number of workers keeps its settings.
+MIN_SHARED_SHARDS = 64
 WAIT_POLL_S = 2.0
 
 
@@ -112,6 +115,12 @@ class GenerationResult:
 
     def load(self) -> datasets.Dataset:
         return load_synthetic(self.output_dir)
+
+
+def shared_shard_tokens(num_tokens: int, seq_len: int) -> int:
+    """Tokens per shard of a corpus that several workers sample: at most `DEFAULT_SHARD_TOKENS`, small enough for
+    `MIN_SHARED_SHARDS` shards, and at least one row."""
+    return max(seq_len, min(DEFAULT_SHARD_TOKENS, num_tokens // MIN_SHARED_SHARDS))
 
 
 def shard_seed(seed: int, shard_index: int) -> int:

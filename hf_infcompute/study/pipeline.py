@@ -323,11 +323,13 @@ class Study:
         seed) with vLLM where installed; the lead then waits until every corpus is complete."""
         from hf_infcompute.generation import generate_synthetic, wait_for_synthetic
         from hf_infcompute.generation.backends import default_backend
+        from hf_infcompute.generation.synthetic import shared_shard_tokens
 
         preset = self.spec.distillation_preset
         if self.optimum(preset).point is None:
             return
         tokens = self.spec.distillation.synthetic_tokens or 2 * self.spec.token_budget
+        seq_len = self.optimum_run(preset).data.seq_len
         rank, world_size = (self.slot.rank, self.slot.world_size) if self.slot else (0, 1)
         backend = default_backend()
         sampled = []
@@ -338,7 +340,8 @@ class Study:
                     teacher,
                     folder,
                     num_tokens=tokens,
-                    seq_len=self.optimum_run(preset).data.seq_len,
+                    seq_len=seq_len,
+                    shard_tokens=shared_shard_tokens(tokens, seq_len),
                     seed=0,
                     backend=backend,
                     rank=rank,
