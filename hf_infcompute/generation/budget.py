@@ -13,8 +13,9 @@ the backend reaches (`DECODE_EFFICIENCY`). B differs by backend: transformers' `
 their current length in `VLLM_MEMORY_UTILIZATION` of the memory less the weights, so about twice as many.
 At the paper's 8 x 300M teacher (vocabulary 128,256, 4,096 tokens) on an 80 GiB H100 in bfloat16 this gives about
 1,100 tokens/s for transformers (33 rows in flight) and 2,600 for vLLM (120 rows): both bound by reading the KV cache
-(12 full KV heads per layer and member), far below what the teacher's FLOPs at the device's peak would suggest. Measure the device's own figure with `hf-infcompute generate` (it prints tokens/s) and
-give it to `plan --decode-tokens-per-second`.
+(12 full KV heads per layer and member), far below what the teacher's FLOPs at the device's peak would suggest.
+Measure the device's own figure with `hf-infcompute generate` (it prints tokens/s) and give it to
+`plan --decode-tokens-per-second`.
 """
 
 from __future__ import annotations
