@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# The GPU check: on a fresh single-GPU machine with pip access, install the project with vLLM (one resolution) and run
-# the checks of benchmarks/gpu_checks.py at small scale, each appending one JSON line to the results file.
+# The GPU check: on a single-GPU machine with no package index, install what it lacks from the wheel folder built here
+# by `python benchmarks/build_wheels.py` (wheels/, never committed), import the project from this checkout
+# (PYTHONPATH) and run the checks of benchmarks/gpu_checks.py, each appending one JSON line to the results file.
 #
 #   bash benchmarks/gpu_check.sh [--dry-run] [RESULTS.jsonl]
 #
 # RESULTS.jsonl (or $GPU_CHECK_RESULTS) defaults to benchmarks/results/gpu-$(date +%F).jsonl. Without a GPU
-# (no working nvidia-smi), or with --dry-run, nothing is installed and every step writes a `skipped` line with the
-# reason; the exit code is 0 either way: a failing check writes its `failed` line and the script goes on.
+# (no working nvidia-smi), or with --dry-run, nothing is installed, each step is listed with its time limit and writes
+# a `skipped` line with the reason; the exit code is 0 either way: a failing check writes its `failed` line and the
+# script goes on. $GPU_CHECK_WHEELS (default wheels) is the wheel folder.
 # $GPU_CHECK_BUDGET_S (default 540) bounds the whole run: each check's timeout is cut to what is left of it, and a
 # check with under 15 s left is recorded as skipped. Each step's output goes to $GPU_CHECK_LOGS (default: a temporary
 # folder, named at the start).
@@ -29,12 +31,14 @@ if [ -z "$dry_run" ] && ! nvidia-smi -L >/dev/null 2>&1; then
 fi
 
 python="${PYTHON:-python3}"
+wheels="${GPU_CHECK_WHEELS:-wheels}"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 checks="$python benchmarks/gpu_checks.py"
 budget="${GPU_CHECK_BUDGET_S:-540}"
 SECONDS=0
 started=$SECONDS
-# Seconds each step may take at most (the install downloads vLLM and the torch it pins).
-declare -A limit=([install]=240 [memory]=150 [throughput]=90 [pretrain]=90 [vllm]=150 [fsdp2]=90 [ensemble]=90)
+# Seconds each step may take at most; together the budget (540 s), leaving a rerun inside 15 minutes of device time.
+declare -A limit=([install]=45 [memory]=150 [throughput]=120 [pretrain]=60 [vllm]=15 [fsdp2]=60 [ensemble]=90)
 
 # Run "$@" under the step's timeout (cut to the budget left); echo why it did not finish, if it did not.
 timed() {
@@ -50,24 +54,31 @@ timed() {
 
 echo "results: $results"
 if [ -n "$dry_run" ]; then
+  echo "install: limit ${limit[install]} s (pip install --no-index --find-links $wheels/ --no-deps -r $wheels/requirements.txt)"
   $checks --record install --status skipped --reason "$dry_run" --device cpu --results "$results"
+elif [ ! -f "$wheels/requirements.txt" ]; then
+  $checks --record install --status failed --results "$results" \
+    --reason "no $wheels/requirements.txt: run python benchmarks/build_wheels.py on a machine with an index first"
 else
   log_dir="${GPU_CHECK_LOGS:-$(mktemp -d)}"
   mkdir -p "$log_dir"
   echo "logs: $log_dir"
   # A fresh machine's system Python may be marked externally managed (PEP 668); this one is throwaway.
-  why=$(PIP_BREAK_SYSTEM_PACKAGES=1 timed install "$python" -m pip install -e ".[vllm,test]")
+  why=$(PIP_BREAK_SYSTEM_PACKAGES=1 timed install "$python" -m pip install --no-index --find-links "$wheels" \
+    --no-deps -r "$wheels/requirements.txt")
   if [ -n "$why" ]; then
-    $checks --record install --status failed --reason "pip install -e .[vllm,test]: $why" --seconds "$SECONDS" \
-      --results "$results"
+    $checks --record install --status failed --reason "pip install --no-index from $wheels: $why" \
+      --seconds "$SECONDS" --results "$results"
   else
     $checks --record install --status ok --seconds "$SECONDS" --reason "installed: $("$python" -m pip list 2>/dev/null \
-      | grep -iE '^(torch|vllm|transformers|accelerate) ' | tr -s ' ' | paste -sd ',' -)" --results "$results"
+      | grep -iE '^(torch|transformers|accelerate|datasets|lm.eval) ' | tr -s ' ' | paste -sd ',' -)" \
+      --results "$results"
   fi
 fi
 
 for name in $($checks --list); do
   if [ -n "$dry_run" ]; then
+    echo "$name: limit ${limit[$name]} s"
     $checks --record "$name" --status skipped --reason "$dry_run" --device cpu --results "$results"
     continue
   fi

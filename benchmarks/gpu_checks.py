@@ -262,28 +262,30 @@ def check_memory(device: str, work: Path) -> dict[str, Any]:
 def measure_step(
     preset: str, micro_batch: int, seq_len: int, vocab_size: int, device: str, gradient_checkpointing: bool
 ) -> dict[str, Any]:
-    """Peak memory and seconds of one bf16 training step of `preset` through `RegularizedTrainer.compute_loss` (the
-    loss the trainer trains with, chunked where the arguments choose it); `fits` False on out-of-memory."""
-    import dataclasses
-
+    """Peak memory and seconds of one bf16 training step of `preset` through `RegularizedTrainer.compute_loss` with
+    the chunked loss installed as `pretrain` installs it (`install_loss_forward`, the loss `plan` assumes);
+    `fits` False on out-of-memory."""
     import torch
     from transformers import LlamaForCausalLM
 
     from hf_infcompute.models.presets import get_preset
     from hf_infcompute.training import RegularizedTrainer, RegularizedTrainingArguments
+    from hf_infcompute.training.loss_forward import computes_loss_in_chunks, install_loss_forward
 
     options: dict[str, Any] = {
         "output_dir": tempfile.mkdtemp(),
         "report_to": "none",
         "precision": "bf16",
         "per_device_train_batch_size": micro_batch,
+        "loss_implementation": "chunked",
     }
-    if "loss_implementation" in {f.name for f in dataclasses.fields(RegularizedTrainingArguments)}:
-        options["loss_implementation"] = "chunked"
     args = RegularizedTrainingArguments(**options)
     config = get_preset(preset).build_config(vocab_size)
     with torch.device(device):
         model = LlamaForCausalLM(config)
+    install_loss_forward(model, args.loss_implementation, args.loss_chunk_tokens)
+    if not computes_loss_in_chunks(model):
+        raise RuntimeError(f"{preset}: the chunked loss was not installed, the step would measure full logits")
     if gradient_checkpointing:
         model.gradient_checkpointing_enable()
     trainer = RegularizedTrainer(model=model, args=args)
@@ -307,7 +309,7 @@ def measure_step(
         "peak_gib": None if peak is None else round(peak, 2),
         "step_seconds": round(time.perf_counter() - start, 3),
         "loss": round(float(loss), 4),
-        "loss_implementation": options.get("loss_implementation", "the model's own"),
+        "loss_implementation": args.loss_implementation,
     }
 
 
@@ -383,6 +385,8 @@ def check_vllm(device: str, work: Path) -> dict[str, Any]:
     from generation_backends import total_variation
 
     missing = vllm_missing(device)
+    if missing is not None:
+        raise CheckSkipped(f"{missing}: vLLM is too large to carry to an offline machine in the wheel folder")
     num_tokens = 200_000 if device == "cuda" else 4_000
     dtype = "bfloat16" if device == "cuda" else "float32"
     text = run_command(
@@ -412,9 +416,8 @@ def check_vllm(device: str, work: Path) -> dict[str, Any]:
         "transformers seed 0": ["--backend", "transformers", "--seed", "0"],
         "transformers seed 1": ["--backend", "transformers", "--seed", "1"],
     }
-    if missing is None:
-        runs["vllm logit_average"] = ["--backend", "vllm", "--ensemble-mode", "logit_average"]
-        runs["vllm pooled"] = ["--backend", "vllm", "--ensemble-mode", "pooled"]
+    runs["vllm logit_average"] = ["--backend", "vllm", "--ensemble-mode", "logit_average"]
+    runs["vllm pooled"] = ["--backend", "vllm", "--ensemble-mode", "pooled"]
     speeds = {
         name: sample(ensemble, work / name.replace(" ", "-"), num_tokens // 4, device, "--dtype", dtype, *flags)
         for name, flags in runs.items()
@@ -430,8 +433,6 @@ def check_vllm(device: str, work: Path) -> dict[str, Any]:
         }
         for name in runs
     }
-    if missing is not None:
-        figures["vllm"] = f"skipped: {missing}"
     return figures
 
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +20,17 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from hf_infcompute.data import PackedCollator
 from hf_infcompute.data.tokenizer import train_bpe_tokenizer
 from hf_infcompute.errors import InputError
+from hf_infcompute.generation import backends as backends_module
 from hf_infcompute.generation import check_same_tokenizer, generate_synthetic, load_synthetic, vllm_ensemble
 from hf_infcompute.generation import synthetic as synthetic_module
-from hf_infcompute.generation.backends import pooled_assignment, row_seeds
+from hf_infcompute.generation.backends import (
+    VLLM_MEMORY_UTILIZATION,
+    PooledVLLMSampler,
+    SamplingSettings,
+    ShardJob,
+    pooled_assignment,
+    row_seeds,
+)
 from hf_infcompute.generation.budget import kv_batch_size, kv_bytes_per_token, resolve_dtype
 
 TEXT = [f"document {i}: the quick brown fox jumps over the lazy dog, then naps {i % 7} hours. " * 3 for i in range(60)]
@@ -177,6 +189,103 @@ def test_killed_generation_resumes_to_the_uninterrupted_corpus(teacher_dir, tmp_
     assert load_synthetic(tmp_path / "whole")["input_ids"] == expected["input_ids"]
     # A finished corpus is not sampled again.
     assert generate_synthetic(teacher_dir, tmp_path / "whole", **RESUME_RUN).sampled_tokens == 0
+
+
+WORKER = """
+import json, os, sys
+from hf_infcompute.generation import generate_synthetic
+result = generate_synthetic(sys.argv[1], sys.argv[2], rank=int(os.environ["RANK"]),
+                            world_size=int(os.environ["WORLD_SIZE"]), **json.loads(sys.argv[3]))
+print(json.dumps({"sampled_tokens": result.sampled_tokens, "complete": result.complete}))
+"""
+
+
+def test_every_worker_samples_its_own_shards_into_one_corpus(teacher_dir, tmp_path):
+    whole = generate_synthetic(teacher_dir, tmp_path / "one-worker", **RESUME_RUN)
+    env = {**os.environ, "WORLD_SIZE": "2", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(teacher_dir), str(tmp_path / "two"), json.dumps(RESUME_RUN)],
+            env={**env, "RANK": str(rank)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    outputs = [worker.communicate(timeout=300) for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0], [err[-2000:] for _, err in outputs]
+    results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+    # Shards 0, 2 (3 + 3 rows) and 1, 3 (3 + 2 rows, the last row cut to 13 tokens): both workers sampled theirs.
+    assert [r["sampled_tokens"] for r in results] == [96, 77]
+    manifest = json.loads((tmp_path / "two" / "generation.json").read_text())
+    assert {rank: w["shards"] for rank, w in manifest["workers"].items()} == {"0": [0, 2], "1": [1, 3]}
+    assert manifest["status"] == "finished" and manifest["tokens_produced"] == RESUME_RUN["num_tokens"]
+    assert (tmp_path / "two" / "README.md").is_file()
+    # Which worker sampled a shard does not change it: the corpus is the one a lone worker samples.
+    assert load_synthetic(tmp_path / "two")["input_ids"] == whole.load()["input_ids"]
+
+
+def test_a_killed_workers_shards_resume_and_the_lead_waits_for_them(teacher_dir, tmp_path, monkeypatch):
+    expected = generate_synthetic(teacher_dir, tmp_path / "whole", **RESUME_RUN).load()["input_ids"]
+    write_shard = synthetic_module._write_shard
+
+    def killed_after_first_shard(output_dir, index, *args, **kwargs):
+        write_shard(output_dir, index, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(synthetic_module, "_write_shard", killed_after_first_shard)
+    with pytest.raises(KeyboardInterrupt):  # worker 1 dies after its shard 1
+        generate_synthetic(teacher_dir, tmp_path / "out", rank=1, world_size=2, **RESUME_RUN)
+    monkeypatch.setattr(synthetic_module, "_write_shard", write_shard)
+    lead = generate_synthetic(teacher_dir, tmp_path / "out", rank=0, world_size=2, **RESUME_RUN)
+    assert not lead.complete and lead.sampled_tokens == 96
+    waited: dict = {}
+    waiter = threading.Thread(
+        target=lambda: waited.update(synthetic_module.wait_for_synthetic(tmp_path / "out", poll_s=0.05))
+    )
+    waiter.start()
+    waiter.join(timeout=0.5)
+    assert waiter.is_alive()  # shard 3 of worker 1 is missing: the lead waits
+    resumed = generate_synthetic(teacher_dir, tmp_path / "out", rank=1, world_size=2, **RESUME_RUN)
+    waiter.join(timeout=30)
+    assert not waiter.is_alive() and waited["status"] == "finished"
+    assert resumed.complete and resumed.resumed_shards == 1 and resumed.sampled_tokens == 16 + 13
+    assert load_synthetic(tmp_path / "out")["input_ids"] == expected
+    with pytest.raises(InputError, match="rank=2"):
+        generate_synthetic(teacher_dir, tmp_path / "out", rank=2, world_size=2, **RESUME_RUN)
+
+
+def test_pooled_members_sample_one_engine_at_a_time_at_the_full_memory(tmp_path, monkeypatch):
+    """Each member's engine opens once for all the call's shards, alone and at the full memory share."""
+    opened, alive = [], []
+    settings = SamplingSettings(seq_len=4, start_token_id=0, temperature=1.0, top_p=1.0, top_k=0, batch_size=2)
+
+    class FakeEngine:
+        def __init__(self, model_name, settings, *, seed, dtype, engine_kwargs):
+            assert not alive, "a second engine opened while another was alive"
+            alive.append(self)
+            opened.append((model_name, engine_kwargs["gpu_memory_utilization"]))
+            self.member = int(model_name.rsplit("-", 1)[1])
+
+        def sample(self, seeds):  # a row tells which member drew it and from which seed
+            return np.asarray([[0, self.member, s % 1000, 9] for s in seeds], dtype=np.int32)
+
+    def run_member(member_dir, settings, seed, dtype, parts):
+        backends_module.sample_member(member_dir, settings, seed, dtype, parts)
+        alive.clear()  # the member's process ended
+
+    monkeypatch.setattr(backends_module, "VLLMSampler", FakeEngine)
+    members = [f"member-{i}" for i in range(3)]
+    sampler = PooledVLLMSampler(members, settings, seed=0, parts_dir=tmp_path / "parts", run_member=run_member)
+    jobs = [ShardJob(0, 5, 11), ShardJob(2, 4, 12)]
+    shards = {job.index: rows for job, rows in sampler.shards(jobs)}
+    assert opened == [(m, VLLM_MEMORY_UTILIZATION) for m in members]
+    for job in jobs:
+        rows = shards[job.index]
+        assert rows[:, 1].tolist() == pooled_assignment(job.num_rows, 3)
+        assert rows[:, 2].tolist() == [s % 1000 for s in row_seeds(job.seed, job.num_rows)]
+    assert not list((tmp_path / "parts").iterdir())  # parts are dropped once their shard is handed over
 
 
 def test_rows_start_with_the_document_separator_and_run_through_eos(tokenizer, teacher_dir, tmp_path):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -100,3 +102,49 @@ def test_a_failing_check_writes_its_line_and_the_script_goes_on(tmp_path):
     assert [line["name"] for line in checks] == check_names()
     for line in checks:
         assert line["status"] == "failed" and "exit code 3" in line["error"] and "died early" in line["error"], line
+
+
+def test_dry_run_lists_every_check_with_its_time_limit(tmp_path):
+    done = subprocess.run(
+        ["bash", str(REPOSITORY / "benchmarks" / "gpu_check.sh"), "--dry-run", str(tmp_path / "r.jsonl")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    listed = dict(re.findall(r"^(\w+): limit (\d+) s", done.stdout, re.MULTILINE))
+    checks = subprocess.run(
+        [sys.executable, str(REPOSITORY / "benchmarks" / "gpu_checks.py"), "--list"], capture_output=True, text=True
+    ).stdout.split()
+    assert list(listed) == ["install", *checks]
+    assert sum(map(int, listed.values())) <= 540  # one call of at most 9 minutes
+    assert "--no-index --find-links wheels/" in done.stdout
+
+
+def test_the_wheel_folder_covers_every_third_party_import_of_the_checks():
+    """Parse the imports of every module the checks run (the package and the benchmark scripts they call)."""
+    sys.path.insert(0, str(REPOSITORY / "benchmarks"))
+    import build_wheels
+
+    files = [*(REPOSITORY / "hf_infcompute").rglob("*.py")] + [
+        REPOSITORY / "benchmarks" / f"{name}.py"
+        for name in ("gpu_checks", "trainer_throughput", "generation_backends", "ensemble_speed")
+    ]
+    local = {"hf_infcompute", "gpu_checks", "trainer_throughput", "generation_backends", "ensemble_speed"}
+    optional = {"vllm", "liger_kernel", "trackio", "wandb", "deepspeed", "mlflow"}  # guarded, or not in the checks
+    imported = set()
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - local - optional
+    available = build_wheels.available_distributions()
+    missing = {
+        name
+        for name in third_party
+        if build_wheels.IMPORT_NAMES.get(name, name).lower().replace("_", "-") not in available
+    }
+    assert not missing, f"imported by the checks but neither on the machine nor in wheels/: {sorted(missing)}"
+    assert {"datasets", "lm-eval"} <= {build_wheels.distribution(w) for w in build_wheels.WHEELS}

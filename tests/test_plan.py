@@ -41,7 +41,41 @@ def test_paper_presets_fit_80gb_at_the_paper_batch(capsys):
     forward = 2 * 12 * per_layer + 2 * 768 * LLAMA3_VOCAB + 2 * 2 * 12 * 768 * 4096 / 2
     assert plan["presets"]["llama-300m"]["flops_per_token"] == pytest.approx(3 * forward, rel=1e-12)
     assert plan["total_flops"] <= plan["total_flops_upper"]
-    assert plan["device_hours"] == pytest.approx(plan["total_flops"] / (0.4 * 989.4e12) / 3600, rel=1e-9)
+    trained_flops = sum(w["flops"] for w in plan["work"] if not w["generated"])
+    training_hours = trained_flops / (0.4 * 989.4e12) / 3600
+    assert plan["device_hours"] == pytest.approx(training_hours + plan["sampling_hours"], rel=1e-9)
+
+
+def test_plan_prices_sampling_by_decode_throughput_and_counts_the_serial_tail(capsys):
+    recipe = str(REPO / "recipes" / "paper-200M.yaml")
+    plan = run_plan(capsys, recipe, "--vocab-size", str(LLAMA3_VOCAB), "--workers", "8")
+    sampling = {w["what"]: w for w in plan["work"] if w["generated"]}
+    ensemble = sampling["sampling (ensemble teacher)"]["decode"]
+    # 8 x llama-300m in bf16 on 80 GiB: KV 2 x 12 layers x 12 heads x 64 x 2 B per member and token; vLLM's paged
+    # cache holds rows at seq_len / 2 on average in 0.9 of the memory less the weights.
+    kv = 8 * 2 * 12 * 12 * 64 * 2
+    weights = 8 * 2 * plan["presets"]["llama-300m"]["parameters"]
+    rows = int((0.9 * 80 * 2**30 - weights) // (kv * 2048))
+    step = (weights + rows * 2048 * kv) / 3.35e12 / 0.5  # memory-bound at half the bandwidth roofline
+    assert ensemble["rows_in_flight"] == rows and ensemble["bound"] == "memory"
+    assert ensemble["tokens_per_second"] == pytest.approx(rows / step, rel=1e-9)
+    # Decode is far slower than the teacher's FLOPs at the training MFU would say.
+    flops_hours = sampling["sampling (ensemble teacher)"]["flops"] / (0.4 * 989.4e12) / 3600
+    hours = {what: w["tokens"] / w["decode"]["tokens_per_second"] / 3600 for what, w in sampling.items()}
+    assert hours["sampling (ensemble teacher)"] > 10 * flops_hours
+    assert plan["sampling_hours"] == pytest.approx(sum(hours.values()), rel=1e-9)
+    out = run_plan(capsys, recipe, "--vocab-size", str(LLAMA3_VOCAB), "--backend", "transformers")
+    slower = next(w for w in out["work"] if w["what"] == "sampling (ensemble teacher)")["decode"]
+    assert slower["tokens_per_second"] < ensemble["tokens_per_second"] / 2
+    measured = run_plan(capsys, recipe, "--vocab-size", str(LLAMA3_VOCAB), "--decode-tokens-per-second", "1000")
+    assert measured["sampling_hours"] == pytest.approx(2 * 1e9 / 1000 / 3600)
+    # The students train on the lead alone after the shared phases: their hours add to the wall clock undivided.
+    students = sum(w["flops"] for w in plan["work"] if w["lead_only"]) / (0.4 * 989.4e12) / 3600
+    assert plan["serial_tail_hours"] == pytest.approx(students, rel=1e-9) and students > 0
+    assert plan["wall_hours"] == pytest.approx((plan["device_hours"] - students) / 8 + students, rel=1e-9)
+    main(["plan", recipe, "--vocab-size", str(LLAMA3_VOCAB)])
+    text = capsys.readouterr().out
+    assert "sampling (ensemble teacher): 1e+09 tokens at" in text and "the serial tail" in text
 
 
 def test_plan_of_a_run_recipe_with_a_global_batch(capsys, tmp_path):

@@ -264,6 +264,10 @@ def test_two_workers_share_a_study(corpus_dir, cache_dir, tmp_path):
     assert (tmp_path / "out" / "report.md").is_file()
     state = json.loads((tmp_path / "out" / "study.json").read_text())
     assert set(state["ensembles"]) == {"tiny-0.5m", "tiny-1m"} and state["distillation"]["ensemble"]["run_id"]
+    # Both workers sampled shards of the ensemble's synthetic corpus, which is complete.
+    synthetic = json.loads((tmp_path / "out" / "synthetic" / "ensemble-tiny-1m" / "generation.json").read_text())
+    assert synthetic["status"] == "finished" and sorted(synthetic["workers"]) == ["0", "1"]
+    assert all(worker["shards"] for worker in synthetic["workers"].values())
 
 
 def test_study_spec_rejects_unknown_keys_and_needs_a_corpus_offline(monkeypatch):

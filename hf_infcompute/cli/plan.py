@@ -3,7 +3,10 @@
 A study YAML (e.g. recipes/paper-200M.yaml) is planned preset by preset with all its searches, members, synthetic
 text and students; a plain run recipe as one training (or `--members` seeds of it). The micro-batch is the largest
 that fits `--gpu-memory` at the recipe's global batch, gradient accumulation making up the rest; bounds and what is
-counted: `hf_infcompute.planning.recipe`.
+counted: `hf_infcompute.planning.recipe`. Training is priced by FLOPs at `--mfu`; a study's sampling by the teacher's
+decode throughput with `--backend` on the device (a roofline of its memory bandwidth: `hf_infcompute.generation.
+budget`), or by `--decode-tokens-per-second` measured with `hf-infcompute generate`. Wall-clock hours spread the
+shared work over `--workers` devices and add the students the lead trains alone (the serial tail).
 """
 
 from __future__ import annotations
@@ -49,6 +52,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--members", type=int, default=1, help="seeds of a run recipe trained (e.g. cpt --k)")
     parser.add_argument(
+        "--workers", type=int, default=8, help="devices a study runs on, one worker each (default 8: one machine)"
+    )
+    parser.add_argument(
+        "--backend",
+        choices=["vllm", "transformers"],
+        default="vllm",
+        help="the sampling backend whose decode throughput prices a study's synthetic text (default vllm)",
+    )
+    parser.add_argument(
+        "--decode-tokens-per-second",
+        type=float,
+        metavar="RATE",
+        help="measured tokens/s one device samples the teacher at (replaces the bandwidth roofline)",
+    )
+    parser.add_argument(
         "--vocab-size", type=int, help="vocabulary of the recipe's tokenizer when it cannot be read (Llama 3: 128256)"
     )
     parser.add_argument("--json", action="store_true", help="print the plan as one JSON object")
@@ -58,14 +76,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from hf_infcompute.generation.budget import gpu_bandwidth
     from hf_infcompute.models.flops import gpu_peak_flops
     from hf_infcompute.planning.memory import GIB
-    from hf_infcompute.planning.recipe import fits_message, plan_run, plan_study, resolve_vocab_size, run_settings
+    from hf_infcompute.planning.recipe import (
+        DecodeDevice,
+        fits_message,
+        plan_run,
+        plan_study,
+        resolve_vocab_size,
+        run_settings,
+    )
     from hf_infcompute.study.spec import load_study
     from hf_infcompute.training.config import load_recipe, parse_overrides
 
-    if args.gpu_memory <= 0 or args.world_size < 1 or args.members < 1:
-        raise InputError("--gpu-memory must be positive, --world-size and --members at least 1")
+    if args.gpu_memory <= 0 or args.world_size < 1 or args.members < 1 or args.workers < 1:
+        raise InputError("--gpu-memory must be positive, --world-size, --members and --workers at least 1")
+    if args.decode_tokens_per_second is not None and args.decode_tokens_per_second <= 0:
+        raise InputError(
+            "--decode-tokens-per-second must be positive: give the tokens/s `hf-infcompute generate` printed"
+        )
     path = Path(args.recipe)
     values = yaml.safe_load(path.read_text()) if path.is_file() else None
     is_study = isinstance(values, dict) and "presets" in values
@@ -79,16 +109,21 @@ def run(args: argparse.Namespace) -> int:
     settings = run_settings(
         run_values, vocab_size=resolve_vocab_size(run_values, args.vocab_size), world_size=args.world_size
     )
+    peak = gpu_peak_flops(args.gpu, torch.bfloat16 if settings.bf16 else torch.float32)
+    bandwidth = gpu_bandwidth(args.gpu)
+    if peak is None or bandwidth is None:
+        raise InputError(
+            f"unknown device {args.gpu!r} for its peak FLOP/s and memory bandwidth; name a known GPU (H100, H200, "
+            "A100, L4, ...) with --gpu"
+        )
+    decode = DecodeDevice(
+        args.backend, bandwidth, gpu_peak_flops(args.gpu, torch.bfloat16), args.decode_tokens_per_second
+    )
     plan = (
-        plan_study(spec, settings, device_bytes)
+        plan_study(spec, settings, device_bytes, decode)
         if is_study
         else plan_run(run_values, settings, device_bytes, members=args.members)
     )
-    peak = gpu_peak_flops(args.gpu, torch.bfloat16 if settings.bf16 else torch.float32)
-    if peak is None:
-        raise InputError(
-            f"unknown device {args.gpu!r} for its peak FLOP/s; name a known GPU (H100, H200, A100, L4, ...) with --gpu"
-        )
     summary = {
         "presets": {name: preset.to_dict() for name, preset in plan.presets.items()},
         "work": [work.to_dict() for work in plan.work],
@@ -99,7 +134,18 @@ def run(args: argparse.Namespace) -> int:
         "total_flops_upper": plan.total_flops(upper=True),
         "device_hours": plan.device_hours(peak, args.mfu),
         "device_hours_upper": plan.device_hours(peak, args.mfu, upper=True),
-        "device": {"name": args.gpu, "memory_gib": args.gpu_memory, "peak_flops": peak, "mfu": args.mfu},
+        "sampling_hours": plan.device_hours(peak, args.mfu, generated=True),
+        "serial_tail_hours": plan.serial_tail_hours(peak, args.mfu),
+        "workers": args.workers,
+        "wall_hours": plan.wall_hours(peak, args.mfu, args.workers),
+        "wall_hours_upper": plan.wall_hours(peak, args.mfu, args.workers, upper=True),
+        "device": {
+            "name": args.gpu,
+            "memory_gib": args.gpu_memory,
+            "peak_flops": peak,
+            "bandwidth": bandwidth,
+            "mfu": args.mfu,
+        },
         "seq_len": settings.seq_len,
         "global_batch": settings.global_batch,
         "world_size": settings.world_size,
@@ -145,9 +191,29 @@ def _text(recipe: str, s: dict[str, Any]) -> str:
         "",
         f"trainings {s['trainings']:,}; tokens trained {s['tokens_trained']:.3g}, "
         f"generated {s['tokens_generated']:.3g}",
+    ]
+    for w in s["work"]:
+        if "decode" in w:
+            rate = w["decode"]
+            how = (
+                "measured"
+                if rate["bound"] == "measured"
+                else f"{rate['backend']}, {rate['rows_in_flight']} rows in flight, {rate['bound']}-bound"
+            )
+            lines.append(
+                f"{w['what']}: {w['tokens']:.3g} tokens at {rate['tokens_per_second']:,.0f} tokens/s per device "
+                f"({how}): {w['tokens'] / rate['tokens_per_second'] / 3600:,.1f} device-hours"
+            )
+    lines += [
         (
             f"total {s['total_flops']:.3g} FLOPs (upper bound {s['total_flops_upper']:.3g}): "
-            f"{s['device_hours']:,.0f} device-hours (upper bound {s['device_hours_upper']:,.0f}) at {d['mfu']:.0%} MFU"
+            f"{s['device_hours']:,.0f} device-hours (upper bound {s['device_hours_upper']:,.0f}), training at "
+            f"{d['mfu']:.0%} MFU, sampling {s['sampling_hours']:,.1f} device-hours at its decode throughput"
+        ),
+        (
+            f"on {s['workers']} device(s): {s['wall_hours']:,.0f} hours of wall clock (upper bound "
+            f"{s['wall_hours_upper']:,.0f}), of which {s['serial_tail_hours']:,.1f} h the lead trains the students "
+            "alone (the serial tail)"
         ),
     ]
     if "warning" in s:

@@ -6,7 +6,11 @@ A logit ensemble teacher is sampled in one of two modes (`ENSEMBLE_MODES`), side
   through the out-of-tree model in `vllm_ensemble.py`, one engine holding all K members.
 - `pooled` (vLLM only): each member sampled alone for its share of the rows (row i from member i mod K), so the
   corpus is a mixture of the members' distributions, not the ensemble's. The authors' released synthetic sets appear
-  to have been made this way. K engines, one per member.
+  to have been made this way. One engine per member, one engine alive at a time at the full memory share: a vLLM
+  engine reserves `gpu_memory_utilization` x the device's total memory at start and refuses to start when less is free
+  (vLLM `v1/worker/gpu_worker.py`, `init_device`), so K engines alive together would get 1/K of the KV cache each
+  while only one computes. Each member samples its rows of every shard the call is given, in a process of its own
+  (its memory is the device's again when the process ends), and keeps them on disk until the shard is written.
 
 Both backends draw plain ancestral samples: every row starts with the start token and continues for `seq_len - 1`
 sampled tokens, through EOS (an EOS starts the next document, as in packed training data), with no warper other than the
@@ -16,8 +20,11 @@ requested temperature / top-p / top-k. Rows come back as int32 arrays of shape (
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -28,7 +35,7 @@ from hf_infcompute.errors import InputError
 
 BACKENDS = ("transformers", "vllm")
 ENSEMBLE_MODES = ("logit_average", "pooled")
-# Share of the GPU's memory vLLM may take (weights and KV cache), split evenly among pooled members' engines.
+# Share of the GPU's total memory one vLLM engine reserves (weights and KV cache); one engine runs at a time.
 VLLM_MEMORY_UTILIZATION = 0.9
 VLLM_FIX = (
     "install it on a machine with a CUDA GPU (`pip install hf-infcompute[vllm]`), or use `--backend transformers`"
@@ -45,10 +52,39 @@ class SamplingSettings:
     batch_size: int | None  # None: sized to the device's KV-cache budget once the teacher is loaded (transformers)
 
 
+@dataclass(frozen=True)
+class ShardJob:
+    """One shard to sample: its index, its rows and the seed its rows are drawn from."""
+
+    index: int
+    num_rows: int
+    seed: int
+
+
 class Sampler(Protocol):
-    def batches(self, num_rows: int, seed: int) -> Iterator[np.ndarray]:
-        """Yield `num_rows` sampled rows in batches; the same `seed` gives the same rows."""
+    def shards(self, jobs: Sequence[ShardJob]) -> Iterator[tuple[ShardJob, np.ndarray]]:
+        """Yield each job with its rows, shape (num_rows, seq_len); the same seed gives the same rows."""
         ...
+
+
+class BatchSampler:
+    """A sampler that draws each shard's rows in batches, one shard after another."""
+
+    def batches(self, num_rows: int, seed: int) -> Iterator[np.ndarray]:
+        raise NotImplementedError
+
+    def shards(self, jobs: Sequence[ShardJob]) -> Iterator[tuple[ShardJob, np.ndarray]]:
+        for job in jobs:
+            yield job, np.concatenate(list(self.batches(job.num_rows, job.seed)))
+
+
+def default_backend() -> str:
+    """vLLM where it is installed and a CUDA device is visible, transformers otherwise."""
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        return "transformers"
+    return "vllm" if torch.cuda.is_available() else "transformers"
 
 
 def row_seeds(seed: int, num_rows: int) -> list[int]:
@@ -56,7 +92,7 @@ def row_seeds(seed: int, num_rows: int) -> list[int]:
     return [int(s) for s in np.random.SeedSequence(seed).generate_state(num_rows)]
 
 
-class TransformersSampler:
+class TransformersSampler(BatchSampler):
     """Ancestral sampling with `model.generate`, `batch_size` rows at a time, KV cache on the model's device."""
 
     def __init__(self, model: PreTrainedModel, settings: SamplingSettings) -> None:
@@ -120,7 +156,7 @@ def pooled_assignment(num_rows: int, num_members: int) -> list[int]:
     return [row % num_members for row in range(num_rows)]
 
 
-class VLLMSampler:
+class VLLMSampler(BatchSampler):
     """Ancestral sampling with vLLM's offline engine; each row has its own seed, so rows do not depend on batching.
 
     `engine_kwargs` go to `vllm.LLM` (the ensemble's `hf_overrides`, a memory share for pooled members).
@@ -181,26 +217,92 @@ class VLLMSampler:
             yield self.sample(seeds[start : start + self.settings.batch_size])
 
 
-class PooledVLLMSampler:
-    """`pooled` mode: member i mod K samples row i (its own engine, its own per-row seed); rows keep their order."""
+MemberRun = Callable[[str, SamplingSettings, int, str, list[tuple[Path, list[int]]]], None]
 
-    def __init__(self, member_dirs: list[str], settings: SamplingSettings, *, seed: int, dtype: str = "auto") -> None:
-        share = {"gpu_memory_utilization": VLLM_MEMORY_UTILIZATION / len(member_dirs)}
-        self.settings = settings
-        self.members = [
-            VLLMSampler(member, settings, seed=seed + index, dtype=dtype, engine_kwargs=share)
-            for index, member in enumerate(member_dirs)
+
+def sample_member(
+    member_dir: str, settings: SamplingSettings, seed: int, dtype: str, parts: list[tuple[Path, list[int]]]
+) -> None:
+    """One member's engine at the full memory share: for each (file, row seeds) in `parts`, its rows into the file."""
+    sampler = VLLMSampler(
+        member_dir,
+        settings,
+        seed=seed,
+        dtype=dtype,
+        engine_kwargs={"gpu_memory_utilization": VLLM_MEMORY_UTILIZATION},
+    )
+    for path, seeds in parts:
+        batches = [
+            sampler.sample(seeds[i : i + settings.batch_size]) for i in range(0, len(seeds), settings.batch_size)
         ]
+        rows = np.concatenate(batches) if batches else np.empty((0, settings.seq_len), dtype=np.int32)
+        tmp = path.with_name(f".{path.name}.tmp")
+        with tmp.open("wb") as file:
+            np.save(file, rows)
+        os.replace(tmp, path)
 
-    def batches(self, num_rows: int, seed: int) -> Iterator[np.ndarray]:
-        seeds = row_seeds(seed, num_rows)
-        owners_of_rows = np.asarray(pooled_assignment(num_rows, len(self.members)))
-        for start in range(0, num_rows, self.settings.batch_size):
-            batch_seeds = seeds[start : start + self.settings.batch_size]
-            owners = owners_of_rows[start : start + len(batch_seeds)]
-            rows = np.empty((len(batch_seeds), self.settings.seq_len), dtype=np.int32)
-            for index, member in enumerate(self.members):
-                mine = np.flatnonzero(owners == index)
+
+def sample_member_in_process(
+    member_dir: str, settings: SamplingSettings, seed: int, dtype: str, parts: list[tuple[Path, list[int]]]
+) -> None:
+    """`sample_member` in a spawned process, so that its engine's memory is the device's again when it returns."""
+    context = multiprocessing.get_context("spawn")
+    process = context.Process(target=sample_member, args=(member_dir, settings, seed, dtype, parts))
+    process.start()
+    process.join()
+    if process.exitcode != 0:
+        raise RuntimeError(f"sampling member {member_dir} with vLLM failed (exit code {process.exitcode})")
+
+
+class PooledVLLMSampler:
+    """`pooled` mode: member i mod K samples row i of each shard with its own per-row seed; rows keep their order.
+
+    Members run one after another, each over every shard of the call (`run_member`, default: its own process), their
+    rows kept in `parts_dir` until the shard is assembled, so a killed run resumes at the member it was sampling.
+    """
+
+    def __init__(
+        self,
+        member_dirs: list[str],
+        settings: SamplingSettings,
+        *,
+        seed: int,
+        parts_dir: Path,
+        dtype: str = "auto",
+        run_member: MemberRun = sample_member_in_process,
+    ) -> None:
+        self.member_dirs = member_dirs
+        self.settings = settings
+        self.seed = seed
+        self.dtype = dtype
+        self.parts_dir = parts_dir
+        self.run_member = run_member
+
+    def part_path(self, job: ShardJob, member: int) -> Path:
+        return self.parts_dir / f"shard-{job.index:05d}-member-{member}.npy"
+
+    def shards(self, jobs: Sequence[ShardJob]) -> Iterator[tuple[ShardJob, np.ndarray]]:
+        self.parts_dir.mkdir(parents=True, exist_ok=True)
+        k = len(self.member_dirs)
+        owners = {job.index: np.asarray(pooled_assignment(job.num_rows, k)) for job in jobs}
+        seeds = {job.index: row_seeds(job.seed, job.num_rows) for job in jobs}
+        for member, member_dir in enumerate(self.member_dirs):
+            parts = [
+                (
+                    self.part_path(job, member),
+                    [seeds[job.index][i] for i in np.flatnonzero(owners[job.index] == member)],
+                )
+                for job in jobs
+                if not self.part_path(job, member).is_file()
+            ]
+            if any(part_seeds for _, part_seeds in parts):
+                self.run_member(member_dir, self.settings, self.seed + member, self.dtype, parts)
+        for job in jobs:
+            rows = np.empty((job.num_rows, self.settings.seq_len), dtype=np.int32)
+            for member in range(k):
+                mine = np.flatnonzero(owners[job.index] == member)
                 if len(mine):
-                    rows[mine] = member.sample([batch_seeds[i] for i in mine])
-            yield rows
+                    rows[mine] = np.load(self.part_path(job, member))
+            yield job, rows
+            for member in range(k):  # the shard is written: its parts are no longer needed
+                self.part_path(job, member).unlink(missing_ok=True)

@@ -20,6 +20,12 @@ as packed real rows are (the start token is an input, never a target).
 Shards are written to a temporary folder and renamed, and shard `i` is sampled from a seed derived from
 (`seed`, `i`), so an interrupted run keeps its finished shards and a rerun with the same settings resumes into the
 same corpus as an uninterrupted run.
+
+Several workers (the processes of a study, one per GPU) sample one corpus together: worker `rank` of `world_size`
+samples shards rank, rank + world_size, ... The manifest is read and written under a file lock
+(`generation.json.lock`) and records which worker sampled which shard; the corpus is finished when every shard is on
+disk, whoever writes the last one marks it so, and `wait_for_synthetic` blocks until then. Which worker samples a
+shard does not change it, so a corpus resumed with another number of workers is the same corpus.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
+from filelock import FileLock
 from huggingface_hub import DatasetCard, DatasetCardData
 from tqdm.auto import tqdm
 from transformers import PreTrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
@@ -53,6 +60,7 @@ from hf_infcompute.generation.backends import (
     PooledVLLMSampler,
     Sampler,
     SamplingSettings,
+    ShardJob,
     TransformersSampler,
     VLLMSampler,
     require_vllm,
@@ -81,6 +89,10 @@ CARD_FILE = "README.md"
 VLLM_BATCH_SIZE = 4096
 MEMBERS_DIRNAME = ".members"  # pooled mode: the ensemble's members as standalone folders
 DEFAULT_SHARD_TOKENS = 10_000_000
+# Shards a shared corpus is cut into at least (when its rows allow), whatever the number of workers, so that up to
+# this many workers each get shards and a corpus resumed with another number of workers keeps its settings.
+MIN_SHARED_SHARDS = 64
+WAIT_POLL_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -91,10 +103,11 @@ class GenerationResult:
     tokens: int
     rows: int
     shards: int
-    resumed_shards: int  # shards found finished on disk and not sampled again
+    resumed_shards: int  # shards of this worker found finished on disk and not sampled again
     sampled_tokens: int  # tokens sampled by this call
     wall_time_s: float
     manifest: dict[str, Any]
+    complete: bool = True  # every shard on disk (False while other workers still sample theirs)
 
     @property
     def tokens_per_second(self) -> float:
@@ -102,6 +115,12 @@ class GenerationResult:
 
     def load(self) -> datasets.Dataset:
         return load_synthetic(self.output_dir)
+
+
+def shared_shard_tokens(num_tokens: int, seq_len: int) -> int:
+    """Tokens per shard of a corpus that several workers sample: at most `DEFAULT_SHARD_TOKENS`, small enough for
+    `MIN_SHARED_SHARDS` shards, and at least one row."""
+    return max(seq_len, min(DEFAULT_SHARD_TOKENS, num_tokens // MIN_SHARED_SHARDS))
 
 
 def shard_seed(seed: int, shard_index: int) -> int:
@@ -269,7 +288,8 @@ def _vllm_sampler(
         return VLLMSampler(spec.name, settings, seed=seed, dtype=dtype), None, settings.batch_size
     if ensemble_mode == "pooled":
         members = export_members(spec, members_dir)
-        return PooledVLLMSampler(members, settings, seed=seed, dtype=dtype), len(members), settings.batch_size
+        pooled = PooledVLLMSampler(members, settings, seed=seed, parts_dir=members_dir / "parts", dtype=dtype)
+        return pooled, len(members), settings.batch_size
     from hf_infcompute.generation import vllm_ensemble
 
     vllm_ensemble.register()  # in this process; vLLM's workers load it through the entry point
@@ -313,7 +333,7 @@ def _write_shard(output_dir: Path, index: int, rows: np.ndarray, lengths: list[i
     dataset = datasets.Dataset.from_dict({"input_ids": rows, "length": lengths}, features=_features(rows.shape[1]))
     path = shard_path(output_dir, index)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")  # renamed into place: a shard on disk is always whole
+    tmp = _tmp_shard_path(output_dir, index)  # renamed into place: a shard on disk is always whole
     with _quiet_datasets():
         dataset.to_parquet(str(tmp))
     os.replace(tmp, path)
@@ -349,6 +369,8 @@ def generate_synthetic(
     tokenizer: PreTrainedTokenizerBase | str | Path | None = None,
     start_token_id: int | None = None,
     ensemble_mode: str = "logit_average",
+    rank: int = 0,
+    world_size: int = 1,
 ) -> GenerationResult:
     """Sample exactly `num_tokens` tokens of synthetic text from `teacher` into `output_dir` (see the module doc).
 
@@ -357,6 +379,8 @@ def generate_synthetic(
     `batch_size` is the rows per `generate` call (transformers; default: sized to the KV-cache budget on a GPU, 64 on
     CPU) or the requests handed to vLLM at once. `dtype="auto"` samples in bfloat16 on a GPU and float32 on CPU.
     `ensemble_mode` says how an ensemble teacher is sampled (`logit_average` or `pooled`, see `backends`).
+    `rank` of `world_size` workers samples its share of the shards (see the module doc); the result says whether the
+    corpus is `complete`.
     A rerun into the same folder with the same settings resumes (or returns at once if finished); other settings
     raise `InputError` naming them.
     """
@@ -397,26 +421,38 @@ def generate_synthetic(
     elif tokenizer is None and in_memory is None:
         tokenizer = load_tokenizer(spec.name)
     settings["start_token_id"] = _resolve_start_token(start_token_id, tokenizer, spec)
-    existing = _read_manifest(output_dir)
-    if existing is not None:
-        differences = _manifest_differences(existing["settings"], settings)
-        if differences:
-            raise InputError(
-                f"{output_dir} holds a generation with other settings ({'; '.join(differences)}): rerun with the "
-                "settings on disk to resume it, or choose another output folder"
-            )
+    if not 0 <= rank < world_size:
+        raise InputError(f"worker rank={rank} must lie in [0, world_size={world_size}): give the worker's own rank")
     plan = ShardPlan(settings["num_tokens"], settings["seq_len"], settings["shard_tokens"])
-    done = 0
-    while done < plan.num_shards and shard_path(output_dir, done).is_file():
-        done += 1
-    manifest = existing or {"settings": settings, "created_at": _now()}
-    tokens_done = plan.tokens_before(done)
-    if done == plan.num_shards:
-        if manifest.get("status") != "finished":  # killed between the last shard and the final manifest
-            manifest.update(status="finished", shards_done=done, tokens_produced=tokens_done, finished_at=_now())
+    mine = range(rank, plan.num_shards, world_size)
+    with _manifest_lock(output_dir):
+        existing = _read_manifest(output_dir)
+        if existing is not None:
+            differences = _manifest_differences(existing["settings"], settings)
+            if differences:
+                raise InputError(
+                    f"{output_dir} holds a generation with other settings ({'; '.join(differences)}): rerun with the "
+                    "settings on disk to resume it, or choose another output folder"
+                )
+        manifest = existing or {"settings": settings, "created_at": _now(), "status": "running"}
+        if existing is None:
             write_json_atomic(output_dir / MANIFEST_FILE, manifest)
-            write_dataset_card(output_dir, manifest)
-        return GenerationResult(output_dir, tokens_done, plan.rows, plan.num_shards, done, 0, 0.0, manifest)
+    pending = [index for index in mine if not shard_path(output_dir, index).is_file()]
+    resumed = len(mine) - len(pending)
+    if not pending:
+        manifest = _record_progress(output_dir, plan, rank, [], 0.0)
+        done = _shards_on_disk(output_dir, plan)
+        return GenerationResult(
+            output_dir,
+            plan.tokens_before(done),
+            plan.rows,
+            plan.num_shards,
+            resumed,
+            0,
+            0.0,
+            manifest,
+            done == plan.num_shards,
+        )
 
     sampling = SamplingSettings(
         settings["seq_len"], settings["start_token_id"], temperature, top_p, top_k, settings["batch_size"]
@@ -433,68 +469,133 @@ def generate_synthetic(
         members_dir=output_dir / MEMBERS_DIRNAME,
     )
     with opened as (sampler, members, rows_per_call):
-        manifest.update(
-            teacher={
+        facts = {
+            "teacher": {
                 "name": spec.name,
                 "model_type": spec.model_type,
                 "ensemble": spec.is_ensemble,
                 "members": members,
             },
-            batch_size_used=rows_per_call,
-            tokens_requested=num_tokens,
-            tokens_produced=tokens_done,
-            rows=plan.rows,
-            rows_per_shard=plan.rows_per_shard,
-            shards=plan.num_shards,
-            shards_done=done,
-            status="running",
-            device=device,
-            tokenizer_fingerprint=tokenizer_fingerprint(tokenizer) if tokenizer is not None else None,
-        )
+            "batch_size_used": rows_per_call,
+            "tokens_requested": num_tokens,
+            "rows": plan.rows,
+            "rows_per_shard": plan.rows_per_shard,
+            "shards": plan.num_shards,
+            "device": device,
+            "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer) if tokenizer is not None else None,
+        }
+        with _manifest_lock(output_dir):
+            manifest = {**_read_manifest(output_dir), **facts}
+            write_json_atomic(output_dir / MANIFEST_FILE, manifest)
         if tokenizer is not None:
             build_once(output_dir / TOKENIZER_DIRNAME, lambda tmp: tokenizer.save_pretrained(str(tmp)))
-        for stale in output_dir.glob(f"{DATA_DIRNAME}/.{SHARD_PREFIX}*"):
-            stale.unlink(missing_ok=True)  # a shard left half-written by a killed run
-        write_json_atomic(output_dir / MANIFEST_FILE, manifest)
-        if done:
-            logger.info("resuming %s: %d of %d shards already on disk", output_dir, done, plan.num_shards)
+        for index in pending:  # a shard of this worker left half-written by a killed run
+            _tmp_shard_path(output_dir, index).unlink(missing_ok=True)
+        if resumed:
+            logger.info("resuming %s: %d of this worker's %d shards already on disk", output_dir, resumed, len(mine))
         pad_token_id = tokenizer.pad_token_id if tokenizer is not None else None
         pad_token_id = settings["start_token_id"] if pad_token_id is None else pad_token_id
         started = time.perf_counter()
-        _sample_shards(sampler, plan, range(done, plan.num_shards), output_dir, manifest, pad_token_id)
+        sampled = _sample_shards(sampler, plan, pending, output_dir, settings, rank, pad_token_id)
         wall = time.perf_counter() - started
-    tokens_done = manifest["tokens_produced"]
-    manifest.update(status="finished", wall_time_s=manifest.get("wall_time_s", 0.0) + wall, finished_at=_now())
-    write_json_atomic(output_dir / MANIFEST_FILE, manifest)
-    write_dataset_card(output_dir, manifest)
-    sampled = tokens_done - plan.tokens_before(done)
-    return GenerationResult(output_dir, tokens_done, plan.rows, plan.num_shards, done, sampled, wall, manifest)
+    manifest = _record_progress(output_dir, plan, rank, [], wall)
+    done = _shards_on_disk(output_dir, plan)
+    return GenerationResult(
+        output_dir,
+        plan.tokens_before(done),
+        plan.rows,
+        plan.num_shards,
+        resumed,
+        sampled,
+        wall,
+        manifest,
+        done == plan.num_shards,
+    )
+
+
+@contextlib.contextmanager
+def _manifest_lock(output_dir: Path) -> Iterator[None]:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(output_dir / f"{MANIFEST_FILE}.lock")):
+        yield
+
+
+def _tmp_shard_path(output_dir: Path, index: int) -> Path:
+    path = shard_path(output_dir, index)
+    return path.with_name(f".{path.name}.tmp")
+
+
+def _shards_on_disk(output_dir: Path, plan: ShardPlan) -> int:
+    return sum(shard_path(output_dir, index).is_file() for index in range(plan.num_shards))
+
+
+def _record_progress(output_dir: Path, plan: ShardPlan, rank: int, shards: list[int], wall_s: float) -> dict[str, Any]:
+    """Under the lock: add `shards` (just written) and `wall_s` to worker `rank`'s entry, recount the shards on disk,
+    and mark the corpus finished (with its card) once all are there. The manifest as written."""
+    with _manifest_lock(output_dir):
+        manifest = _read_manifest(output_dir)
+        workers = manifest.setdefault("workers", {})
+        entry = workers.setdefault(str(rank), {"shards": [], "wall_time_s": 0.0})
+        entry["shards"] = sorted(set(entry["shards"]) | set(shards))
+        entry["wall_time_s"] = round(entry["wall_time_s"] + wall_s, 3)
+        done = _shards_on_disk(output_dir, plan)
+        manifest.update(
+            shards=plan.num_shards,
+            shards_done=done,
+            tokens_produced=_tokens_on_disk(output_dir, plan),
+            updated_at=_now(),
+        )
+        manifest["wall_time_s"] = round(sum(w["wall_time_s"] for w in workers.values()), 3)
+        finished = done == plan.num_shards
+        if finished and manifest.get("status") != "finished":
+            manifest.update(status="finished", finished_at=_now())
+        write_json_atomic(output_dir / MANIFEST_FILE, manifest)
+        if finished and not (output_dir / CARD_FILE).is_file():
+            write_dataset_card(output_dir, {"rows": plan.rows, **manifest})
+    return manifest
+
+
+def _tokens_on_disk(output_dir: Path, plan: ShardPlan) -> int:
+    return sum(sum(plan.lengths(i)) for i in range(plan.num_shards) if shard_path(output_dir, i).is_file())
 
 
 def _sample_shards(
-    sampler: Sampler, plan: ShardPlan, shards: range, output_dir: Path, manifest: dict[str, Any], pad_token_id: int
-) -> None:
-    """Sample and write `shards` in order, updating the manifest after each; the bar shows tokens/s."""
-    settings = manifest["settings"]
-    tokens_done = plan.tokens_before(shards.start)
-    progress = tqdm(
-        total=plan.num_tokens,
-        initial=tokens_done,
-        unit="tok",
-        unit_scale=True,
-        desc=f"sampling ({settings['backend']})",
-    )
+    sampler: Sampler,
+    plan: ShardPlan,
+    shards: list[int],
+    output_dir: Path,
+    settings: dict[str, Any],
+    rank: int,
+    pad_token_id: int,
+) -> int:
+    """Sample and write `shards`, recording each in the manifest as it lands; the tokens written. The bar shows
+    this worker's tokens/s."""
+    jobs = [ShardJob(index, len(plan.lengths(index)), shard_seed(settings["seed"], index)) for index in shards]
+    total = sum(sum(plan.lengths(index)) for index in shards)
+    progress = tqdm(total=total, unit="tok", unit_scale=True, desc=f"sampling ({settings['backend']}, worker {rank})")
     with progress:
-        for index in shards:
-            lengths = plan.lengths(index)
-            batches = []
-            for batch in sampler.batches(len(lengths), shard_seed(settings["seed"], index)):
-                batches.append(batch)
-                progress.update(min(batch.size, plan.num_tokens - progress.n))
-            _write_shard(output_dir, index, np.concatenate(batches), lengths, pad_token_id)
-            tokens_done += sum(lengths)
-            manifest.update(shards_done=index + 1, tokens_produced=tokens_done, updated_at=_now())
-            write_json_atomic(output_dir / MANIFEST_FILE, manifest)
+        for job, rows in sampler.shards(jobs):
+            lengths = plan.lengths(job.index)
+            _write_shard(output_dir, job.index, rows, lengths, pad_token_id)
+            _record_progress(output_dir, plan, rank, [job.index], 0.0)
+            progress.update(sum(lengths))
+    return total
+
+
+def wait_for_synthetic(output_dir: str | Path, poll_s: float = WAIT_POLL_S) -> dict[str, Any]:
+    """Block until the corpus in `output_dir` is finished (other workers sample their shards), then return its
+    manifest; says what it waits for whenever that changes."""
+    output_dir = Path(output_dir)
+    waiting_on = None
+    while True:
+        manifest = _read_manifest(output_dir) or {}
+        if manifest.get("status") == "finished":
+            return manifest
+        missing = manifest.get("shards", 0) - manifest.get("shards_done", 0)
+        if missing != waiting_on:
+            logger.info("waiting for %s shard(s) of %s sampled by other workers", missing or "the first", output_dir)
+            waiting_on = missing
+        time.sleep(poll_s)
 
 
 def load_synthetic(output_dir: str | Path) -> datasets.Dataset:

@@ -12,12 +12,18 @@ epochs and weight decay, the searches' results being unknown beforehand. Counted
 generated. Evaluation is not counted (each run scores 2 x `val_sequences` rows forward only, under 1% of its training
 at the paper's settings); gradient checkpointing's recomputed forward is not counted as FLOPs but lengthens the
 device-hours by 4/3 for the presets that need it.
+
+Training is priced by its FLOPs at a utilisation; sampling by the teacher's decode throughput on the device
+(`hf_infcompute.generation.budget.decode_throughput`, or a measured tokens/s), since decoding is bound by memory
+bandwidth, not FLOPs. Wall-clock time on `workers` devices: the searches, members and sampling are shared by every
+worker; the students are trained by the lead alone afterwards (the serial tail), the other devices idle.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +31,7 @@ from transformers import AutoTokenizer, PretrainedConfig
 
 from hf_infcompute.data.arguments import DataArguments
 from hf_infcompute.errors import InputError
+from hf_infcompute.generation.budget import DecodeEstimate, decode_throughput, kv_bytes_per_token
 from hf_infcompute.models.checkpoint import load_base_config
 from hf_infcompute.models.flops import FlopsPerToken, flops_per_token
 from hf_infcompute.models.presets import ParameterCounts, count_parameters, get_preset
@@ -224,6 +231,16 @@ class Work:
     tokens_upper: float
     flops_per_token: float  # training FLOPs per token trained, or forward FLOPs per token generated x members
     generated: bool = False
+    decode: DecodeEstimate | None = None  # how fast the device samples (generated work)
+    lead_only: bool = False  # trained by the lead alone after the shared phases (the serial tail)
+
+    def seconds(self, peak_flops: float, mfu: float, time_factor: float = 1.0, upper: bool = False) -> float:
+        """Device-seconds: generated tokens at the decode throughput, trained FLOPs at `mfu` of `peak_flops`."""
+        if self.generated:
+            if self.decode is None:
+                raise InputError(f"{self.what}: no decode throughput known to price its sampling")
+            return (self.tokens_upper if upper else self.tokens) / self.decode.tokens_per_second
+        return (self.flops_upper if upper else self.flops) * time_factor / (peak_flops * mfu)
 
     @property
     def flops(self) -> float:
@@ -244,6 +261,8 @@ class Work:
             "flops": self.flops,
             "flops_upper": self.flops_upper,
             "generated": self.generated,
+            "lead_only": self.lead_only,
+            **({"decode": self.decode.to_dict()} if self.decode is not None else {}),
         }
 
 
@@ -269,12 +288,27 @@ class RecipePlan:
     def total_flops(self, upper: bool = False) -> float:
         return sum(w.flops_upper if upper else w.flops for w in self.work)
 
-    def device_hours(self, peak_flops: float, mfu: float, upper: bool = False) -> float:
-        """Device-hours at `mfu` of `peak_flops`, checkpointed presets taking `RECOMPUTE_TIME_FACTOR` longer."""
+    def device_hours(
+        self, peak_flops: float, mfu: float, upper: bool = False, *, generated: bool | None = None
+    ) -> float:
+        """Device-hours: training at `mfu` of `peak_flops` (checkpointed presets taking `RECOMPUTE_TIME_FACTOR`
+        longer), sampling at its decode throughput; only sampling or only training where `generated` says."""
         if not (peak_flops > 0 and 0 < mfu <= 1):
             raise InputError(f"device-hours need a peak above 0 and a utilisation in (0, 1], got {peak_flops}, {mfu}")
-        seconds = sum((w.flops_upper if upper else w.flops) * self._time_factor(w) for w in self.work)
-        return seconds / (peak_flops * mfu) / HOURS
+        chosen = [w for w in self.work if generated is None or w.generated == generated]
+        return sum(w.seconds(peak_flops, mfu, self._time_factor(w), upper) for w in chosen) / HOURS
+
+    def serial_tail_hours(self, peak_flops: float, mfu: float, upper: bool = False) -> float:
+        """Hours the lead trains alone after the shared phases (the students)."""
+        tail = [w for w in self.work if w.lead_only]
+        return sum(w.seconds(peak_flops, mfu, self._time_factor(w), upper) for w in tail) / HOURS
+
+    def wall_hours(self, peak_flops: float, mfu: float, workers: int, upper: bool = False) -> float:
+        """Wall-clock hours on `workers` devices: the shared work spread evenly, then the lead's serial tail."""
+        if workers < 1:
+            raise InputError(f"workers must be at least 1, got {workers}")
+        tail = self.serial_tail_hours(peak_flops, mfu, upper)
+        return (self.device_hours(peak_flops, mfu, upper) - tail) / workers + tail
 
     def _time_factor(self, work: Work) -> float:
         plan = self.presets.get(work.model)
@@ -301,8 +335,38 @@ def _search_work(recipe: str, preset: PresetPlan, grid: SearchGrid, start: dict,
     )
 
 
-def plan_study(spec: StudySpec, settings: RunSettings, device_bytes: float) -> RecipePlan:
-    """Every training and sampling of `spec` (see the module docstring for the bounds)."""
+@dataclass(frozen=True)
+class DecodeDevice:
+    """What prices sampling on a device: the backend, the device's bandwidth and peak, or a measured tokens/s."""
+
+    backend: str
+    bandwidth: float  # bytes/s
+    peak_flops: float
+    measured_tokens_per_second: float | None = None
+
+    def estimate(
+        self, config: PretrainedConfig, members: int, parameters: int, forward: float, seq_len: int, device_bytes: float
+    ) -> DecodeEstimate:
+        """Tokens/s sampling a teacher of `members` copies of `config` in bfloat16 (a measurement where given)."""
+        if self.measured_tokens_per_second is not None:
+            return DecodeEstimate(self.backend, 0, "measured", self.measured_tokens_per_second)
+        return decode_throughput(
+            backend=self.backend,
+            weight_bytes=2.0 * members * parameters,
+            kv_bytes_per_token=kv_bytes_per_token([config] * members, dtype_bytes=2),
+            forward_flops_per_token=members * forward,
+            seq_len=seq_len,
+            memory_bytes=device_bytes,
+            bandwidth=self.bandwidth,
+            peak_flops=self.peak_flops,
+        )
+
+
+def plan_study(
+    spec: StudySpec, settings: RunSettings, device_bytes: float, decode: DecodeDevice | None = None
+) -> RecipePlan:
+    """Every training and sampling of `spec` (see the module docstring for the bounds); sampling is priced on
+    `decode` (without it, its device-hours are unknown)."""
     presets = {
         name: plan_model(name, model_config(spec.run, name, settings)[1], settings, device_bytes)
         for name in spec.presets
@@ -326,7 +390,18 @@ def plan_study(spec: StudySpec, settings: RunSettings, device_bytes: float) -> R
     epochs, weight_decay = start[NUM_TRAIN_EPOCHS], start[WEIGHT_DECAY]
     for name in spec.ensemble.presets or spec.presets:
         work.append(_member_work(spec, presets[name], epochs * budget))
-    work += _distillation_work(spec, presets, budget, epochs, weight_decay)
+
+    def sampling_speed(members: int) -> DecodeEstimate | None:
+        """Tokens/s sampling a teacher of `members` copies of the distillation preset."""
+        if decode is None:
+            return None
+        name = spec.distillation_preset
+        preset = presets[name]
+        config = model_config(spec.run, name, settings)[1]
+        forward, parameters = preset.flops.forward, preset.parameters.total
+        return decode.estimate(config, members, parameters, forward, settings.seq_len, device_bytes)
+
+    work += _distillation_work(spec, presets, budget, epochs, weight_decay, sampling_speed)
     return RecipePlan(presets=presets, work=tuple(work))
 
 
@@ -347,7 +422,12 @@ def _member_work(spec: StudySpec, preset: PresetPlan, tokens_per_member: float) 
 
 
 def _distillation_work(
-    spec: StudySpec, presets: dict[str, PresetPlan], budget: int, epochs: float, weight_decay: float
+    spec: StudySpec,
+    presets: dict[str, PresetPlan],
+    budget: int,
+    epochs: float,
+    weight_decay: float,
+    sampling_speed: Callable[[int], DecodeEstimate | None],
 ) -> list[Work]:
     """Sampling by each teacher and the students trained on its text (one per weight decay candidate)."""
     distill = spec.distillation
@@ -364,7 +444,10 @@ def _distillation_work(
     forward = preset.flops.forward
     work = []
     for teacher, members in teachers.items():
-        work.append(Work(f"sampling ({teacher} teacher)", name, 1, synthetic, 1, synthetic, members * forward, True))
+        speed = sampling_speed(members)
+        work.append(
+            Work(f"sampling ({teacher} teacher)", name, 1, synthetic, 1, synthetic, members * forward, True, speed)
+        )
         work.append(
             Work(
                 f"students ({teacher} teacher)",
@@ -374,6 +457,7 @@ def _distillation_work(
                 students,
                 students * student_tokens,
                 preset.flops.training,
+                lead_only=True,
             )
         )
     if distill.token_level:
@@ -382,7 +466,14 @@ def _distillation_work(
         # Each real token also runs the K-member teacher forward.
         work.append(
             Work(
-                "students (token-level)", name, students, tokens, students, tokens, preset.flops.training + k * forward
+                "students (token-level)",
+                name,
+                students,
+                tokens,
+                students,
+                tokens,
+                preset.flops.training + k * forward,
+                lead_only=True,
             )
         )
     return work

@@ -4,7 +4,8 @@
 2. regularized recipe: locally optimal LR, epochs and weight decay per preset at the main budget;
 3. ensembles: member hyperparameters tuned at a few members, then K members per preset (the K-curves);
 4. distillation: the K-member ensemble and the best single model each teach a student of the same size, one per
-   weight decay candidate (the best is reported), and optionally a token-level student of the ensemble;
+   weight decay candidate (the best is reported), and optionally a token-level student of the ensemble; every worker
+   samples its share of each teacher's synthetic corpus (vLLM where installed), the lead trains the students;
 5. optional downstream benchmarks;
 keeping what each found in `study.json` (`hf_infcompute.study.state`). A killed study resumes: finished runs are never
 trained again.
@@ -138,6 +139,9 @@ class Study:
             wall_time_s=self._earlier_wall_time_s,
         )
         self._started = time.perf_counter()
+        # The member rule each ensemble chose, as every worker saw it (helpers record no ensemble state).
+        self._member_rules: dict[str, str] = {}
+        self._synthetic: dict[str, Path] = {}  # teacher kind -> its finished synthetic corpus
 
     def save(self) -> None:
         if self.is_lead:  # helpers hold partial state; the lead's is the study's
@@ -172,9 +176,10 @@ class Study:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.searches()
         self.ensembles()
+        self.sampling()
         if not self.is_lead:
             return self.state
-        take_every_core(self.slot)  # the other workers have trained their last members
+        take_every_core(self.slot)  # the other workers have trained their last members and sampled their shards
         self.distillation()
         if self.spec.benchmarks.enabled:
             self.benchmarks()
@@ -266,8 +271,9 @@ class Study:
                     records = train_ensemble(run, self.output_dir, spec.tune_k, member_rule=member_rule, slot=self.slot)
                     tuning[rule] = _ensemble_loss(records, self.output_dir, run, spec.tune_k, member_rule)
                 chosen = min(tuning, key=tuning.get)
+                self._member_rules[preset] = "paper" if chosen == "paper" else "none"
                 records = train_ensemble(
-                    run, self.output_dir, spec.k, slot=self.slot, member_rule="paper" if chosen == "paper" else "none"
+                    run, self.output_dir, spec.k, slot=self.slot, member_rule=self._member_rules[preset]
                 )
             except (InputError, RuntimeError) as error:
                 raise_if_out_of_memory(error, f"ensemble {preset}")
@@ -287,35 +293,88 @@ class Study:
             )
             self.save()
 
+    def teachers(self) -> dict[str, tuple[str, float]]:
+        """The distillation teachers (kind -> model folder, validation loss): the K-member ensemble of the
+        distillation preset and, for self-distillation, its best single model. A helper worker reads the ensemble
+        from the lead's record, waiting for it."""
+        from hf_infcompute.ensemble.members import planned_ensemble_id, wait_for_members
+
+        preset = self.spec.distillation_preset
+        optimum = self.optimum(preset)
+        if optimum.point is None:
+            return {}
+        teachers = {}
+        ensemble = self.state.ensembles.get(preset)
+        if ensemble is not None:
+            teachers["ensemble"] = (ensemble.model_dir, ensemble.val_loss)
+        elif not self.is_lead and preset in self._member_rules:
+            run = self.optimum_run(preset)
+            ensemble_id = planned_ensemble_id(run, self.spec.ensemble.k, member_rule=self._member_rules[preset])
+            record = wait_for_members(self.output_dir, [ensemble_id])[0]
+            teachers["ensemble"] = (resolved_paths(record, self.output_dir)["model_dir"], record["val_loss"])
+        if self.spec.distillation.self_distillation:
+            teachers["self"] = (optimum.model_dir, optimum.val_loss)
+        return teachers
+
+    def synthetic_dir(self, teacher: str) -> Path:
+        return self.output_dir / "synthetic" / f"{teacher}-{self.spec.distillation_preset}"
+
+    def sampling(self) -> None:
+        """Every worker samples its share of each teacher's synthetic corpus (its own shards, each drawn from its own
+        seed) with vLLM where installed; the lead then waits until every corpus is complete."""
+        from hf_infcompute.generation import generate_synthetic, wait_for_synthetic
+        from hf_infcompute.generation.backends import default_backend
+        from hf_infcompute.generation.synthetic import shared_shard_tokens
+
+        preset = self.spec.distillation_preset
+        if self.optimum(preset).point is None:
+            return
+        tokens = self.spec.distillation.synthetic_tokens or 2 * self.spec.token_budget
+        seq_len = self.optimum_run(preset).data.seq_len
+        rank, world_size = (self.slot.rank, self.slot.world_size) if self.slot else (0, 1)
+        backend = default_backend()
+        sampled = []
+        for name, (teacher, _) in self.teachers().items():
+            folder = self.synthetic_dir(name)
+            try:
+                generate_synthetic(
+                    teacher,
+                    folder,
+                    num_tokens=tokens,
+                    seq_len=seq_len,
+                    shard_tokens=shared_shard_tokens(tokens, seq_len),
+                    seed=0,
+                    backend=backend,
+                    rank=rank,
+                    world_size=world_size,
+                )
+            except (InputError, RuntimeError) as error:
+                raise_if_out_of_memory(error, f"sampling from {name}")
+                self.note_failure(f"synthetic data from {name}", error)
+                continue
+            sampled.append(name)
+        if self.is_lead:
+            for name in sampled:
+                wait_for_synthetic(self.synthetic_dir(name))
+                self._synthetic[name] = self.synthetic_dir(name)
+
     def distillation(self) -> None:
         """Students of the distillation preset: one per teacher (and token-level KL) and weight decay candidate."""
-        from hf_infcompute.generation import generate_synthetic
-
         preset = self.spec.distillation_preset
         spec = self.spec.distillation
         optimum = self.optimum(preset)
         ensemble = self.state.ensembles.get(preset)
         if optimum.point is None:
             return
-        teachers = {"ensemble": (ensemble.model_dir, ensemble.val_loss)} if ensemble else {}
-        if spec.self_distillation:
-            teachers["self"] = (optimum.model_dir, optimum.val_loss)
         base = self.optimum_run(preset)
-        tokens = spec.synthetic_tokens or 2 * self.spec.token_budget
-        plans = {}  # student kind -> (teacher folder, teacher loss, the student's own settings)
-        for name, (teacher, teacher_loss) in teachers.items():
-            synthetic = self.output_dir / "synthetic" / f"{name}-{preset}"
-            try:
-                generate_synthetic(teacher, synthetic, num_tokens=tokens, seq_len=base.data.seq_len, seed=0)
-            except (InputError, RuntimeError) as error:
-                raise_if_out_of_memory(error, f"sampling from {name}")
-                self.note_failure(f"synthetic data from {name}", error)
-                continue
-            plans[name] = (
-                teacher,
-                teacher_loss,
-                {"synthetic_data": str(synthetic), "synthetic_fraction": spec.synthetic_fraction},
+        teachers = self.teachers()
+        plans = {  # student kind -> (teacher folder, teacher loss, the student's own settings)
+            name: (
+                *teachers[name],
+                {"synthetic_data": str(folder), "synthetic_fraction": spec.synthetic_fraction},
             )
+            for name, folder in self._synthetic.items()
+        }
         if spec.token_level and ensemble:
             plans["token"] = (
                 ensemble.model_dir,
