@@ -49,7 +49,7 @@ def test_study_help_keys_lists_every_study_key_with_its_help(capsys):
     assert set(study_keys()) == set(STUDY_KEY_HELP)  # a key added to the spec needs its help here
     assert main(["study", "--help-keys"]) == 0
     out = capsys.readouterr().out
-    assert "  ensemble.tune_k: Members at which the member hyperparameters are chosen" in out
+    assert "  ensemble.member_candidates: 'optimum' (the single model's optimum) and/or 'paper'" in out
     assert all(f"  {key}: " in out for key in study_keys())
     assert main(["study"]) == 2
     assert "give a study recipe" in capsys.readouterr().err

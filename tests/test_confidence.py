@@ -134,9 +134,7 @@ def test_the_false_no_rate_of_a_claim_at_every_n_stays_at_its_level():
     trials = 2000
     for _ in range(trials):
         z = rng.normal(size=4)
-        parts = [
-            Interval(float(v), float(v - 1.96), float(v + 1.96), float(2 * (1 - _normal_cdf(abs(v))))) for v in z
-        ]
+        parts = [Interval(float(v), float(v - 1.96), float(v + 1.96), float(2 * (1 - _normal_cdf(abs(v))))) for v in z]
         family += every_part(parts) == NO
         any_part += any(p.verdict == NO for p in parts)
     assert family / trials <= 0.05 * 1.1

@@ -86,7 +86,7 @@ def micro_study(corpus_dir: Path, cache_dir: Path) -> dict:
             "weight_decay": [0.1, 0.8],  # 0.1: the regularized search also starts from the standard optimum
             "start": [3e-3, 1, 0.8],
         },
-        "ensemble": {"k": 2, "tune_k": 1, "member_candidates": ["optimum"]},
+        "ensemble": {"k": 2, "member_candidates": ["optimum"]},
         "distillation": {"self_distillation": False, "synthetic_tokens": 512, "weight_decay": [0.1]},
     }
 

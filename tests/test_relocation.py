@@ -26,7 +26,7 @@ TINY_STUDY = {
         "weight_decay": [0.1, 0.8],
         "start": [3e-3, 1, 0.1],
     },
-    "ensemble": {"k": 2, "tune_k": 1, "member_candidates": ["optimum"]},
+    "ensemble": {"k": 2, "member_candidates": ["optimum"]},
     "distillation": {"self_distillation": False, "synthetic_tokens": 1024, "token_level": True},
 }
 

@@ -38,7 +38,6 @@ MICRO = {
     },
     "ensemble": {
         "k": 3,
-        "tune_k": 2,
         "member_candidates": ["optimum", "paper"],
         "presets": ["tiny-0.5m", "tiny-1m", "tiny-2m"],
     },
@@ -187,7 +186,7 @@ def test_killed_study_resumes_without_retraining(corpus_dir, cache_dir, tmp_path
             "run": {**MICRO["run"], "corpus": str(corpus_dir), "cache_dir": str(cache_dir)},
             "presets": ["tiny-0.5m"],
             "data_scaling_budgets": [],
-            "ensemble": {"k": 2, "tune_k": 1, "member_candidates": ["optimum"]},
+            "ensemble": {"k": 2, "member_candidates": ["optimum"]},
             "distillation": {"self_distillation": False, "synthetic_tokens": 1024},
         }
     )
@@ -234,7 +233,7 @@ def test_two_workers_share_a_study(corpus_dir, cache_dir, tmp_path):
         "run": {**MICRO["run"], "corpus": str(corpus_dir), "cache_dir": str(cache_dir)},
         "presets": ["tiny-0.5m", "tiny-1m"],
         "data_scaling_budgets": [],
-        "ensemble": {"k": 2, "tune_k": 1, "member_candidates": ["optimum", "paper"]},
+        "ensemble": {"k": 2, "member_candidates": ["optimum", "paper"]},
         "distillation": {"self_distillation": False, "synthetic_tokens": 1024},
     }
     recipe = tmp_path / "study.yaml"

@@ -26,9 +26,8 @@ STUDY_KEY_HELP = {
     "data_scaling_budgets": "Further token budgets at which the standard recipe is searched (data scaling).",
     "ensemble": "Ensembles of K members per preset.",
     "ensemble.k": "Members of the full ensemble (the K-curve runs from 1 to k).",
-    "ensemble.tune_k": "Members at which the member hyperparameters are chosen among member_candidates.",
     "ensemble.member_candidates": "'optimum' (the single model's optimum) and/or 'paper' (double the epochs, halve "
-    "the weight decay).",
+    "the weight decay); each trains k members and the lower K -> inf asymptote (on validation) is chosen.",
     "ensemble.presets": "Presets that get an ensemble (default: every preset).",
     "distillation": "Students distilled from the ensemble and from the best single model.",
     "distillation.preset": "The teachers' and students' preset (default: the middle preset).",

@@ -2,7 +2,7 @@
 
 1. standard recipe (weight decay 0.1): locally optimal LR and epochs per preset, at every token budget;
 2. regularized recipe: locally optimal LR, epochs and weight decay per preset at the main budget;
-3. ensembles: member hyperparameters tuned at a few members, then K members per preset (the K-curves);
+3. ensembles: K members per preset for each member rule, the rule chosen by its K -> inf asymptote (the K-curves);
 4. distillation: the K-member ensemble and the best single model each teach a student of the same size, one per
    weight decay candidate (the best is reported), and optionally a token-level student of the ensemble; every worker
    samples its share of each teacher's synthetic corpus (vLLM where installed), the lead trains the students;
@@ -17,12 +17,14 @@ import dataclasses
 import logging
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hf_infcompute.errors import InputError, raise_if_out_of_memory
 from hf_infcompute.method import RECIPES, STANDARD_WEIGHT_DECAY
 from hf_infcompute.records import resolved_paths
+from hf_infcompute.scaling.power_law import ScalingFitWarning
 from hf_infcompute.search import SearchGrid, SearchResult, SweepStore, coordinate_descent, for_recipe
 from hf_infcompute.search.grid import LEARNING_RATE, NUM_TRAIN_EPOCHS, WEIGHT_DECAY
 from hf_infcompute.search.pretrain_objective import PretrainObjective
@@ -265,16 +267,17 @@ class Study:
                 continue
             run = self.optimum_run(preset)
             try:
-                tuning = {}
+                curves, trained = {}, {}
                 for rule in spec.member_candidates:
                     member_rule = "paper" if rule == "paper" else "none"
-                    records = train_ensemble(run, self.output_dir, spec.tune_k, member_rule=member_rule, slot=self.slot)
-                    tuning[rule] = _ensemble_loss(records, self.output_dir, run, spec.tune_k, member_rule)
+                    trained[rule] = train_ensemble(
+                        run, self.output_dir, spec.k, member_rule=member_rule, slot=self.slot
+                    )
+                    curves[rule] = _ensemble_curve(trained[rule], self.output_dir, run, spec.k, member_rule)
+                tuning = {rule: member_limit(curve) for rule, curve in curves.items()}
                 chosen = min(tuning, key=tuning.get)
                 self._member_rules[preset] = "paper" if chosen == "paper" else "none"
-                records = train_ensemble(
-                    run, self.output_dir, spec.k, slot=self.slot, member_rule=self._member_rules[preset]
-                )
+                records = trained[chosen]
             except (InputError, RuntimeError) as error:
                 raise_if_out_of_memory(error, f"ensemble {preset}")
                 self.note_failure(f"ensemble {preset}", error)
@@ -462,11 +465,26 @@ class Study:
             self.save()
 
 
-def _ensemble_loss(records: list[dict], output_dir: Path, run: RunConfig, k: int, member_rule: str) -> float:
-    """The k-member ensemble's loss: from this process's records, or (on helper workers) the lead's, once written."""
+def _ensemble_curve(records: list[dict], output_dir: Path, run: RunConfig, k: int, member_rule: str) -> list[float]:
+    """The validation losses of the ensembles of the first 1..k members: from this process's records, or (on helper
+    workers) the lead's, once written."""
     from hf_infcompute.ensemble.members import planned_ensemble_id, wait_for_members
 
     if records:
-        return next(r["val_loss"] for r in records if r.get("kind") == "ensemble" and r["k"] == k)
-    ensemble_id = planned_ensemble_id(run, k, member_rule=member_rule)
-    return wait_for_members(output_dir, [ensemble_id])[0]["val_loss"]
+        found = {r["k"]: r["val_loss"] for r in records if r.get("kind") == "ensemble"}
+        return [found[size] for size in range(1, k + 1)]
+    ids = [planned_ensemble_id(run, size, member_rule=member_rule) for size in range(1, k + 1)]
+    return [record["val_loss"] for record in wait_for_members(output_dir, ids)]
+
+
+def member_limit(curve: list[float]) -> float:
+    """A member rule's K -> inf asymptote on validation (the paper picks member hyperparameters by it, where the
+    ranking at small K can flip): the law in K through its ensembles of 1..K members (`fit_k_law`: the exponent fixed
+    at 1 below 5 member counts), or the K-member loss where there are too few points for a law."""
+    from hf_infcompute.scaling.joint import MIN_K_POINTS, fit_k_law
+
+    if len(curve) < MIN_K_POINTS + 1:
+        return curve[-1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ScalingFitWarning)  # the report shows each candidate's fit and its issues
+        return fit_k_law(range(1, len(curve) + 1), curve, n_bootstrap=0).E

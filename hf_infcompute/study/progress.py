@@ -36,14 +36,10 @@ def second_start_estimate(grid: SearchGrid) -> int:
 
 
 def members_estimate(spec: StudySpec) -> int:
-    """Members the ensembles train: `tune_k` per candidate rule, then `k - tune_k` more of the chosen one's, per
-    preset. The first member of the 'optimum' candidate is the search's optimum itself (same run), not trained again."""
+    """Members the ensembles train: `k` per candidate rule, per preset. The first member of the 'optimum' candidate is
+    the search's optimum itself (same run), not trained again."""
     ensemble = spec.ensemble
-    per_preset = (
-        ensemble.tune_k * len(ensemble.member_candidates)
-        - (OPTIMUM in ensemble.member_candidates)
-        + max(0, ensemble.k - ensemble.tune_k)
-    )
+    per_preset = ensemble.k * len(ensemble.member_candidates) - (OPTIMUM in ensemble.member_candidates)
     return len(ensemble.presets or spec.presets) * per_preset
 
 
