@@ -399,7 +399,7 @@ def write_study_report(spec: StudySpec, output_dir: str | Path, state: StudyStat
         lines += markdown_table(
             [
                 "preset",
-                "member hyperparameters (tuned at small K, validation loss)",
+                "member rule (each rule's K -> inf asymptote on validation)",
                 "K",
                 f"mean logits (paper), {split}",
                 f"mean probabilities, {split}",

@@ -47,9 +47,9 @@ class SearchState:
 
 @dataclass(frozen=True)
 class EnsembleState:
-    """The K-member ensemble of one preset, with the member hyperparameters' losses tuned at a few members."""
+    """The K-member ensemble of one preset, and the member rule chosen by its K -> inf asymptote."""
 
-    tuning: dict[str, float]  # member candidate -> ensemble loss at the tuning K
+    tuning: dict[str, float]  # member candidate -> its K -> inf asymptote on validation (`pipeline.member_limit`)
     chosen: str
     k: int
     val_loss: float
