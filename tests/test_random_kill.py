@@ -79,12 +79,13 @@ def micro_study(corpus_dir: Path, cache_dir: Path) -> dict:
         },
         "token_budget": 1024,
         "presets": ["tiny-0.5m"],
-        "standard": {"learning_rate": [3e-3], "num_train_epochs": [1], "start": [3e-3, 1]},
+        "standard": {"learning_rate": [3e-3], "num_train_epochs": [1], "start": [3e-3, 1], "extend_edges": False},
         "regularized": {
             "learning_rate": [3e-3],
             "num_train_epochs": [1],
             "weight_decay": [0.1, 0.8],  # 0.1: the regularized search also starts from the standard optimum
             "start": [3e-3, 1, 0.8],
+            "extend_edges": False,
         },
         "ensemble": {"k": 2, "member_candidates": ["optimum"]},
         "distillation": {"self_distillation": False, "synthetic_tokens": 512, "weight_decay": [0.1]},

@@ -29,12 +29,13 @@ MICRO = {
     "token_budget": 4096,
     "data_scaling_budgets": [1024, 2048],
     "presets": ["tiny-0.5m", "tiny-1m", "tiny-2m"],
-    "standard": {"learning_rate": [3e-3], "num_train_epochs": [1, 2], "start": [3e-3, 1]},
+    "standard": {"learning_rate": [3e-3], "num_train_epochs": [1, 2], "start": [3e-3, 1], "extend_edges": False},
     "regularized": {
         "learning_rate": [3e-3],
         "num_train_epochs": [1, 2],
         "weight_decay": [0.1, 0.8],
         "start": [3e-3, 1, 0.1],
+        "extend_edges": False,
     },
     "ensemble": {
         "k": 3,
@@ -78,23 +79,29 @@ def test_micro_study_report_matches_the_results_store(micro_study):
     pretrain = runs[(runs.kind == "pretrain") & (runs.status == "finished")]
     rows = parse_table(report, "## Best runs per recipe, budget and size (measured)")
     assert len(rows) == pretrain.groupby(["recipe", "token_budget", "preset"]).ngroups == 3 * 3 + 3
-    for recipe, budget, preset, _, _, _, _, loss, run_id in rows:
+    for recipe, budget, preset, _, _, _, _, val_loss, test_loss, run_id in rows:
         group = pretrain[
             (pretrain.recipe == recipe) & (pretrain.token_budget == int(budget)) & (pretrain.preset == preset)
         ]
-        assert float(loss) == pytest.approx(group.val_loss.min(), abs=1e-4)
+        # chosen on validation, reported on test
+        assert float(val_loss) == pytest.approx(group.val_loss.min(), abs=1e-4)
         assert run_id == group.loc[group.val_loss.idxmin(), "run_id"]
+        assert float(test_loss) == pytest.approx(group.loc[group.val_loss.idxmin(), "test_loss"], abs=1e-4)
     ensembles = parse_table(report, "## Ensembles (measured)")
     for preset, _, k, logits, probs, gap, _ in ensembles:
         record = runs[(runs.kind == "ensemble") & (runs.preset == preset) & (runs.k == int(k))]
-        assert float(logits) in [pytest.approx(v, abs=1e-4) for v in record.val_loss]
+        assert float(logits) in [pytest.approx(v, abs=1e-4) for v in record.test_loss]
         # both combinations scored on the same rows, their gap with an interval
-        assert float(probs) in [pytest.approx(v, abs=1e-4) for v in record["val_loss_by_combine.probs"]]
+        assert float(probs) in [pytest.approx(v, abs=1e-4) for v in record["test_loss_by_combine.probs"]]
         assert re.fullmatch(r"[+-]\d\.\d{4} \[[+-]\d\.\d{4}, [+-]\d\.\d{4}\]", gap)
-    # every run, ensemble and student keeps its per-row validation losses, all on the same rows
+    # every run, ensemble and student keeps its per-row losses of both splits and their documents, all on the same
+    # rows
     scored = runs[runs.kind.isin(["pretrain", "ensemble", "student"])]
     assert scored.val_sequence_losses.map(len).eq(spec.run["val_sequences"]).all()
-    assert scored.validation_fingerprint.nunique() == 1
+    assert scored.test_sequence_losses.map(len).eq(spec.run["val_sequences"]).all()
+    assert scored.test_sequence_documents.map(len).eq(spec.run["val_sequences"]).all()
+    assert scored.validation_fingerprint.nunique() == 1 and scored.test_fingerprint.nunique() == 1
+    assert "## Seed-to-seed noise (measured)" in report and "degrees of freedom" in report
     # the regularized searches also started from the standard optimum, and the report says which start won
     for preset in spec.presets:
         search = state.search("regularized", preset, spec.token_budget)
@@ -121,9 +128,10 @@ def test_micro_study_report_matches_the_results_store(micro_study):
     students = runs[runs.kind == "student"].set_index("run_id")
     rows = parse_table(report, "## Distillation (measured)")
     assert len(rows) == len(students) == 3 * 2  # three teachers/modes x two weight decays (0.05 is no optimum)
-    for teacher, _, weight_decay, loss, _share, run_id in rows:
+    for teacher, weight_decay, val_loss, test_loss, _share, run_id in rows:
         record = students.loc[run_id]
-        assert float(loss.removesuffix(" (best)")) == pytest.approx(record.val_loss, abs=1e-4)
+        assert float(val_loss) == pytest.approx(record.val_loss, abs=1e-4)
+        assert float(test_loss.removesuffix(" (best on validation)")) == pytest.approx(record.test_loss, abs=1e-4)
         assert float(weight_decay) == pytest.approx(record.weight_decay)
         assert record.kd_mode == ("token" if "token-level" in teacher else "sequence")
     for entry in state.distillation.values():

@@ -23,6 +23,9 @@ STUDY_KEY_HELP = {
     "regularized.num_train_epochs": "Epoch counts of the regularized recipe's grid.",
     "regularized.weight_decay": "Weight decays of the regularized recipe's grid.",
     "regularized.start": "Starting point [learning_rate, num_train_epochs, weight_decay] (default: the grid's middle).",
+    "standard.extend_edges": "Extend an axis past the grid's edge where the optimum sits on it (default true): "
+    "learning rate x3 or /3, epochs x2 or /2, until the optimum is interior or at a hard bound.",
+    "regularized.extend_edges": "As standard.extend_edges; weight decay x2, or /2 and then 0.",
     "data_scaling_budgets": "Further token budgets at which the standard recipe is searched (data scaling).",
     "ensemble": "Ensembles of K members per preset.",
     "ensemble.k": "Members of the full ensemble (the K-curve runs from 1 to k).",

@@ -92,10 +92,11 @@ def search_recipe(
     and the grid searched (extended past an edge where the optimum sat on it); every point is a recorded run."""
     grid, configured = search_grid(spec, recipe)
     start = configured if start is None else grid.canonical(start)
+    extend_edges = (spec.standard if recipe == "standard" else spec.regularized).extend_edges
     objective = PretrainObjective(study_run(run, recipe, budget, preset), output_dir)
     store = SweepStore(output_dir / "sweeps" / f"{recipe}-{preset}-D{budget}")
     store.bind(objective.binding(grid.names))
-    result = coordinate_descent(objective, grid, start, store, extend_edges=True)
+    result = coordinate_descent(objective, grid, start, store, extend_edges=extend_edges)
     return result, result.grid or grid
 
 

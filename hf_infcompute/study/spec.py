@@ -14,12 +14,14 @@ from hf_infcompute.recipe_files import read_yaml
 
 @dataclass(frozen=True)
 class SearchSpec:
-    """The grid of one recipe's coordinate descent and its starting point."""
+    """The grid of one recipe's coordinate descent, its starting point, and whether an optimum on the grid's edge
+    extends that axis past it (`SearchGrid.extended`)."""
 
     learning_rate: list[float]
     num_train_epochs: list[int]
     weight_decay: list[float] = field(default_factory=lambda: [STANDARD_WEIGHT_DECAY])
     start: list[float] | None = None
+    extend_edges: bool = True
 
 
 # A candidate that stands for the single model's locally optimal value (member hyperparameters, student weight decay).
