@@ -14,7 +14,9 @@ is imported at the top: `--list` and `--record` work before the project is insta
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
+import itertools
 import json
 import os
 import random
@@ -35,6 +37,16 @@ FSDP2_CONFIG = REPOSITORY / "recipes" / "accelerate" / "fsdp2.yaml"
 LLAMA3_VOCAB = 128_256
 PAPER_SEQ_LEN = 4096
 GIB = 2**30
+# The throughput check (`throughput_configuration`): the paper's smallest preset, timed steps after a warm-up.
+THROUGHPUT_PRESET = "llama-150m"
+THROUGHPUT_BPE_VOCAB = 2048  # the small BPE whose ids feed the 128,256-row model
+THROUGHPUT_WARMUP = 3  # first steps: allocator growth, cuBLAS/flash heuristics and the regional compile's traces
+THROUGHPUT_TIMED_STEPS = 15
+THROUGHPUT_STABLE_RSD = 0.03  # per-step seconds' relative sd under which a row's MFU counts as stable
+THROUGHPUT_LIMIT_S = 120  # the step's limit in gpu_check.sh
+THROUGHPUT_MFU_FLOOR = 0.2  # the lowest MFU the time estimate allows for
+THROUGHPUT_OVERHEAD_S = 50  # start-up, corpus, BPE and packing, two regional compiles, fp32 losses after each run
+CHARS_PER_TOKEN = 5  # make_corpus text under the 2,048-token BPE: 4.0 measured, with a margin
 
 
 class CheckSkipped(Exception):
@@ -70,12 +82,13 @@ def make_corpus(folder: Path, n_chars: int, seed: int = 0) -> Path:
     rng = random.Random(seed)
     letters = "etaoinshrdlucmfwypvbgkqjxz"
     words = ["".join(rng.choices(letters, k=rng.randint(2, 9))) for _ in range(4000)]
-    weights = [1 / (rank + 1) for rank in range(len(words))]
+    cumulative = list(itertools.accumulate(1 / (rank + 1) for rank in range(len(words))))  # the same draws, faster
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / "part-00.jsonl").open("w") as file:
         written = 0
         while written < n_chars:
-            text = ". ".join(" ".join(rng.choices(words, weights, k=rng.randint(5, 20))) for _ in range(20)) + "."
+            sentences = (" ".join(rng.choices(words, cum_weights=cumulative, k=rng.randint(5, 20))) for _ in range(20))
+            text = ". ".join(sentences) + "."
             file.write(json.dumps({"text": text}) + "\n")
             written += len(text)
     return folder
@@ -313,55 +326,139 @@ def measure_step(
     }
 
 
-def check_throughput(device: str, work: Path) -> dict[str, Any]:
-    """The 150M preset's tokens/s and MFU in bf16 at 4,096 tokens (benchmarks/trainer_throughput.py)."""
-    corpus = make_corpus(work / "corpus", 8_000_000 if device == "cuda" else 400_000)
-    flags = (
-        [
-            "--preset",
-            "llama-150m",
-            "--precision",
-            "bf16",
-            "--compile",
-            "no",
-            "--seq-len",
-            "4096",
-            "--batch-size",
-            "16",
-            "--steps",
-            "8",
-            "--warmup",
-            "3",
-        ]
-        if device == "cuda"
-        else [
-            "--preset",
-            "tiny-1m",
-            "--precision",
-            "fp32",
-            "--compile",
-            "no",
-            "--seq-len",
-            "128",
-            "--batch-size",
-            "8",
-            "--steps",
-            "6",
-            "--warmup",
-            "2",
-            "--measure-peak",
-        ]
-    )
-    text = run_command([sys.executable, str(BENCHMARKS / "trainer_throughput.py"), *flags, "--corpus", str(corpus)])
+def planned_micro_batch(preset: str, memory_gib: float) -> dict[str, Any]:
+    """`plan`'s micro-batch of `preset` in the paper's recipe at vocabulary 128,256 on a device of `memory_gib`
+    (`hf_infcompute.planning.recipe`, the API behind `hf-infcompute plan`), with its gradient checkpointing and its
+    training FLOPs per token."""
+    from hf_infcompute.planning.recipe import model_config, plan_model, run_settings
+    from hf_infcompute.study.spec import load_study
+
+    spec = load_study(PAPER_RECIPE)
+    settings = run_settings(spec.run, vocab_size=LLAMA3_VOCAB)
+    planned = plan_model(preset, model_config(spec.run, preset, settings)[1], settings, memory_gib * GIB)
     return {
-        "flags": " ".join(flags),
-        "parameters": number(r"\(([\d,]+) parameters\)", text),  # at the script's BPE vocabulary
-        "trainer_tokens_per_second": number(r"RegularizedTrainer:\s+([\d,.]+) tokens/s", text),
-        "loop_tokens_per_second": number(r"plain loop:\s+([\d,.]+) tokens/s", text),
-        "ratio": number(r"ratio trainer/loop:\s+([\d.]+)", text),
-        "model_tflops": number(r"model FLOP/s \(Trainer\): ([\d.]+) TFLOP/s", text),
-        "mfu_percent": number(r"MFU: ([\d.]+)%", text),
-        "output": text.strip().splitlines()[-6:],
+        "micro_batch": planned.micro_batch,
+        "gradient_checkpointing": planned.memory.gradient_checkpointing,
+        "loss_implementation": settings.loss_implementation,
+        "flops_per_token": planned.flops.training,
+    }
+
+
+def throughput_configuration(device: str, memory_gib: float, device_name: str) -> dict[str, Any]:
+    """The flags of `trainer_throughput.py` for the throughput check and what they promise.
+
+    On a GPU: the 150M preset with its embedding and head at 128,256 rows (the paper's vocabulary; the ids come from a
+    2,048-token BPE, which leaves the FLOPs unchanged: the head multiplies every hidden state by all 128,256 rows and
+    the chunked loss normalises over all of them whatever the ids, and the embedding lookup is an uncounted gather),
+    the chunked loss installed as `pretrain` installs it, `plan`'s micro-batch for this device, bf16, 4,096 tokens;
+    the loop and the Trainer, eager and compiled by regions, in one process. Steps: a fixed count, `THROUGHPUT_WARMUP`
+    untimed then `THROUGHPUT_TIMED_STEPS` timed: the MFU is the mean over the timed steps, whose standard error is
+    rsd / sqrt(15), 0.8% at a per-step relative sd of 3% (`THROUGHPUT_STABLE_RSD`, which the check tests on every row
+    and records as `stable`); and four runs of 18 steps fit the step's 120 s down to 20% MFU (`estimated_seconds`).
+    On a CPU: a toy rehearsal of the same path (tiny preset, still 128,256 rows and the chunked loss, fp32)."""
+    from hf_infcompute.data.arguments import DataArguments
+    from hf_infcompute.models.flops import gpu_peak_flops
+
+    if device == "cuda":
+        import torch
+
+        planned = planned_micro_batch(THROUGHPUT_PRESET, memory_gib)
+        if planned["micro_batch"] == 0 or planned["gradient_checkpointing"]:
+            raise CheckSkipped(f"{THROUGHPUT_PRESET} needs gradient checkpointing on {memory_gib:.0f} GiB: {planned}")
+        preset, precision, seq_len, micro_batch = THROUGHPUT_PRESET, "bf16", PAPER_SEQ_LEN, planned["micro_batch"]
+        warmup, timed, compiled, loss = THROUGHPUT_WARMUP, THROUGHPUT_TIMED_STEPS, ["no", "regional"], "chunked"
+        if planned["loss_implementation"] != loss:
+            raise RuntimeError(f"the paper's recipe trains with loss {planned['loss_implementation']}, not {loss}")
+        peak = gpu_peak_flops(device_name, torch.bfloat16)
+    else:
+        preset, precision, seq_len, micro_batch = "tiny-1m", "fp32", 128, 8
+        warmup, timed, compiled, loss, peak, planned = 2, 3, ["no"], "chunked", None, None
+    steps = warmup + timed
+    val_sequences = next(f.default for f in dataclasses.fields(DataArguments) if f.name == "val_sequences")
+    tokens = (steps * micro_batch + val_sequences) * seq_len
+    runs = 2 * len(compiled)  # the loop and the Trainer per compile setting
+    flags = [
+        "--preset", preset,
+        "--vocab-size", str(THROUGHPUT_BPE_VOCAB),
+        "--model-vocab-size", str(LLAMA3_VOCAB),
+        "--loss-implementation", loss,
+        "--precision", precision,
+        "--compile", *compiled,
+        "--single-run",
+        "--seq-len", str(seq_len),
+        "--batch-size", str(micro_batch),
+        "--steps", str(steps),
+        "--warmup", str(warmup),
+        "--logging-steps", str(steps),
+        *([] if device == "cuda" else ["--measure-peak"]),
+    ]  # fmt: skip
+    estimate = None
+    if planned is not None and peak is not None:
+        step_seconds = micro_batch * seq_len * planned["flops_per_token"] / (peak * THROUGHPUT_MFU_FLOOR)
+        estimate = round(runs * steps * step_seconds + THROUGHPUT_OVERHEAD_S, 1)
+    return {
+        "preset": preset,
+        "model_vocab_size": LLAMA3_VOCAB,
+        "tokenizer_vocab_size": THROUGHPUT_BPE_VOCAB,
+        "loss_implementation": loss,
+        "micro_batch": micro_batch,
+        "planned": planned,
+        "seq_len": seq_len,
+        "warmup": warmup,
+        "timed_steps": timed,
+        "runs": runs,
+        "corpus_chars": CHARS_PER_TOKEN * tokens,
+        "estimated_seconds": estimate,
+        "flags": flags,
+    }
+
+
+def check_throughput(device: str, work: Path) -> dict[str, Any]:
+    """MFU of the 150M preset as the paper trains it (`throughput_configuration`): the loop and the Trainer on the same
+    model, eager and compiled by regions, from benchmarks/trainer_throughput.py's JSON."""
+    import torch
+
+    memory_gib = torch.cuda.get_device_properties(0).total_memory / GIB if device == "cuda" else 80.0
+    configuration = throughput_configuration(device, memory_gib, device_name(device))
+    corpus = make_corpus(work / "corpus", configuration["corpus_chars"])
+    report = work / "throughput.json"
+    command = [sys.executable, str(BENCHMARKS / "trainer_throughput.py"), *configuration["flags"]]
+    text = run_command([*command, "--corpus", str(corpus), "--json", str(report)])
+    measured = json.loads(report.read_text())
+    promised = {key: configuration[key] for key in ("model_vocab_size", "loss_implementation", "micro_batch")}
+    ran = {key: measured[key] for key in promised}
+    if ran != promised:
+        raise RuntimeError(f"the run measured {ran}, not the configuration's {promised}")
+    rows = {
+        f"{row['runner']} {row['precision']} compile {row['compile']}": {
+            "tokens_per_second": round(row["tokens_per_second"]),
+            "mfu": None if row["mfu"] is None else round(row["mfu"], 4),
+            "step_rsd": round(row["step_rsd"], 4),
+            "mfu_relative_standard_error": round(row["step_rsd"] / len(row["step_seconds"]) ** 0.5, 4),
+            "timed_steps": len(row["step_seconds"]),
+            "run_seconds": round(row["run_seconds"], 1),
+            "vs_loop": row["vs_loop"],
+            "val_loss": round(row["val_loss"], 4),
+        }
+        for row in measured["rows"]
+    }
+    return {
+        "command": " ".join(configuration["flags"]),
+        "parameters": measured["parameters"],
+        "model_vocab_size": measured["model_vocab_size"],
+        "tokenizer_vocab_size": measured["tokenizer_vocab_size"],
+        "loss_implementation": measured["loss_implementation"],
+        "micro_batch": measured["micro_batch"],
+        "plan_micro_batch": (configuration["planned"] or {}).get("micro_batch"),
+        "seq_len": measured["seq_len"],
+        "lm_head_share_of_flops": round(measured["lm_head_share_of_flops"], 3),
+        "training_flops_per_token": measured["training_flops_per_token"],
+        "peak_flops": measured["peak_flops"],
+        "peak_source": measured["peak_source"],
+        "estimated_seconds": configuration["estimated_seconds"],
+        "stable": all(row["step_rsd"] < THROUGHPUT_STABLE_RSD for row in rows.values()),
+        "rows": rows,
+        "output": text.strip().splitlines()[-12:],
     }
 
 

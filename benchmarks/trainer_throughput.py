@@ -2,6 +2,7 @@
 
     python benchmarks/trainer_throughput.py [--preset tiny-1m] [--vocab-size 2048] [--seq-len 128] [--batch 16]
         [--steps 60] [--precision fp32 bf16] [--compile no yes regional] [--workers 2]
+        [--model-vocab-size 128256] [--loss-implementation chunked] [--single-run] [--json FILE]
 
 The defaults are the quickstart's shape. For every precision and compile setting the loop and the Trainer train the
 same model from the same initial weights on the same batches in the same order, so each row reports, side by side:
@@ -38,6 +39,13 @@ Trainer 46,945 tokens/s, eager fp32 61,880, bf16 by regions 63,969 (its second r
 60 steps the same run gave 52,094 and 80,827 (1.55x): single rows vary by 10-15% from run to run, the ratios less.
 The validation losses after the same steps agree within 1e-2 (4.5043-4.5159 at 200 steps, fp32 against bf16).
 
+`--model-vocab-size` sizes the model's embedding and LM head (e.g. 128,256, the paper's Llama 3 vocabulary) beyond the
+BPE's `--vocab-size`: the token ids stay those of the small BPE, which leaves the FLOPs as at the full vocabulary (the
+head multiplies every hidden state by all its rows and the loss normalises over all of them, whatever the ids; the
+embedding lookup is a gather, not counted). `--loss-implementation` is the run's (`chunked`: as `pretrain` installs
+it), `--single-run` trains each compiled setting's Trainer once, and `--json` writes every row (with its per-step
+times and MFU) and the model's figures to a file.
+
 The model FLOPs per second of the first setting's Trainer follow: tokens/s x training FLOPs per token
 (`hf_infcompute.models.flops`: the blocks' matmuls, the LM head and causal attention, 3 x forward; embedding lookups not
 counted). The utilisation (MFU) divides them by the dense peak of the detected GPU in the run's dtype (e.g. `--preset
@@ -49,6 +57,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import json
 import math
 import subprocess
@@ -61,14 +70,17 @@ from pathlib import Path
 import torch
 from accelerate.utils import compile_regions
 from torch import nn
-from transformers import TrainerCallback, get_scheduler
+from transformers import PreTrainedModel, TrainerCallback, get_scheduler
 
 from hf_infcompute.data import PackedCollator, PretrainingData, prepare_data
+from hf_infcompute.errors import InputError
 from hf_infcompute.models import count_parameters
 from hf_infcompute.models.flops import device_peak_flops, flops_per_token
-from hf_infcompute.training import decay_parameter_names, parse_run_config
+from hf_infcompute.models.presets import build_model
+from hf_infcompute.training import RegularizedTrainer, decay_parameter_names, parse_run_config
 from hf_infcompute.training.config import RunConfig
-from hf_infcompute.training.pretraining import build_model_for, build_trainer
+from hf_infcompute.training.loss_forward import install_loss_forward
+from hf_infcompute.training.pretraining import build_model_for, check_model_fits, model_config_for
 from hf_infcompute.training.sampler import EpochShuffleSampler
 from hf_infcompute.workers import cpu_share
 
@@ -78,6 +90,8 @@ LOSS_SAMPLE = 64  # training sequences whose loss is compared after the run
 WORKER_FLAGS = (
     "preset",
     "vocab_size",
+    "model_vocab_size",
+    "loss_implementation",
     "tokenizer_train_chars",
     "seq_len",
     "batch",
@@ -90,26 +104,40 @@ WORKER_FLAGS = (
 
 @dataclass
 class Measurement:
-    """One run: steady tokens/s, wall seconds of the whole run (compile included) and losses after it."""
+    """One run: steady tokens/s, wall seconds of the whole run (compile included), losses after it and the seconds of
+    each step after the warm-up."""
 
     tokens_per_second: float
     run_seconds: float
     train_loss: float
     val_loss: float
+    step_seconds: list[float]
+
+    @property
+    def step_rsd(self) -> float:
+        """Relative standard deviation of the timed steps' seconds (0 for fewer than two)."""
+        times = self.step_seconds
+        if len(times) < 2:
+            return 0.0
+        mean = sum(times) / len(times)
+        return math.sqrt(sum((t - mean) ** 2 for t in times) / (len(times) - 1)) / mean
 
 
 class StepTimer(TrainerCallback):
-    """Wall time of the optimizer steps after `skip` warm-up steps."""
+    """Wall time of the optimizer steps after `skip` warm-up steps, and of each of them."""
 
     def __init__(self, skip: int) -> None:
         self.skip, self.start, self.end = skip, None, None
+        self.step_seconds: list[float] = []
 
     def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.skip:
-            _sync()
-            self.start = time.perf_counter()
         _sync()
-        self.end = time.perf_counter()
+        now = time.perf_counter()
+        if state.global_step == self.skip:
+            self.start = now
+        elif state.global_step > self.skip:
+            self.step_seconds.append(now - self.end)
+        self.end = now
 
 
 def _sync() -> None:
@@ -138,21 +166,56 @@ def losses_after(model: nn.Module, run: RunConfig, data: PretrainingData) -> tup
     return fp32_loss(model, sample, pad, size), fp32_loss(model, data.validation, pad, size)
 
 
-def trainer_run(run: RunConfig, data: PretrainingData, steps: int, warmup: int, compiled: str) -> Measurement:
-    """`RegularizedTrainer` on the run (`torch_compile` compiles by regions whether `compiled` is yes or regional)."""
+def model_for(run: RunConfig, data: PretrainingData, model_vocab_size: int | None) -> PreTrainedModel:
+    """`build_model_for` (the run's preset, its `loss_implementation` installed), its embedding and LM head sized
+    `model_vocab_size` when given (at least the tokenizer's length) instead of the tokenizer's vocabulary."""
+    if model_vocab_size is None:
+        return build_model_for(run, data)
+    config = model_config_for(run, data)
+    if model_vocab_size < config.vocab_size:
+        raise InputError(
+            f"--model-vocab-size {model_vocab_size} is below the tokenizer's {config.vocab_size} tokens: give at "
+            "least that many rows, or leave it out to size the model by the tokenizer"
+        )
+    config.vocab_size = model_vocab_size
+    model = build_model(config, seed=run.training.seed)
+    args = run.training
+    tokens = max(args.per_device_train_batch_size, args.per_device_eval_batch_size) * run.data.seq_len
+    install_loss_forward(model, args.loss_implementation, args.loss_chunk_tokens, tokens_per_step=tokens)
+    return model
+
+
+def trainer_run(
+    run: RunConfig, data: PretrainingData, steps: int, warmup: int, compiled: str, model_vocab_size: int | None
+) -> Measurement:
+    """`RegularizedTrainer` on the run (`torch_compile` compiles by regions whether `compiled` is yes or regional),
+    built as `build_trainer` builds it around `model_for`'s model."""
     timer = StepTimer(warmup)
-    trainer = build_trainer(run, data, callbacks=[timer])
+    check_model_fits(run)
+    trainer = RegularizedTrainer(
+        model=model_for(run, data, model_vocab_size),
+        args=run.training,
+        train_dataset=data.train,
+        eval_dataset=data.validation,
+        data_collator=PackedCollator(data.tokenizer.pad_token_id),
+        processing_class=data.tokenizer,
+        callbacks=[timer],
+    )
     started = time.perf_counter()
     trainer.train()
     run_seconds = time.perf_counter() - started
     tokens = (steps - warmup) * run.global_batch_size * run.data.seq_len
-    return Measurement(tokens / (timer.end - timer.start), run_seconds, *losses_after(trainer.model, run, data))
+    return Measurement(
+        tokens / (timer.end - timer.start), run_seconds, *losses_after(trainer.model, run, data), timer.step_seconds
+    )
 
 
-def loop_run(run: RunConfig, data: PretrainingData, steps: int, warmup: int, compiled: str) -> Measurement:
+def loop_run(
+    run: RunConfig, data: PretrainingData, steps: int, warmup: int, compiled: str, model_vocab_size: int | None
+) -> Measurement:
     """The same optimisation written by hand: AdamW groups, the Trainer's schedule, clipping, autocast, compile."""
     args = run.training
-    model = build_model_for(run, data).to(args.device)
+    model = model_for(run, data, model_vocab_size).to(args.device)
     decay = set(decay_parameter_names(model))
     groups = [
         {"params": [p for n, p in model.named_parameters() if n in decay], "weight_decay": args.weight_decay},
@@ -173,11 +236,16 @@ def loop_run(run: RunConfig, data: PretrainingData, steps: int, warmup: int, com
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
     batches = iter(loader)
     model.train()
-    started = time.perf_counter()
+    step_seconds: list[float] = []
+    started = previous = time.perf_counter()
     for step in range(steps):
+        _sync()  # once a step, as the Trainer's StepTimer
+        now = time.perf_counter()
         if step == warmup:
-            _sync()
-            steady = time.perf_counter()
+            steady = now
+        elif step > warmup:
+            step_seconds.append(now - previous)
+        previous = now
         try:
             batch = next(batches)
         except StopIteration:
@@ -193,8 +261,9 @@ def loop_run(run: RunConfig, data: PretrainingData, steps: int, warmup: int, com
         optimizer.zero_grad(set_to_none=True)
     _sync()
     ended = time.perf_counter()
+    step_seconds.append(ended - previous)
     tokens = (steps - warmup) * args.per_device_train_batch_size * run.data.seq_len
-    return Measurement(tokens / (ended - steady), ended - started, *losses_after(model, run, data))
+    return Measurement(tokens / (ended - steady), ended - started, *losses_after(model, run, data), step_seconds)
 
 
 def measured_matmul_flops(device: torch.device, dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
@@ -210,25 +279,31 @@ def measured_matmul_flops(device: torch.device, dtype: torch.dtype, size: int = 
     return 2 * size**3 / best
 
 
-def print_utilisation(run: RunConfig, config, tokens_per_second: float, measure_peak: bool) -> None:
+def peak_of(run: RunConfig, measure_peak: bool) -> tuple[float | None, str | None]:
+    """The dense peak FLOP/s of the run's device in its dtype and where it comes from (None where unknown)."""
+    device = run.training.device
+    dtype = torch.bfloat16 if run.training.bf16 else torch.float32
+    peak = device_peak_flops(device, dtype)
+    if peak is not None:
+        return peak, f"{torch.cuda.get_device_name(device)}, {dtype}"
+    if measure_peak:
+        return measured_matmul_flops(device, dtype), f"measured matmul peak on {device}, {dtype}"
+    return None, None
+
+
+def print_utilisation(run: RunConfig, config, tokens_per_second: float, peak: float | None, source: str | None) -> None:
     """Model FLOPs per second of the Trainer, by term, over the device's peak (or a measured matmul peak)."""
     flops = flops_per_token(config, run.data.seq_len)
     achieved = tokens_per_second * flops.training
-    dtype = torch.bfloat16 if run.training.bf16 else torch.float32
     print(
         f"training FLOPs/token: {flops.training:.4g} = 3 x (blocks' matmuls {flops.non_embedding:.4g} + LM head "
         f"{flops.lm_head:.4g} + causal attention {flops.attention:.4g}); embedding lookups not counted"
     )
     print(f"model FLOP/s (Trainer): {achieved / 1e12:.4f} TFLOP/s")
-    device = run.training.device
-    peak = device_peak_flops(device, dtype)
-    source = torch.cuda.get_device_name(device) if peak is not None else None
-    if peak is None and measure_peak:
-        peak, source = measured_matmul_flops(device, dtype), f"measured matmul peak on {device}"
     if peak is None:
-        print(f"MFU: peak unknown for {device} (pass --measure-peak to divide by a measured matmul peak)")
+        print(f"MFU: peak unknown for {run.training.device} (pass --measure-peak to divide by a measured matmul peak)")
     else:
-        print(f"MFU: {achieved / peak:.1%} of {peak / 1e12:.4g} TFLOP/s ({source}, {dtype})")
+        print(f"MFU: {achieved / peak:.1%} of {peak / 1e12:.4g} TFLOP/s ({source})")
 
 
 def workers_run(cli: argparse.Namespace, precision: str, compiled: str) -> Measurement:
@@ -253,6 +328,7 @@ def workers_run(cli: argparse.Namespace, precision: str, compiled: str) -> Measu
         max(m.run_seconds for m in measured),
         measured[0].train_loss,
         measured[0].val_loss,
+        measured[0].step_seconds,
     )
 
 
@@ -265,13 +341,15 @@ def as_worker(cli: argparse.Namespace) -> None:
         Path(barrier, f"ready-{index}").touch()
         while len(list(Path(barrier).glob("ready-*"))) < int(count):
             time.sleep(0.05)
-        measured = trainer_run(run, data, cli.steps, cli.warmup, cli.compile[0])
+        measured = trainer_run(run, data, cli.steps, cli.warmup, cli.compile[0], cli.model_vocab_size)
     print(json.dumps(dataclasses.asdict(measured)))
 
 
 def run_config(cli: argparse.Namespace, precision: str, compiled: str, output_dir: str) -> RunConfig:
+    loss = {"loss_implementation": cli.loss_implementation} if cli.loss_implementation else {}
     run = parse_run_config(
         {
+            **loss,
             "corpus": cli.corpus,
             "token_budget": cli.steps * cli.batch * cli.seq_len,  # one epoch of `steps` steps
             "seq_len": cli.seq_len,
@@ -291,10 +369,21 @@ def run_config(cli: argparse.Namespace, precision: str, compiled: str, output_di
     return run
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="tiny-1m")
     parser.add_argument("--vocab-size", type=int, default=2048, help="of the BPE tokenizer trained on the corpus")
+    parser.add_argument(
+        "--model-vocab-size",
+        type=int,
+        help="rows of the model's embedding and LM head (default: the tokenizer's vocabulary; e.g. 128256, the "
+        "paper's, with the BPE's token ids)",
+    )
+    parser.add_argument(
+        "--loss-implementation",
+        choices=["auto", "chunked", "full", "liger"],
+        help="the run's loss_implementation (default: the run arguments')",
+    )
     parser.add_argument("--tokenizer-train-chars", type=int, default=2_000_000)
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--batch", "--batch-size", dest="batch", type=int, default=16)
@@ -303,12 +392,14 @@ def main() -> None:
     parser.add_argument("--logging-steps", type=int, default=10, help="the Trainer's, as in the study's runs")
     parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     parser.add_argument("--compile", nargs="+", default=["no", "yes"], choices=["no", "yes", "regional"])
+    parser.add_argument("--single-run", action="store_true", help="train a compiled setting's Trainer once")
     parser.add_argument("--corpus", default=str(CORPUS))
     parser.add_argument(
         "--measure-peak",
         action="store_true",
         help="where the device's peak is unknown (a CPU), divide by a measured matmul peak",
     )
+    parser.add_argument("--json", type=Path, help="also write the rows and the model's figures to this JSON file")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     parser.add_argument(
         "--workers",
@@ -318,7 +409,11 @@ def main() -> None:
         "(the study's `torchrun --nproc_per_node N`), and report their summed tokens/s",
     )
     parser.add_argument("--as-worker", help=argparse.SUPPRESS)  # index,count,barrier folder: one of those processes
-    cli = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    cli = parser().parse_args()
     if cli.threads:
         torch.set_num_threads(cli.threads)
     if cli.as_worker:
@@ -332,39 +427,76 @@ def main() -> None:
         for precision, compiled in settings:
             run = run_config(cli, precision, compiled, tmp)
             # A compiled setting's Trainer runs twice: the study's later runs reuse what its first run compiled.
-            runners = [("loop", loop_run), ("Trainer", trainer_run)] + [("Trainer2", trainer_run)] * (compiled != "no")
+            second = compiled != "no" and not cli.single_run
+            runners = [("loop", loop_run), ("Trainer", trainer_run)] + [("Trainer2", trainer_run)] * second
             for who, measure in runners:
-                rows.append((who, precision, compiled, measure(run, data, cli.steps, cli.warmup, compiled)))
-                print(f"measured {who} {precision} compile {compiled}: {rows[-1][3]}", flush=True)
+                measured = measure(run, data, cli.steps, cli.warmup, compiled, cli.model_vocab_size)
+                rows.append((who, precision, compiled, measured))
+                print(f"measured {who} {precision} compile {compiled}: {measured}", flush=True)
+                gc.collect()  # the run's model, gradients and optimizer state, before the next run's
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
             if cli.workers > 1:
                 rows.append((f"Trainer/{cli.workers}", precision, compiled, workers_run(cli, precision, compiled)))
                 print(f"measured {cli.workers} Trainer workers {precision} compile {compiled}: {rows[-1][3]}")
-    config = build_model_for(first, data).config
+    model = model_for(first, data, cli.model_vocab_size)
+    config, loss_implementation = model.config, getattr(model, "loss_implementation", "full")
+    del model
+    flops = flops_per_token(config, cli.seq_len)
+    # Each setting's own peak: bf16 and fp32 rows divide by their dtype's.
+    peaks = {p: peak_of(run_config(cli, p, "no", "."), cli.measure_peak) for p in cli.precision}
     print(
-        f"preset {cli.preset} ({count_parameters(config).total:,} parameters), vocabulary {config.vocab_size}, "
+        f"preset {cli.preset} ({count_parameters(config).total:,} parameters), vocabulary {config.vocab_size} "
+        f"(token ids from a {len(data.tokenizer)}-token BPE), loss {loss_implementation}, "
         f"batch {cli.batch} x {cli.seq_len}, {cli.steps} steps (tokens/s after {cli.warmup})"
     )
     reference = next((m for who, p, c, m in rows if (who, p, c) == ("Trainer", "bf16", "no")), None)
     loops = {(p, c): m for who, p, c, m in rows if who == "loop"}
     print(
         f"{'runner':9} {'precision':9} {'compile':8} {'tokens/s':>9} {'run s':>7} {'train loss':>10} "
-        f"{'val loss':>9} {'vs loop':>7} {'vs Trainer bf16':>15} {'(run s)':>7}"
+        f"{'val loss':>9} {'vs loop':>7} {'vs Trainer bf16':>15} {'(run s)':>7} {'step sd':>7} {'MFU':>6}"
     )
+    table = []
     for who, precision, compiled, m in rows:
         loop = loops[precision, compiled]
         vs_loop = f"{m.tokens_per_second / loop.tokens_per_second:.3f}" if who != "loop" else ""
         speedup = f"{m.tokens_per_second / reference.tokens_per_second:.3f}" if reference else ""
         run_speedup = f"{reference.run_seconds / m.run_seconds:.3f}" if reference else ""
+        peak = peaks[precision][0]
+        mfu = m.tokens_per_second * flops.training / peak if peak else None
         print(
             f"{who:9} {precision:9} {compiled:8} {m.tokens_per_second:9,.0f} {m.run_seconds:7.2f} "
-            f"{m.train_loss:10.4f} {m.val_loss:9.4f} {vs_loop:>7} {speedup:>15} {run_speedup:>7}"
+            f"{m.train_loss:10.4f} {m.val_loss:9.4f} {vs_loop:>7} {speedup:>15} {run_speedup:>7} "
+            f"{m.step_rsd:7.1%} {'' if mfu is None else f'{mfu:.1%}':>6}"
+        )
+        table.append(
+            {"runner": who, "precision": precision, "compile": compiled, **dataclasses.asdict(m)}
+            | {"step_rsd": m.step_rsd, "mfu": mfu, "vs_loop": None if who == "loop" else float(vs_loop)}
         )
     loop, trainer = rows[0][3], rows[1][3]
     print(f"first setting ({settings[0][0]}, compile {settings[0][1]}):")
     print(f"plain loop:         {loop.tokens_per_second:,.0f} tokens/s")
     print(f"RegularizedTrainer: {trainer.tokens_per_second:,.0f} tokens/s")
     print(f"ratio trainer/loop: {trainer.tokens_per_second / loop.tokens_per_second:.3f} (target >= 0.9)")
-    print_utilisation(first, config, trainer.tokens_per_second, cli.measure_peak)
+    print_utilisation(first, config, trainer.tokens_per_second, *peaks[settings[0][0]])
+    if cli.json:
+        summary = {
+            "preset": cli.preset,
+            "parameters": count_parameters(config).total,
+            "model_vocab_size": config.vocab_size,
+            "tokenizer_vocab_size": len(data.tokenizer),
+            "loss_implementation": loss_implementation,
+            "micro_batch": cli.batch,
+            "seq_len": cli.seq_len,
+            "steps": cli.steps,
+            "warmup": cli.warmup,
+            "training_flops_per_token": flops.training,
+            "lm_head_share_of_flops": flops.lm_head / flops.forward,
+            "peak_flops": {p: peak for p, (peak, _) in peaks.items()},
+            "peak_source": {p: source for p, (_, source) in peaks.items()},
+            "rows": table,
+        }
+        cli.json.write_text(json.dumps(summary, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -92,6 +92,24 @@ def test_chunked_forward_equals_the_full_loss_and_gradients(num_items_in_batch, 
     assert copied.forward.__self__ is copied
 
 
+def test_chunked_loss_under_regional_compilation_equals_the_full_loss():
+    """`compile_regions` (the Trainer's `torch_compile`) wraps the LM head in an `OptimizedModule`: the chunked loss
+    still finds it and gives the full loss (dynamo's eager backend: the wrapping, without code generation)."""
+    from accelerate.utils import compile_regions
+
+    full = tiny_llama()
+    chunked = copy.deepcopy(full)
+    install_loss_forward(chunked, "chunked", chunk_tokens=10)
+    compiled = compile_regions(chunked, backend="eager")
+    assert isinstance(compiled.get_output_embeddings(), torch._dynamo.eval_frame.OptimizedModule)
+    batch = padded_batch()
+    loss = compiled(**batch).loss
+    loss.backward()  # into the parameters `chunked` shares with its compiled regions, under `chunked`'s names
+    grads = {name: p.grad for name, p in chunked.named_parameters() if p.grad is not None}
+    assert_same(*loss_and_grads(full, batch), loss.detach(), grads)
+    assert compiled(**batch).logits is None
+
+
 def test_chunked_causal_lm_loss_is_the_transformers_loss_with_a_bias():
     from transformers.loss.loss_utils import ForCausalLMLoss
 

@@ -42,6 +42,9 @@ def decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Linear]:
     name = type(model).__name__
     get_decoder = getattr(model, "get_decoder", None)
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    # Regional compilation (accelerate's `compile_regions`, the Trainer's `torch_compile`) wraps the head in an
+    # `OptimizedModule`; the chunked loss reads only its weight and bias, the same parameters.
+    head = getattr(head, "_orig_mod", head)
     if get_decoder is None or not isinstance(head, nn.Linear):
         raise InputError(
             f"{name} has no decoder and linear LM head (`get_decoder()`, `get_output_embeddings()`) to compute the "
