@@ -74,8 +74,8 @@ class DataArguments:
             "documents from across the corpus (or the part `max_corpus_tokens` reads), disjoint, held out from "
             "training and from a trained tokenizer, the same for every run whatever D, the model or `seed`; i.i.d. "
             "samples even when the corpus is ordered by source or time. 'head': the first `val_sequences` rows of the "
-            "packed corpus (its first documents) and the `test_sequences` rows after them, biased samples of any "
-            "corpus ordered by source, topic or time."
+            "packed corpus (its first documents) and the `test_sequences` rows after them (from the first row past "
+            "the documents validation reaches), biased samples of any corpus ordered by source, topic or time."
         },
     )
     validation_seed: int = field(
