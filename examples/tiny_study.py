@@ -48,7 +48,8 @@ def main(corpus: str, output: Path, cache_dir: str | None = None) -> dict:
         }
     )
     data = prepare_data(run.data)  # tokenized and packed once, then read from the cache
-    print(f"D = {data.token_budget:,} training tokens, {len(data.validation)} validation rows of {run.data.seq_len}")
+    held_out = f"{len(data.validation)} validation and {len(data.test)} test rows of {run.data.seq_len}"
+    print(f"D = {data.token_budget:,} training tokens, {held_out}")
 
     # 2. The regularized recipe: coordinate descent to a locally optimal (epochs, weight decay) on a small grid.
     grid = SearchGrid({"learning_rate": [3e-3], "num_train_epochs": [1, 2, 4], "weight_decay": [0.1, 0.4, 1.6]})

@@ -31,18 +31,25 @@ def test_validation_is_fixed_across_budgets_and_disjoint_from_training(tiny_run)
     large = prepare_data(data_args(tiny_run, token_budget=40_000))
     assert small.validation["input_ids"] == large.validation["input_ids"]
     assert small.validation_fingerprint == large.validation_fingerprint
-    assert len(large.validation) == tiny_run["val_sequences"]
-    # Training rows are the packed rows after the validation rows: a longer budget extends the same prefix.
+    assert small.test_fingerprint == large.test_fingerprint
+    assert small.test_documents.tolist() == large.test_documents.tolist()
+    assert len(large.validation) == len(large.test) == tiny_run["val_sequences"]  # test_sequences: val_sequences
+    # Training rows are the packed rows after the held-out rows: a longer budget extends the same prefix.
     assert large.train["input_ids"][: len(small.train) - 1] == small.train["input_ids"][:-1]
     val_rows = {tuple(r) for r in large.validation["input_ids"]}
-    assert not val_rows & {tuple(r) for r in large.train["input_ids"]}
+    test_rows = {tuple(r) for r in large.test["input_ids"]}
+    train_rows = {tuple(r) for r in large.train["input_ids"]}
+    assert not val_rows & train_rows and not test_rows & train_rows and not val_rows & test_rows
 
 
-def test_tokenizer_never_saw_validation_text(tiny_run):
+def test_tokenizer_never_saw_validation_or_test_text(tiny_run):
     args = data_args(tiny_run, validation_split="head")  # the random split: tests/test_data_split.py
+    data = prepare_data(args)
     tokenizer, trained_from = packing.prepare_tokenizer(args)
-    meta = packing.pack_corpus(args, tokenizer).meta
-    assert 0 <= meta["validation_end_document"] < trained_from["first_document"]
+    # Validation's documents, then test's, then (past the last document a test row may reach) the tokenizer's text.
+    last_held_out = packing._head_rows(packing.pack_corpus(args, tokenizer), args)[2]
+    assert max(data.validation_documents) < min(data.test_documents) <= max(data.test_documents) <= last_held_out
+    assert last_held_out < trained_from["first_document"]
 
 
 def test_packed_corpus_is_cached(tiny_run, monkeypatch):
@@ -111,7 +118,9 @@ def test_wrong_text_column(tmp_path):
         prepare_data(DataArguments(corpus=str(path), token_budget=10, cache_dir=str(tmp_path)))
 
 
-@pytest.mark.parametrize("field,value", [("token_budget", 0), ("seq_len", -1), ("val_sequences", 0)])
+@pytest.mark.parametrize(
+    "field,value", [("token_budget", 0), ("seq_len", -1), ("val_sequences", 0), ("test_sequences", 0)]
+)
 def test_non_positive_sizes(field, value):
     settings = {"corpus": "x.jsonl", "token_budget": 10, field: value}
     with pytest.raises(InputError, match=field):

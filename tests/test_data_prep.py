@@ -47,7 +47,7 @@ def prep_args(corpus_dir: Path, tokenizer_dir: Path, cache_dir: Path, **changes)
     return DataArguments(**{**settings, **changes})
 
 
-def reference_stream(args: DataArguments) -> tuple[np.ndarray, dict]:
+def reference_stream(args: DataArguments) -> tuple[np.ndarray, np.ndarray, dict]:
     """The former packing, written plainly: documents in order, each followed by EOS, cut into rows."""
     tokenizer = packing.prepare_tokenizer(args)[0]
     stream, ends = [], []
@@ -59,8 +59,9 @@ def reference_stream(args: DataArguments) -> tuple[np.ndarray, dict]:
             if len(stream) >= LIMIT:
                 n_rows = LIMIT // SEQ_LEN
                 rows = np.asarray(stream[: n_rows * SEQ_LEN], dtype=np.int32).reshape(n_rows, SEQ_LEN)
-                validation_end = int(np.searchsorted(ends, VAL_SEQUENCES * SEQ_LEN))
-                return rows, {"validation_end_document": validation_end, "documents": len(ends), "rows": n_rows}
+                # The document holding each row's first token.
+                documents = np.searchsorted(ends, np.arange(n_rows) * SEQ_LEN, side="right")
+                return rows, documents, {"documents": len(ends), "rows": n_rows}
     raise AssertionError("the corpus holds fewer tokens than LIMIT")
 
 
@@ -78,8 +79,9 @@ def test_packed_rows_are_the_document_stream(mode, corpus_dir, tokenizer_dir, tm
     if mode == "small map batches":
         monkeypatch.setattr(tokenizer_module, "TOKENIZE_BATCH_BYTES", 10_000)
     packed = packing.pack_corpus(args, packing.prepare_tokenizer(args)[0])
-    expected_rows, expected_meta = reference_stream(args)
+    expected_rows, expected_documents, expected_meta = reference_stream(args)
     np.testing.assert_array_equal(np.asarray(packed.rows["input_ids"], dtype=np.int32), expected_rows)
+    np.testing.assert_array_equal(np.asarray(packed.rows["document"]), expected_documents)
     assert {key: packed.meta[key] for key in expected_meta} == expected_meta
     assert not list((tmp_path / "cache" / "packed").glob("*/tokenized")), "the tokenized documents were kept"
 

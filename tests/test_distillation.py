@@ -103,6 +103,10 @@ def test_sequence_distillation_trains_on_the_mix_and_is_recorded(tiny_run, teach
     # 128 real rows per epoch at 4 real + 4 synthetic per batch of 8: 32 steps per epoch, real data seen twice
     assert student["steps"] == 2 * 128 // 4
     assert student["teacher"] == teacher["model_dir"]
+    # Scored on the teacher's validation and test rows, each row named by its document.
+    assert student["test_fingerprint"] == teacher["test_fingerprint"]
+    assert student["test_sequence_documents"] == teacher["test_sequence_documents"]
+    assert len(student["test_sequence_losses"]) == tiny_run["val_sequences"] and student["test_loss"] > 0
     runs = load_runs(tmp_path / "out")
     assert runs["synthetic_fraction"].tolist() == [0.5] and runs["weight_decay"].tolist() == [0.1]
 

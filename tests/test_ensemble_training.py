@@ -52,8 +52,35 @@ def test_ensemble_beats_its_average_member_and_curve_is_recorded(four_members):
     runs = load_runs(output)
     members = runs[runs.kind == "ensemble_member"].sort_values("member_index")
     assert members["seed"].tolist() == [0, 1, 2, 3] and members["data_seed"].tolist() == [0, 1, 2, 3]
-    # The k=1 point is member 0 scored on the same validation split as its own record.
+    # The k=1 point is member 0 scored on the same validation and test splits as its own record.
     assert curve[0]["val_loss"] == pytest.approx(members["val_loss"].iloc[0], abs=1e-4)
+    assert curve[0]["test_loss"] == pytest.approx(members["test_loss"].iloc[0], abs=1e-4)
+    assert curve[0]["test_sequence_losses"] == pytest.approx(members["test_sequence_losses"].iloc[0], abs=1e-5)
+
+
+def test_ensemble_and_soup_records_score_both_splits(four_members):
+    settings, _, records = four_members
+    rows = settings["val_sequences"]  # test_sequences defaults to it
+    for record in records:
+        assert (record["val_sequences"], record["test_sequences"]) == (rows, rows)
+        assert len(record["val_sequence_losses"]) == len(record["val_sequence_documents"]) == rows
+        assert len(record["test_sequence_losses"]) == len(record["test_sequence_documents"]) == rows
+        assert record["test_loss"] == pytest.approx(sum(record["test_sequence_losses"]) / rows, abs=1e-5)
+        assert record["test_fingerprint"] != record["validation_fingerprint"]
+    curve = [r for r in records if r["kind"] == "ensemble"]
+    for record in curve:
+        assert (
+            set(record["test_loss_by_combine"])
+            == set(record["test_sequence_losses_by_combine"])
+            == {
+                "logits",
+                "probs",
+            }
+        )
+        assert record["test_loss_by_combine"][record["combine"]] == record["test_loss"]
+        assert all(len(losses) == rows for losses in record["test_sequence_losses_by_combine"].values())
+    assert curve[0]["test_loss"] == pytest.approx(curve[0]["member_test_loss_mean"])
+    assert curve[-1]["test_loss"] < curve[-1]["member_test_loss_mean"]
 
 
 def test_full_curve_point_equals_the_saved_logit_ensemble(four_members):

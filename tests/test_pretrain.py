@@ -52,6 +52,19 @@ def test_loss_falls_and_run_is_recorded(tiny_run, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(record["model_dir"])
     assert sum(p.numel() for p in model.parameters()) == record["n_params_total"]
     assert not (Path(record["model_dir"]) / "training_incomplete").exists()
+    assert_held_out_fields(record, tiny_run["val_sequences"], tiny_run["val_sequences"])
+    assert record["test_loss"] < untrained_loss - 0.5
+
+
+def assert_held_out_fields(record: dict, val_sequences: int, test_sequences: int) -> None:
+    """The record scores every validation and test row, names each row's document, and means them as its losses."""
+    assert (record["val_sequences"], record["test_sequences"]) == (val_sequences, test_sequences)
+    assert len(record["val_sequence_losses"]) == len(record["val_sequence_documents"]) == val_sequences
+    assert len(record["test_sequence_losses"]) == len(record["test_sequence_documents"]) == test_sequences
+    assert record["val_loss"] == pytest.approx(sum(record["val_sequence_losses"]) / val_sequences, abs=1e-5)
+    assert record["test_loss"] == pytest.approx(sum(record["test_sequence_losses"]) / test_sequences, abs=1e-5)
+    assert record["test_fingerprint"] != record["validation_fingerprint"]
+    assert not set(record["val_sequence_documents"]) & set(record["test_sequence_documents"])
 
 
 def test_finished_run_is_not_trained_again(tiny_run, tmp_path, monkeypatch):
@@ -136,6 +149,10 @@ def test_validation_split_shared_across_presets_and_seeds(tiny_run, tmp_path):
     a = pretrain({**tiny_run, "num_train_epochs": 1}, tmp_path)
     b = pretrain({**tiny_run, "num_train_epochs": 1, "preset": "tiny-1m", "seed": 3, "token_budget": 4096}, tmp_path)
     assert a["validation_fingerprint"] == b["validation_fingerprint"]
+    assert a["test_fingerprint"] == b["test_fingerprint"]
+    assert a["val_sequence_documents"] == b["val_sequence_documents"]
+    assert a["test_sequence_documents"] == b["test_sequence_documents"]
+    assert a["test_sequence_losses"] != b["test_sequence_losses"]  # two models scored on the same rows
     assert (a["seed"], a["data_seed"]) == (0, 0) and (b["seed"], b["data_seed"]) == (3, 3)
 
 

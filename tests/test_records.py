@@ -5,6 +5,8 @@ from __future__ import annotations
 import multiprocessing
 from pathlib import Path
 
+import pandas as pd
+
 from hf_infcompute import load_runs
 from hf_infcompute.records import append_record, read_record
 
@@ -54,3 +56,26 @@ def test_a_truncated_record_is_named_and_skipped_by_readers(tmp_path, caplog):
     assert runs["run_id"].tolist() == ["good"]
     assert str(cut) in caplog.text and "corrupt" in caplog.text
     assert read_record(tmp_path, "cut") is None  # its writer trains the run again
+
+
+def test_records_from_before_the_test_split_load_beside_new_ones(tmp_path):
+    """A record written before runs had a test split (no test fields, no row documents) reads back beside one that has
+    them; its missing fields read as missing."""
+    append_record(tmp_path, {"run_id": "old", "val_loss": 3.5, "val_sequence_losses": [3.4, 3.6]})
+    new = {
+        "run_id": "new",
+        "val_loss": 3.4,
+        "val_sequence_losses": [3.3, 3.5],
+        "val_sequence_documents": [4, 9],
+        "test_sequences": 2,
+        "test_fingerprint": "abc",
+        "test_loss": 3.45,
+        "test_sequence_losses": [3.4, 3.5],
+        "test_sequence_documents": [2, 7],
+    }
+    append_record(tmp_path, new)
+    runs = load_runs(tmp_path).set_index("run_id")
+    assert runs.loc["new", "test_sequence_documents"] == [2, 7] and runs.loc["new", "test_loss"] == 3.45
+    assert runs.loc["old", "val_sequence_losses"] == [3.4, 3.6]
+    assert pd.isna(runs.loc["old", "test_loss"]) and pd.isna(runs.loc["old", "test_sequence_documents"])
+    assert read_record(tmp_path, "old") == {"run_id": "old", "val_loss": 3.5, "val_sequence_losses": [3.4, 3.6]}

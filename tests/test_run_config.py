@@ -81,3 +81,12 @@ def test_the_validation_split_counts_in_the_identity_unless_it_is_the_head_of_th
     assert random.data.validation_split == "random"  # the default: an i.i.d. sample of the corpus's documents
     other_seed = parse_run_config({**SETTINGS, "validation_split": "random", "validation_seed": 1})
     assert len({head.run_id(), random.run_id(), other_seed.run_id()}) == 3
+
+
+def test_the_test_split_counts_in_the_identity():
+    """Runs with a test split train on other documents than runs recorded before it (which had none)."""
+    run = parse_run_config(SETTINGS)
+    assert run.data.test_sequences == run.data.val_sequences  # the default
+    assert run.identity()["test_sequences"] == run.data.val_sequences
+    more = parse_run_config({**SETTINGS, "test_sequences": 2 * run.data.val_sequences})
+    assert more.run_id() != run.run_id()

@@ -12,7 +12,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "ensemble",
         help="train K independently seeded members and evaluate their logit ensembles (the K-curve)",
         description="Train members 1..K from one recipe with distinct seeds, skipping finished members, then record "
-        "the validation loss of the ensemble of the first k members for every k and save the K-member ensemble. "
+        "the validation and test losses of the ensemble of the first k members for every k and save the K-member "
+        "ensemble. "
         "Spread members over GPUs with `accelerate launch --num_processes N -m hf_infcompute ensemble ...`: "
         "each process trains its own members alone.",
     )

@@ -69,13 +69,15 @@ def print_summary(record: dict) -> None:
     if record["status"] != "finished":
         print(f"  {record.get('error', 'see the log above')}")
         return
+    # Records written before the test split have no `test_loss`.
+    test = f", test loss {record['test_loss']:.4f}" if record.get("test_loss") is not None else ""
     print(
         f"  {record['recipe']} recipe, preset {record['preset']} ({record['n_params_total']:,} parameters, "
         f"{record['n_params']:,} non-embedding)\n"
         f"  D = {record['token_budget']:,} tokens x {record['num_train_epochs']:g} epochs = "
         f"{record['tokens_seen']:,} tokens seen\n"
         f"  lr {record['learning_rate']:g}, weight decay {record['weight_decay']:g}, batch {record['batch_size']}\n"
-        f"  validation loss {record['val_loss']:.4f}, train loss {record['train_loss']:.4f}, "
+        f"  validation loss {record['val_loss']:.4f}{test}, train loss {record['train_loss']:.4f}, "
         f"{record['wall_time_s']:.0f} s\n"
         f"  model: {record['model_dir']}"
     )

@@ -53,19 +53,34 @@ class DataArguments:
         default=None, metadata={"help": "D: the exact number of training tokens, repeated for each epoch."}
     )
     val_sequences: int = field(
-        default=64, metadata={"help": "Held-out validation sequences (of `seq_len` tokens), the same for every run."}
+        default=64,
+        metadata={
+            "help": "Held-out validation sequences (of `seq_len` tokens), the same for every run: searches and every "
+            "choice read validation only."
+        },
+    )
+    test_sequences: int | None = field(
+        default=None,
+        metadata={
+            "help": "Held-out test sequences (of `seq_len` tokens; default: `val_sequences`): a second held-out split, "
+            "disjoint from validation and training and the same for every run, on which reports measure every loss "
+            "while searches and every choice read validation only."
+        },
     )
     validation_split: str = field(
         default="random",
         metadata={
-            "help": "How validation is chosen. 'random' (default): a seeded random sample of whole documents from "
-            "across the corpus (or the part `max_corpus_tokens` reads), held out from training and from a trained "
-            "tokenizer, the same for every run whatever D, the model or `seed`; an i.i.d. sample even when the corpus "
-            "is ordered by source or time. 'head': the first `val_sequences` rows of the packed corpus (its first "
-            "documents), a biased sample of any corpus ordered by source, topic or time."
+            "help": "How validation and test are chosen. 'random' (default): two seeded random samples of whole "
+            "documents from across the corpus (or the part `max_corpus_tokens` reads), disjoint, held out from "
+            "training and from a trained tokenizer, the same for every run whatever D, the model or `seed`; i.i.d. "
+            "samples even when the corpus is ordered by source or time. 'head': the first `val_sequences` rows of the "
+            "packed corpus (its first documents) and the `test_sequences` rows after them (from the first row past "
+            "the documents validation reaches), biased samples of any corpus ordered by source, topic or time."
         },
     )
-    validation_seed: int = field(default=0, metadata={"help": "Seed of the 'random' validation split's documents."})
+    validation_seed: int = field(
+        default=0, metadata={"help": "Seed of the 'random' validation and test splits' documents."}
+    )
     cache_dir: str | None = field(
         default=None,
         metadata={
@@ -80,10 +95,13 @@ class DataArguments:
             raise InputError("no token budget given: set `token_budget` (D, the number of training tokens)")
         if self.preprocessing_num_workers is None:
             self.preprocessing_num_workers = min(MAX_DEFAULT_WORKERS, _available_cpus())
+        if self.test_sequences is None:
+            self.test_sequences = self.val_sequences
         sizes = (
             "token_budget",
             "seq_len",
             "val_sequences",
+            "test_sequences",
             "vocab_size",
             "tokenizer_train_chars",
             "preprocessing_num_workers",

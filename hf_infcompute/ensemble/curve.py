@@ -1,4 +1,5 @@
-"""The K-curve: validation loss of the ensemble of the first k members, for every k <= K, in one pass.
+"""The K-curve: the loss of the ensemble of the first k members on a split's rows (validation, and test each), for
+every k <= K, in one pass.
 
 Scoring stays on the scoring device: each member's logits for a chunk of rows are added to a float32 running sum (or
 log-sum of probabilities) on that device, the log-softmax comes at the end, and only the summed NLLs leave the device.
@@ -28,9 +29,9 @@ MEMORY_HEADROOM = 0.3
 
 @dataclass(frozen=True)
 class EnsembleCurve:
-    """Per-token validation NLL: `ensemble[combine][k-1]` of the first k members combined by mean logits ("logits")
-    or mean probabilities ("probs"), `members[i]` of member i alone; `sequences` and `member_sequences` hold the same
-    per validation row ([k-1][row] and [i][row])."""
+    """Per-token NLL on one split's rows: `ensemble[combine][k-1]` of the first k members combined by mean logits
+    ("logits") or mean probabilities ("probs"), `members[i]` of member i alone; `sequences` and `member_sequences`
+    hold the same per row ([k-1][row] and [i][row])."""
 
     ensemble: dict[str, list[float]]
     members: list[float]

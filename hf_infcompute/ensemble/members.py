@@ -25,7 +25,7 @@ from hf_infcompute.method import member_hyperparameters
 from hf_infcompute.records import RUN_RECORD_FILE, append_record, read_record, write_json_atomic
 from hf_infcompute.run_ids import ensemble_run_id, soup_run_id
 from hf_infcompute.training import RunConfig, pretrain
-from hf_infcompute.training.validation import sequence_losses
+from hf_infcompute.training.validation import held_out_fields, mean, sequence_losses
 from hf_infcompute.workers import WorkerSlot, is_lead
 
 logger = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ def train_ensemble(
 def record_curve(
     run: RunConfig, members: list[dict[str, Any]], output_dir: str | Path, *, combine: str, soup: bool, rule: dict
 ) -> list[dict[str, Any]]:
-    """Evaluate and record the K-curve of finished `members` (in order) on `run`'s validation split."""
+    """Evaluate and record the K-curve of finished `members` (in order) on `run`'s validation and test splits."""
     from transformers import AutoModelForCausalLM
 
     for member in members:  # the ensemble's own check, before any member is loaded
@@ -145,12 +145,11 @@ def record_curve(
     device = "cuda" if torch.cuda.is_available() else "cpu"
     # In the members' saved dtype, on the host: the scorer moves them onto the device (streamed if they do not fit).
     models = [AutoModelForCausalLM.from_pretrained(m["model_dir"], dtype="auto").eval() for m in members]
-    curve = ensemble_curve(
-        models,
-        data.validation,
-        data.tokenizer.pad_token_id,
-        batch_size=run.training.per_device_eval_batch_size,
-        device=device,
+    curve, test_curve = (
+        ensemble_curve(
+            models, rows, data.tokenizer.pad_token_id, batch_size=run.training.per_device_eval_batch_size, device=device
+        )
+        for rows in (data.validation, data.test)
     )
     first = members[0]
     shared = {
@@ -170,6 +169,11 @@ def record_curve(
             "version",
         )
     }
+    shared.update(
+        val_sequences=run.data.val_sequences,
+        test_sequences=run.data.test_sequences,
+        test_fingerprint=data.test_fingerprint,
+    )
     ids = [m["run_id"] for m in members]
     records = []
     for k in range(1, len(members) + 1):
@@ -183,14 +187,18 @@ def record_curve(
             "k": k,
             "combine": combine,
             "members": ids[:k],
+            **held_out_fields(data, curve.sequences[combine][k - 1], test_curve.sequences[combine][k - 1]),
             "val_loss": curve.ensemble[combine][k - 1],
-            "val_sequence_losses": curve.sequences[combine][k - 1],
+            "test_loss": test_curve.ensemble[combine][k - 1],
             # Both combinations, whichever the ensemble uses: the paper averages logits, others found probabilities
             # better at many members.
             "val_loss_by_combine": {mode: losses[k - 1] for mode, losses in curve.ensemble.items()},
             "val_sequence_losses_by_combine": {mode: rows[k - 1] for mode, rows in curve.sequences.items()},
+            "test_loss_by_combine": {mode: losses[k - 1] for mode, losses in test_curve.ensemble.items()},
+            "test_sequence_losses_by_combine": {mode: rows[k - 1] for mode, rows in test_curve.sequences.items()},
             "member_val_loss_mean": sum(curve.members[:k]) / k,
             "member_val_loss_best": min(curve.members[:k]),
+            "member_test_loss_mean": sum(test_curve.members[:k]) / k,
             "tokens_seen": sum(m["tokens_seen"] for m in members[:k]),
         }
         if k == len(members):
@@ -212,8 +220,9 @@ def record_soup(
     soup_id = soup_run_id(shared["preset"], shared["token_budget"], ids)
     soup_dir = Path(output_dir) / "soups" / soup_id
     model = average_weights([m["model_dir"] for m in members], soup_dir).eval()
-    losses = sequence_losses(
-        model, data.validation, data.tokenizer.pad_token_id, batch_size=run.training.per_device_eval_batch_size
+    validation, test = (
+        sequence_losses(model, rows, data.tokenizer.pad_token_id, batch_size=run.training.per_device_eval_batch_size)
+        for rows in (data.validation, data.test)
     )
     record = {
         **shared,
@@ -222,8 +231,8 @@ def record_soup(
         "status": "finished",
         "k": len(ids),
         "members": ids,
-        "val_loss": sum(losses) / len(losses),
-        "val_sequence_losses": losses,
+        **held_out_fields(data, validation, test),
+        "val_loss": mean(validation),
         "model_dir": str(soup_dir),
     }
     write_json_atomic(soup_dir / RUN_RECORD_FILE, record)

@@ -9,9 +9,10 @@ lie one or two grid steps from its starts), each new point costing the mean of t
 the whole grid, which no search exceeds. Trainings after the searches (members, students) take the start point's
 epochs and weight decay, the searches' results being unknown beforehand. Counted FLOPs are model FLOPs
 (`hf_infcompute.models.flops`): training 3 x forward per token trained, sampling one forward per member per token
-generated. Evaluation is not counted (each run scores 2 x `val_sequences` rows forward only, under 1% of its training
-at the paper's settings); gradient checkpointing's recomputed forward is not counted as FLOPs but lengthens the
-device-hours by 4/3 for the presets that need it.
+generated. Evaluation is not counted (each run scores its `val_sequences` validation rows, its `test_sequences` test
+rows and a sample of training rows forward only, about 1% of its training at the paper's settings); gradient
+checkpointing's recomputed forward is not counted as FLOPs but lengthens the device-hours by 4/3 for the presets that
+need it.
 
 Training is priced by its FLOPs at a utilisation; sampling by the teacher's decode throughput on the device
 (`hf_infcompute.generation.budget.decode_throughput`, or a measured tokens/s), since decoding is bound by memory

@@ -65,8 +65,9 @@ def resolve_corpus(spec: StudySpec) -> dict[str, Any]:
             "no corpus given and the Hub is offline: pass local files with --data PATH (e.g. --data "
             f"../shared/data/pretrain), or go online to use the default hub dataset {DEFAULT_CORPUS['corpus']}"
         )
-    val_tokens = run.get("val_sequences", 64) * run.get("seq_len", 256)
-    return {**DEFAULT_CORPUS, "max_corpus_tokens": 2 * (max(spec.budgets) + val_tokens), **run}
+    val_sequences = run.get("val_sequences", 64)
+    held_out_tokens = (val_sequences + (run.get("test_sequences") or val_sequences)) * run.get("seq_len", 256)
+    return {**DEFAULT_CORPUS, "max_corpus_tokens": 2 * (max(spec.budgets) + held_out_tokens), **run}
 
 
 def search_start(grid: Any, search: SearchSpec, recipe: str) -> dict[str, Any]:

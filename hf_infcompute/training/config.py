@@ -58,9 +58,10 @@ IDENTITY_KEYS = {
     ),
 }
 # Settings added after runs were recorded: part of the identity only when they differ from these values (those runs
-# had), so the ids of runs recorded before them still hold.
+# had), so the ids of runs recorded before them still hold. Those runs had no test split (0 test rows): every run
+# with one trained on other documents, so `test_sequences` is always part of a new run's identity.
 IDENTITY_IF_CHANGED = {
-    "data": {"validation_split": "head", "validation_seed": 0},
+    "data": {"validation_split": "head", "validation_seed": 0, "test_sequences": 0},
     "training": {"weight_decay_mask": "matrices", "data_order": "reshuffle"},
 }
 

@@ -38,7 +38,7 @@ from hf_infcompute.training.progress import announce_run, follow_run
 from hf_infcompute.training.tracking import track
 from hf_infcompute.training.train_log import training_log
 from hf_infcompute.training.trainer import RegularizedTrainer
-from hf_infcompute.training.validation import sequence_losses
+from hf_infcompute.training.validation import held_out_fields, mean, sequence_losses
 from hf_infcompute.workers import is_lead
 
 logger = logging.getLogger(__name__)
@@ -140,8 +140,10 @@ def _base_record(run: RunConfig, data: PretrainingData, trainer: RegularizedTrai
         "token_budget": run.data.token_budget,
         "seq_len": run.data.seq_len,
         "val_sequences": run.data.val_sequences,
+        "test_sequences": run.data.test_sequences,
         "tokenizer": run.data.tokenizer,
         "validation_fingerprint": data.validation_fingerprint,
+        "test_fingerprint": data.test_fingerprint,
         "vocab_size": trainer.model.config.vocab_size,
         "preset": run.model.name,
         "lora_r": run.model.lora_r,
@@ -292,10 +294,11 @@ def pretrain(
             append_record(output_dir, record)
         logger.error(str(error))
         return record
-    # One process scores the validation rows once, per row, and the mean is the run's loss (the rows are whole
-    # `seq_len` rows, so the mean of the rows is the mean of the tokens); a launched group evaluates together.
-    rows = validation_sequence_losses(trainer, data) if trainer.args.world_size == 1 else None
-    val_loss = sum(rows) / len(rows) if rows else trainer.evaluate()["eval_loss"]
+    # One process scores the validation and test rows once, per row, and the mean of validation's is the run's loss
+    # (the rows are whole `seq_len` rows, so the mean of the rows is the mean of the tokens); a launched group
+    # evaluates validation together.
+    rows = held_out_fields(data, *held_out_sequence_losses(trainer, data)) if trainer.args.world_size == 1 else None
+    val_loss = mean(rows["val_sequence_losses"]) if rows else trainer.evaluate()["eval_loss"]
     train_sample = data.train.select(range(min(len(data.train), TRAIN_LOSS_ROWS)))
     train_loss = trainer.evaluate(eval_dataset=train_sample, metric_key_prefix="train")["train_loss"]
     record.update(
@@ -309,11 +312,11 @@ def pretrain(
     )
     record["train_log"] = training_log(trainer.state.log_history)
     if rows is not None:
-        record["val_sequence_losses"] = rows
+        record.update(rows)
     save_final_model(trainer, folder / "model", record)
     if is_lead():
         if rows is None:  # a launched group: its lead scores the rows now, and the model folder keeps the same record
-            record["val_sequence_losses"] = validation_sequence_losses(trainer, data, folder / "model")
+            record.update(held_out_fields(data, *held_out_sequence_losses(trainer, data, folder / "model")))
             write_json_atomic(folder / "model" / RUN_RECORD_FILE, record)
         append_record(output_dir, record)  # before the checkpoints go: a kill in between must not lose the run
         if not keep_checkpoints:
@@ -323,21 +326,26 @@ def pretrain(
     return record
 
 
-def validation_sequence_losses(
+def held_out_sequence_losses(
     trainer: RegularizedTrainer, data: PretrainingData, model_dir: Path | None = None
-) -> list[float]:
-    """Each validation row's loss under the trained model (`hf_infcompute.training.validation`), scored by one
-    process: the model in memory, or the saved `model_dir` where training sharded it (FSDP, ZeRO-3)."""
+) -> tuple[list[float], list[float]]:
+    """Each validation row's and each test row's loss under the trained model
+    (`hf_infcompute.training.validation`), scored by one process: the model in memory, or the saved `model_dir` where
+    training sharded it (FSDP, ZeRO-3)."""
     model = trainer.model
     if model_dir is not None and (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled):
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto")
-    return sequence_losses(
-        model,
-        data.validation,
-        data.tokenizer.pad_token_id,
-        batch_size=trainer.args.per_device_eval_batch_size,
-        device=trainer.args.device,
+    validation, test = (
+        sequence_losses(
+            model,
+            rows,
+            data.tokenizer.pad_token_id,
+            batch_size=trainer.args.per_device_eval_batch_size,
+            device=trainer.args.device,
+        )
+        for rows in (data.validation, data.test)
     )
+    return validation, test
 
 
 def save_final_model(trainer: RegularizedTrainer, model_dir: Path, record: dict[str, Any]) -> None:

@@ -1,6 +1,6 @@
-"""Per-sequence validation losses: the mean next-token NLL of every validation row, for paired comparisons.
+"""Per-sequence held-out losses: the mean next-token NLL of every validation and test row, for paired comparisons.
 
-A run's `val_loss` is one number; the study's findings compare two models on the same validation rows, and the
+A run's `val_loss` is one number; the study's findings compare two models on the same held-out rows, and the
 spread of their per-row differences is what makes an interval (`hf_infcompute.study.confidence`). The Trainer's
 evaluation loop keeps only the mean loss, so the rows are scored here, chunk by chunk (no [tokens x vocabulary]
 logits beyond one chunk) and without a KV cache.
@@ -8,12 +8,14 @@ logits beyond one chunk) and without a KV cache.
 
 from __future__ import annotations
 
+from typing import Any
+
 import datasets
 import torch
 from torch.utils.data import DataLoader
 from transformers import PreTrainedModel
 
-from hf_infcompute.data import PackedCollator
+from hf_infcompute.data import PackedCollator, PretrainingData
 
 # Tokens whose logits are reduced at once: 4,096 x the Llama 3 vocabulary is 2.1 GB of float32; an ensemble's
 # K-curve holds about five such tensors at a time (a member's logits, the running sums of logits and of
@@ -68,3 +70,20 @@ def sequence_losses(
 def rounded(losses: list[float]) -> list[float]:
     """Per-row losses as records keep them."""
     return [round(loss, STORED_DECIMALS) for loss in losses]
+
+
+def mean(losses: list[float]) -> float:
+    return sum(losses) / len(losses)
+
+
+def held_out_fields(data: PretrainingData, validation: list[float], test: list[float]) -> dict[str, Any]:
+    """The record fields of a model's per-row `validation` and `test` losses on `data`'s held-out rows: the losses,
+    the document of each row (same order) and the test split's mean; the run's `val_loss` is set by its caller.
+    Validation is for choices (searches, member rules), test for reporting."""
+    return {
+        "val_sequence_losses": validation,
+        "val_sequence_documents": data.validation_documents.tolist(),
+        "test_loss": mean(test),
+        "test_sequence_losses": test,
+        "test_sequence_documents": data.test_documents.tolist(),
+    }
