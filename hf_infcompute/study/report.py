@@ -168,7 +168,12 @@ def comparison_rows(evidence: Evidence) -> list[list[str]]:
                 f"data efficiency over standard, {series}",
                 _efficiency(value),
                 how,
-                paper_multipliers.get(series, f"{paper.EFFICIENCY_MEASURED_ENSEMBLE}x (5 x 1.4B ensemble, measured)"),
+                paper_multipliers.get(
+                    series,
+                    f"{paper.EFFICIENCY_MEASURED_ENSEMBLE}x (5 x 1.4B ensemble, measured)"
+                    if series.startswith("ensemble")
+                    else "not reported",
+                ),
             ]
         )
     students = (
