@@ -19,6 +19,7 @@ from transformers import PreTrainedModel
 
 from hf_infcompute.data import PackedCollator
 from hf_infcompute.ensemble.modeling_logit_ensemble import LogitCombiner
+from hf_infcompute.planning.device import free_memory
 from hf_infcompute.training.validation import CHUNK_TOKENS, rounded, row_chunks, row_nll
 
 COMBINE_MODES = ("logits", "probs")
@@ -50,10 +51,11 @@ def members_fit(member_bytes: Sequence[int], free_bytes: int, headroom: float = 
 
 
 def free_device_memory(device: torch.device) -> int | None:
-    """Free bytes on a CUDA device (`torch.cuda.mem_get_info`); None elsewhere, where host memory holds everything."""
+    """Free bytes on a CUDA device (`hf_infcompute.planning.device.free_memory`, PyTorch's cache counted free);
+    None elsewhere, where host memory holds everything."""
     if device.type != "cuda":
         return None
-    return torch.cuda.mem_get_info(device)[0]
+    return free_memory(device)
 
 
 class MemberPlacement:
