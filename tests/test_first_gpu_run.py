@@ -85,3 +85,100 @@ def test_the_device_planner_imports_first_in_a_fresh_interpreter():
             [sys.executable, "-c", f"import {module}"], cwd=REPO, capture_output=True, text=True, timeout=120
         )
         assert done.returncode == 0, done.stderr[-2000:]
+
+
+def vllm_extract_layer_index(layer_name: str) -> int:
+    """vLLM's rule, reimplemented from vllm/model_executor/models/utils.py `extract_layer_index` (with the default
+    `num_attn_module=1`, as `bind_kv_cache` in vllm/v1/worker/utils.py and `LlamaAttention` call it): a layer's name
+    must hold exactly one dot-separated integer, its index."""
+    integers = []
+    for part in layer_name.split("."):
+        try:
+            integers.append(int(part))
+        except ValueError:
+            continue
+    assert len(integers) == 1, f"layer name {layer_name} should only contain one integer"
+    return integers[0]
+
+
+def vllm_supports_kw(function, name: str) -> bool:
+    """vLLM's `supports_kw` for ordinary signatures: the keyword is a parameter, or `**kwargs` takes it."""
+    import inspect
+
+    parameters = inspect.signature(function).parameters
+    if name in parameters:
+        return parameters[name].kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+
+
+def vllm_is_text_generation_model(model_class) -> bool:
+    """vLLM's rules, reimplemented from vllm/model_executor/models/interfaces_base.py: `is_vllm_model` (an
+    `__init__` taking `vllm_config`, a callable `embed_input_ids`, a `forward` taking `input_ids` and `positions`)
+    and `is_text_generation_model` (also `compute_logits`)."""
+    return (
+        vllm_supports_kw(model_class.__init__, "vllm_config")
+        and callable(getattr(model_class, "embed_input_ids", None))
+        and all(vllm_supports_kw(model_class.forward, kw) for kw in ("input_ids", "positions"))
+        and callable(getattr(model_class, "compute_logits", None))
+    )
+
+
+@pytest.mark.parametrize("root", ["", "model"])
+def test_vllm_ensemble_attention_names_hold_one_unique_layer_index(root):
+    """D2: the attention layers of K members, named as vLLM's Llama builds them through the ensemble's `layer_type`,
+    pass `extract_layer_index` and number all members' layers 0..total-1 once each (the engine's layer count)."""
+    from hf_infcompute.generation import vllm_ensemble
+
+    class RecordingLayer:  # stands in for vLLM's LlamaDecoderLayer: its attention is `{prefix}.self_attn.attn`
+        def __init__(self, *, vllm_config, prefix):
+            self.attention_name = f"{prefix}.self_attn.attn"
+
+    depths = [3, 2, 3]
+    members = [{"num_hidden_layers": depth} for depth in depths]
+    names, first_layer, ensemble_root = [], 0, f"{root}." if root else ""
+    for index, depth in enumerate(depths):
+        build = vllm_ensemble.member_layer_type(RecordingLayer, first_layer, ensemble_root)
+        member_prefix = f"{ensemble_root}members.{index}"
+        # vLLM's LlamaForCausalLM -> LlamaModel(prefix=".../model") -> make_layers(prefix=".../model.layers")
+        layers = [build(vllm_config=None, prefix=f"{member_prefix}.model.layers.{j}") for j in range(depth)]
+        names += [layer.attention_name for layer in layers]
+        first_layer += depth
+    indices = [vllm_extract_layer_index(name) for name in names]
+    assert sorted(indices) == list(range(sum(depths)))
+    assert vllm_ensemble.engine_overrides(
+        {"member_configs": [{**m, "hidden_size": 8, "num_attention_heads": 2} for m in members]}
+    )["num_hidden_layers"] == len(set(indices))
+    assert len(set(names)) == len(names)
+    with pytest.raises(AssertionError, match="only contain one integer"):  # the names members' own prefixes give
+        vllm_extract_layer_index("members.1.model.layers.0.self_attn.attn")
+
+
+def test_vllm_ensemble_is_a_vllm_generation_model():
+    """D2: the class passes vLLM's model checks, and `embed_input_ids`/`forward(inputs_embeds=)` agree with
+    `forward(input_ids)` (members faked as embedding-only models)."""
+    from torch import nn
+
+    from hf_infcompute.generation.vllm_ensemble import VLLMLogitEnsemble
+
+    assert vllm_is_text_generation_model(VLLMLogitEnsemble)
+
+    class FakeMember(nn.Module):
+        def __init__(self, seed):
+            super().__init__()
+            self.embedding = nn.Embedding(10, 4)
+            torch.nn.init.normal_(self.embedding.weight, generator=torch.Generator().manual_seed(seed))
+
+        def embed_input_ids(self, input_ids):
+            return self.embedding(input_ids)
+
+        def forward(self, input_ids, positions, intermediate_tensors=None, inputs_embeds=None):
+            hidden = self.embedding(input_ids) if inputs_embeds is None else inputs_embeds
+            return hidden * 2 + positions.unsqueeze(-1)
+
+    ensemble = VLLMLogitEnsemble.__new__(VLLMLogitEnsemble)
+    nn.Module.__init__(ensemble)
+    ensemble.members, ensemble.hidden_size = nn.ModuleList([FakeMember(0), FakeMember(1)]), 4
+    ids, positions = torch.tensor([1, 5, 7]), torch.arange(3)
+    embeds = ensemble.embed_input_ids(ids)
+    assert embeds.shape == (3, 8)
+    torch.testing.assert_close(ensemble(None, positions, inputs_embeds=embeds), ensemble(ids, positions))
