@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import weakref
 from pathlib import Path
 
 import pytest
@@ -182,3 +183,57 @@ def test_vllm_ensemble_is_a_vllm_generation_model():
     embeds = ensemble.embed_input_ids(ids)
     assert embeds.shape == (3, 8)
     torch.testing.assert_close(ensemble(None, positions, inputs_embeds=embeds), ensemble(ids, positions))
+
+
+def micro_members(k: int = 3, **overrides) -> list:
+    from transformers import LlamaForCausalLM
+
+    from tests.conftest import micro_llama_config
+
+    members = []
+    for seed in range(k):
+        torch.manual_seed(seed)
+        members.append(LlamaForCausalLM(micro_llama_config(**overrides)).eval())
+    return members
+
+
+def validation_rows(rows: int = 8, length: int = 16):
+    import datasets
+
+    ids = torch.randint(1, 64, (rows, length), generator=torch.Generator().manual_seed(7))
+    return datasets.Dataset.from_dict({"input_ids": ids.tolist(), "length": [length] * rows})
+
+
+@torch.no_grad()
+def test_streamed_curve_keeps_a_bounded_number_of_running_sums(monkeypatch):
+    """D3: streamed members run over windows of chunks, so the running sums alive at once are those of the chunks
+    the free memory holds beside a member (here 2 of a batch's 8), not of every chunk of the batch; the curve is the
+    same as scored resident."""
+    from hf_infcompute.ensemble import curve
+
+    members, data = micro_members(), validation_rows()
+    resident = curve.ensemble_curve(members, data, 0, batch_size=8, chunk_tokens=16, stream=False)
+
+    live: weakref.WeakSet = weakref.WeakSet()  # the combiners still referenced
+    peak = [0]
+
+    class CountingCombiner(curve.LogitCombiner):
+        def add(self, logits):
+            super().add(logits)
+            live.add(self)
+            peak[0] = max(peak[0], sum(c.total.numel() * c.total.element_size() for c in live))
+
+    chunk_bytes = len(curve.COMBINE_MODES) * 1 * 15 * 64 * 4  # one row of 15 targets x vocabulary 64, float32
+    member_bytes = curve.model_bytes(members[0])
+    assert curve.live_chunks(10**12, member_bytes, chunk_bytes) > 8  # plenty of memory: all chunks at once
+    free = int((member_bytes + 3 * chunk_bytes) / (1 - curve.MEMORY_HEADROOM)) + 1
+    assert curve.live_chunks(free, member_bytes, chunk_bytes) == 2
+    monkeypatch.setattr(curve, "LogitCombiner", CountingCombiner)
+    monkeypatch.setattr(curve, "free_device_memory", lambda device: free)
+    streamed = curve.ensemble_curve(members, data, 0, batch_size=8, chunk_tokens=16, stream=True)
+    # Two chunks' sums, and the last combiner of a finished chunk still named by the loop variable.
+    assert 0 < peak[0] <= 2 * chunk_bytes + chunk_bytes // 2
+    assert streamed.ensemble == pytest.approx(resident.ensemble, abs=1e-6)
+    assert streamed.members == pytest.approx(resident.members, abs=1e-6)
+    # Before windows, a streamed batch kept every chunk's sums until its last member: 8 chunks' worth here.
+    assert peak[0] < 8 * chunk_bytes
