@@ -237,3 +237,184 @@ def test_streamed_curve_keeps_a_bounded_number_of_running_sums(monkeypatch):
     assert streamed.members == pytest.approx(resident.members, abs=1e-6)
     # Before windows, a streamed batch kept every chunk's sums until its last member: 8 chunks' worth here.
     assert peak[0] < 8 * chunk_bytes
+
+
+# ------------------------------------------------------------------ ranks that must not hang (gloo, on the CPU)
+
+# A hang ends with the process group's timeout (a collective that waits longer fails), so a test fails in seconds.
+GROUP_TIMEOUT_S = 10
+
+RANK_PROLOGUE = """
+import datetime, os, sys, time
+from pathlib import Path
+from types import SimpleNamespace
+import torch
+import torch.distributed as dist
+sys.path.insert(0, {repo!r})
+rank, world, port, folder = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
+os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
+                  MASTER_ADDR="127.0.0.1", MASTER_PORT=port, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds={timeout}))
+"""
+# Send/receive based: it pairs with no collective that one rank runs alone, so a lone collective times out.
+RANK_EPILOGUE = """
+dist.monitored_barrier(timeout=datetime.timedelta(seconds={timeout}))
+dist.destroy_process_group()
+"""
+
+
+def run_ranks(body: str, folder: Path, world: int = 2, timeout: float = 120) -> None:
+    """Run `body` in `world` processes of one gloo group (`rank`, `world`, `folder` defined), all ending at a barrier;
+    fail if any process fails (a collective that one rank waits on alone times out after GROUP_TIMEOUT_S)."""
+    import socket
+    import textwrap
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    script = folder / "ranks.py"
+    script.write_text(
+        RANK_PROLOGUE.format(repo=str(REPO), timeout=GROUP_TIMEOUT_S)
+        + textwrap.dedent(body)
+        + RANK_EPILOGUE.format(timeout=GROUP_TIMEOUT_S)
+    )
+    processes = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(rank), str(world), port, str(folder)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for rank in range(world)
+    ]
+    outputs = []
+    try:
+        for process in processes:
+            outputs.append(process.communicate(timeout=timeout)[0])
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+    for rank, (process, output) in enumerate(zip(processes, outputs)):
+        assert process.returncode == 0, f"rank {rank} failed:\n{output[-3000:]}"
+
+
+def test_lead_scoring_after_a_zero3_run_loads_without_waiting_for_the_other_ranks(tmp_path):
+    """D5: after a launched ZeRO-3 run the lead alone loads the saved model to score it; with the DeepSpeed config
+    still live transformers would load inside `zero.Init`, whose collectives (simulated here by an all-reduce in the
+    load, as partitioning does) wait for ranks that have moved on."""
+    run_ranks(
+        """
+        from transformers import LlamaForCausalLM
+        from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled, set_hf_deepspeed_config
+        import datasets
+        import hf_infcompute.training.pretraining as pretraining
+        from tests.conftest import micro_llama_config
+
+        class Zero3Config:  # what the run's arguments keep alive: transformers' HfDeepSpeedConfig of a ZeRO-3 run
+            config = {}
+            def is_zero3(self):
+                return True
+
+        live_config = Zero3Config()
+        set_hf_deepspeed_config(live_config)
+        loader = pretraining.AutoModelForCausalLM
+
+        class ZeroInitLoader:
+            @staticmethod
+            def from_pretrained(*args, **kwargs):
+                if is_deepspeed_zero3_enabled():  # zero.Init partitions every parameter with the group's collectives
+                    dist.all_reduce(torch.zeros(1))
+                return loader.from_pretrained(*args, **kwargs)
+
+        pretraining.AutoModelForCausalLM = ZeroInitLoader
+        if rank == 0:
+            model = LlamaForCausalLM(micro_llama_config())
+            model.save_pretrained(folder / "model")
+            trainer = SimpleNamespace(
+                model=model, is_fsdp_enabled=False, is_deepspeed_enabled=True,
+                args=SimpleNamespace(per_device_eval_batch_size=2, device=torch.device("cpu")),
+            )
+            rows = datasets.Dataset.from_dict({"input_ids": [[1, 2, 3, 4, 5, 6]] * 3, "length": [6] * 3})
+            data = SimpleNamespace(validation=rows, tokenizer=SimpleNamespace(pad_token_id=0))
+            losses = pretraining.validation_sequence_losses(trainer, data, folder / "model")
+            assert len(losses) == 3 and is_deepspeed_zero3_enabled()  # scored, and the run's config restored
+        """,
+        tmp_path,
+    )
+
+
+def test_lora_final_save_under_sharding_merges_on_the_lead_while_every_rank_gathers(tmp_path):
+    """D6: LoRA under FSDP2/ZeRO-3: every rank joins the full-state-dict gather (an all-gather here) and the lead
+    saves the merged model, which predicts as the adapters merged into the unsharded model."""
+    run_ranks(
+        """
+        from peft import LoraConfig, get_peft_model
+        from transformers import AutoModelForCausalLM, LlamaForCausalLM
+        from hf_infcompute.models.checkpoint import merged
+        from hf_infcompute.training.pretraining import save_final_model
+        from tests.conftest import micro_llama_config
+
+        def lora_model():
+            torch.manual_seed(0)
+            lora = LoraConfig(task_type="CAUSAL_LM", target_modules="all-linear", r=4, init_lora_weights=False)
+            return get_peft_model(LlamaForCausalLM(micro_llama_config()), lora)
+
+        class ShardedAccelerator:
+            def get_state_dict(self, model):
+                ranks = [None] * world
+                dist.all_gather_object(ranks, rank)  # the gather of the shards, which every rank must join
+                return {key: value.clone() for key, value in model.state_dict().items()} if rank == 0 else {}
+
+        model = lora_model()
+        trainer = SimpleNamespace(
+            model=model, model_wrapped=model, is_fsdp_enabled=True, is_deepspeed_enabled=False,
+            accelerator=ShardedAccelerator(), is_world_process_zero=lambda: rank == 0,
+            processing_class=SimpleNamespace(save_pretrained=lambda folder: None),
+            _save=lambda *args, **kwargs: None, save_model=lambda *args, **kwargs: None,
+        )
+        save_final_model(trainer, folder / "model", {"run_id": "lora"})
+        if rank == 0:
+            saved = AutoModelForCausalLM.from_pretrained(folder / "model")
+            ids = torch.randint(0, 64, (2, 8))
+            torch.testing.assert_close(saved(ids).logits, merged(lora_model())(ids).logits)
+        """,
+        tmp_path,
+    )
+
+
+@pytest.mark.slow
+def test_ranks_wait_for_the_lead_preparing_data_longer_than_the_group_timeout(tiny_run, tmp_path):
+    """D14: the lead builds the data cache (slowed here past the group's timeout) while the other rank waits on the
+    cache's file lock, not at a barrier; both then have the same data."""
+    settings = {**tiny_run, "cache_dir": str(tmp_path / "cache")}
+    run_ranks(
+        f"""
+        from hf_infcompute.data import cache
+        from hf_infcompute.training.pretraining import pretrain
+
+        build = cache._build_atomically
+        def slow_build(target, fill):
+            time.sleep({GROUP_TIMEOUT_S} * 0.6)  # twice (tokenizer, packed corpus): past the group's timeout
+            build(target, fill)
+
+        cache._build_atomically = slow_build
+
+        class Prepared(Exception):
+            pass
+
+        def stop_with_the_data(run, data, callbacks):
+            raise Prepared(len(data.train))
+
+        try:
+            pretrain({settings!r}, folder / "out", trainer_factory=stop_with_the_data)
+        except Prepared as prepared:
+            rows = prepared.args[0]
+        counts = [None] * world
+        dist.all_gather_object(counts, rows)
+        assert counts[0] == counts[1] > 0
+        """,
+        tmp_path,
+        timeout=300,
+    )

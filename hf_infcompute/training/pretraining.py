@@ -26,6 +26,7 @@ from hf_infcompute.models.checkpoint import (
     load_base_config,
     load_base_model,
     merged,
+    merged_from_state_dict,
 )
 from hf_infcompute.models.flops import flops_per_token
 from hf_infcompute.planning.device import fit_micro_batch
@@ -33,6 +34,7 @@ from hf_infcompute.records import RUN_RECORD_FILE, append_record, read_record, w
 from hf_infcompute.training.checkpoints import INCOMPLETE_MARKER, last_complete_checkpoint, model_folder_problem
 from hf_infcompute.training.claim import RunClaim
 from hf_infcompute.training.config import RunConfig, parse_run_config
+from hf_infcompute.training.distributed import zero3_set_aside
 from hf_infcompute.training.loss_forward import install_loss_forward
 from hf_infcompute.training.progress import announce_run, follow_run
 from hf_infcompute.training.tracking import track
@@ -270,8 +272,9 @@ def pretrain(
     check_model_fits(run)
     folder = run_dir(output_dir, run_id)
     run.training.output_dir = str(folder)
-    with PartialState().main_process_first():
-        data = prepare_data(run.data)
+    # Every rank prepares its data: the cache lets one process build it while the others wait on its file lock
+    # (`hf_infcompute.data.cache.build_once`), not at a barrier that fails after `ddp_timeout`.
+    data = prepare_data(run.data)
     if run.training.auto_micro_batch:
         fit_micro_batch(run.training, model_config_for(run, data), run.data.seq_len)
     trainer = trainer_factory(run, data, callbacks)
@@ -328,7 +331,8 @@ def validation_sequence_losses(
     process: the model in memory, or the saved `model_dir` where training sharded it (FSDP, ZeRO-3)."""
     model = trainer.model
     if model_dir is not None and (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled):
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto")
+        with zero3_set_aside():  # one process loads: no `zero.Init`, whose collectives would wait for the others
+            model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto")
     return sequence_losses(
         model,
         data.validation,
@@ -343,10 +347,20 @@ def save_final_model(trainer: RegularizedTrainer, model_dir: Path, record: dict[
     if trainer.is_world_process_zero():
         model_dir.mkdir(parents=True, exist_ok=True)
         (model_dir / INCOMPLETE_MARKER).touch()
-    if trainer.is_world_process_zero() and has_adapters(trainer.model):
+    sharded = trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled
+    if has_adapters(trainer.model) and sharded:
+        # LoRA on sharded weights: every rank takes part in gathering the full state dict, then the main process
+        # merges the adapters into a copy built from it (merging on its shard alone would leave the others waiting).
+        wrapped = trainer.model_wrapped if trainer.is_deepspeed_enabled else trainer.model
+        state_dict = trainer.accelerator.get_state_dict(wrapped)
+        if trainer.is_world_process_zero():
+            merged_from_state_dict(trainer.model, state_dict).save_pretrained(model_dir)
+            trainer.processing_class.save_pretrained(model_dir)
+    elif has_adapters(trainer.model):
         # LoRA: save the adapters merged into the weights, an ordinary checkpoint.
-        merged(trainer.model).save_pretrained(model_dir)
-        trainer.processing_class.save_pretrained(model_dir)
+        if trainer.is_world_process_zero():
+            merged(trainer.model).save_pretrained(model_dir)
+            trainer.processing_class.save_pretrained(model_dir)
     elif trainer.is_fsdp_enabled:
         # `Trainer.save_model` writes FSDP weights only under FULL_STATE_DICT: gather the full state dict on every
         # rank whatever the config's (sharded checkpoints stay cheap), so that `model/` is a `from_pretrained` folder.
