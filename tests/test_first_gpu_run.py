@@ -418,3 +418,85 @@ def test_ranks_wait_for_the_lead_preparing_data_longer_than_the_group_timeout(ti
         tmp_path,
         timeout=300,
     )
+
+
+# ------------------------------------------------------------------ precision of scoring and of saved weights
+
+# bf16 keeps 8 bits of mantissa: logits of these models move by ~1e-2 at most, a row's mean NLL by less than 0.01.
+BF16_NLL_TOLERANCE = 0.01
+
+
+@torch.no_grad()
+def test_bf16_scoring_equals_fp32_within_tolerance():
+    """D12: validation rows and the K-curve scored under bf16 autocast agree with fp32 within BF16_NLL_TOLERANCE
+    nats per row; the reduction stays float32."""
+    from hf_infcompute.ensemble.curve import ensemble_curve
+    from hf_infcompute.training.validation import sequence_losses
+
+    members, data = micro_members(num_hidden_layers=2), validation_rows()
+    fp32 = sequence_losses(members[0], data, 0, batch_size=4)
+    bf16 = sequence_losses(members[0], data, 0, batch_size=4, bf16=True)
+    assert fp32 != bf16  # bf16 really ran
+    assert max(abs(a - b) for a, b in zip(fp32, bf16)) < BF16_NLL_TOLERANCE
+    assert next(members[0].parameters()).dtype == torch.float32  # autocast, not a cast of the weights
+    curve32 = ensemble_curve(members, data, 0, batch_size=4)
+    curve16 = ensemble_curve(members, data, 0, batch_size=4, bf16=True)
+    for mode, losses in curve32.ensemble.items():
+        assert losses == pytest.approx(curve16.ensemble[mode], abs=BF16_NLL_TOLERANCE)
+
+
+def test_a_bf16_run_saves_its_final_weights_in_bf16(tmp_path):
+    """D15: the final model of a bf16 run is written in bf16 (half the bytes) and loads as bf16 with dtype="auto";
+    it predicts as the fp32 weights do within bf16's precision."""
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM, LlamaForCausalLM
+
+    from hf_infcompute.training import RegularizedTrainer, RegularizedTrainingArguments
+    from hf_infcompute.training.pretraining import save_final_model
+    from tests.conftest import micro_llama_config
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(micro_llama_config(num_hidden_layers=2))
+    args = RegularizedTrainingArguments(output_dir=str(tmp_path / "run"), report_to="none", precision="bf16")
+    trainer = RegularizedTrainer(model=model, args=args)
+    save_final_model(trainer, tmp_path / "model", {"run_id": "bf16"})
+    with safe_open(tmp_path / "model" / "model.safetensors", "pt") as saved:
+        assert {saved.get_tensor(name).dtype for name in saved.keys()} == {torch.bfloat16}  # noqa: SIM118
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "model", dtype="auto")
+    assert loaded.dtype == torch.bfloat16 and model.dtype == torch.float32  # the trained model is left as it was
+    ids = torch.randint(0, 64, (2, 8))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids).logits.float(), model(ids).logits, atol=0.05, rtol=0.05)
+    fp32_args = RegularizedTrainingArguments(output_dir=str(tmp_path / "run32"), report_to="none", precision="fp32")
+    save_final_model(RegularizedTrainer(model=model, args=fp32_args), tmp_path / "model32", {"run_id": "fp32"})
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "model32", dtype="auto").dtype == torch.float32
+
+
+@pytest.mark.slow
+def test_record_curve_loads_each_member_once_and_scores_the_soup(tiny_run, tmp_path, monkeypatch):
+    """D15 and D12: the K-curve, the saved ensemble and the soup come from one load of each member; the soup folder
+    has the tokenizer, and bf16 members are saved, ensembled and souped in bf16."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hf_infcompute.ensemble.members import train_ensemble
+
+    run = parse_run_config({**tiny_run, "num_train_epochs": 1, "precision": "bf16"})
+    output = tmp_path / "out"
+    loads: list[str] = []
+    original = AutoModelForCausalLM.from_pretrained.__func__
+
+    def counted(cls, source, *args, **kwargs):
+        loads.append(str(source))
+        return original(cls, source, *args, **kwargs)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", classmethod(counted))
+    records = train_ensemble(run, output, 2, soup=True)
+    member_dirs = [r["model_dir"] for r in records if r["kind"] == "ensemble" and r["k"] == 2]
+    assert member_dirs  # the full ensemble is saved
+    members = sorted({path for path in loads if "/runs/" in path})
+    assert len(members) == 2 and all(loads.count(path) == 1 for path in members)
+    soup = next(r for r in records if r["kind"] == "soup")
+    assert AutoTokenizer.from_pretrained(soup["model_dir"]) is not None
+    monkeypatch.undo()
+    assert AutoModelForCausalLM.from_pretrained(soup["model_dir"], dtype="auto").dtype == torch.bfloat16
+    assert AutoModelForCausalLM.from_pretrained(members[0], dtype="auto").dtype == torch.bfloat16

@@ -22,7 +22,7 @@ from transformers import PreTrainedModel
 from hf_infcompute.data import PackedCollator
 from hf_infcompute.ensemble.modeling_logit_ensemble import LogitCombiner
 from hf_infcompute.planning.device import free_memory
-from hf_infcompute.training.validation import CHUNK_TOKENS, rounded, row_chunks, row_nll
+from hf_infcompute.training.validation import CHUNK_TOKENS, rounded, row_chunks, row_nll, scoring_precision
 
 COMBINE_MODES = ("logits", "probs")
 # Share of the device's free memory kept for activations and logits when deciding whether all members fit.
@@ -134,6 +134,7 @@ def ensemble_curve(
     device: str | torch.device | None = None,
     stream: bool | None = None,
     chunk_tokens: int = CHUNK_TOKENS,
+    bf16: bool = False,
 ) -> EnsembleCurve:
     """Evaluate every prefix ensemble (k = 1..K) of `members` on `validation` (packed rows) in one pass, combining
     logits and probabilities both.
@@ -142,7 +143,7 @@ def ensemble_curve(
     so the whole curve costs K forward passes, not K(K+1)/2. Written by hand because no library evaluates nested
     ensembles; the full-K point equals `LogitEnsembleForCausalLM`'s loss. `device` defaults to member 0's;
     `stream` (default: decided from the device's free memory) moves members onto it one at a time. Members run in
-    their own dtype; the reduction is float32. Members end where they started.
+    their own dtype, or with `bf16` under bfloat16 autocast; the reduction is float32. Members end where they started.
     """
     device = torch.device(device) if device is not None else members[0].device
     k_total, rows_total = len(members), len(validation)
@@ -166,7 +167,8 @@ def ensemble_curve(
                     rows = chunks[chunk_index]
                     at = slice(first_row + rows.start, first_row + rows.stop)
                     inputs = {key: value[rows] for key, value in batch.items()}
-                    logits = placement.get(index)(**inputs, use_cache=False).logits[:, :-1].float()
+                    with scoring_precision(device, bf16):
+                        logits = placement.get(index)(**inputs, use_cache=False).logits[:, :-1].float()
                     chunk_targets = targets[rows]
                     member_nll[index, at], tokens[at] = row_nll(torch.log_softmax(logits, dim=-1), chunk_targets)
                     for mode, combiner in combiners[chunk_index].items():

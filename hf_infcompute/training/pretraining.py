@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import json
 import logging
 import math
 import shutil
@@ -339,11 +340,18 @@ def validation_sequence_losses(
         data.tokenizer.pad_token_id,
         batch_size=trainer.args.per_device_eval_batch_size,
         device=trainer.args.device,
+        bf16=trainer.args.bf16,
     )
 
 
 def save_final_model(trainer: RegularizedTrainer, model_dir: Path, record: dict[str, Any]) -> None:
-    """Save model, tokenizer and record; a marker file flags the folder as incomplete until all are written."""
+    """Save model, tokenizer and record; a marker file flags the folder as incomplete until all are written.
+
+    A bf16 run's weights are saved in bf16, the precision it computes in and everything after training reads them
+    in (scoring, ensembles, soups, teachers, lm-eval): half the bytes of its fp32 master weights, whose lower bits
+    only the optimizer needs, and it resumes from its checkpoints, which keep them.
+    """
+    dtype = torch.bfloat16 if trainer.args.bf16 else None
     if trainer.is_world_process_zero():
         model_dir.mkdir(parents=True, exist_ok=True)
         (model_dir / INCOMPLETE_MARKER).touch()
@@ -354,19 +362,47 @@ def save_final_model(trainer: RegularizedTrainer, model_dir: Path, record: dict[
         wrapped = trainer.model_wrapped if trainer.is_deepspeed_enabled else trainer.model
         state_dict = trainer.accelerator.get_state_dict(wrapped)
         if trainer.is_world_process_zero():
-            merged_from_state_dict(trainer.model, state_dict).save_pretrained(model_dir)
+            in_dtype_model(merged_from_state_dict(trainer.model, state_dict), dtype).save_pretrained(model_dir)
             trainer.processing_class.save_pretrained(model_dir)
     elif has_adapters(trainer.model):
         # LoRA: save the adapters merged into the weights, an ordinary checkpoint.
         if trainer.is_world_process_zero():
-            merged(trainer.model).save_pretrained(model_dir)
+            in_dtype_model(merged(trainer.model), dtype).save_pretrained(model_dir)
             trainer.processing_class.save_pretrained(model_dir)
     elif trainer.is_fsdp_enabled:
         # `Trainer.save_model` writes FSDP weights only under FULL_STATE_DICT: gather the full state dict on every
         # rank whatever the config's (sharded checkpoints stay cheap), so that `model/` is a `from_pretrained` folder.
-        trainer._save(str(model_dir), state_dict=trainer.accelerator.get_state_dict(trainer.model))
+        state_dict = trainer.accelerator.get_state_dict(trainer.model)
+        trainer._save(str(model_dir), state_dict=in_dtype(state_dict, dtype))
+        saved_in(model_dir, dtype, trainer)
+    elif dtype is not None and not trainer.is_deepspeed_enabled:
+        if trainer.args.should_save:
+            trainer._save(str(model_dir), state_dict=in_dtype(trainer.model.state_dict(), dtype))
+            saved_in(model_dir, dtype, trainer)
     else:
         trainer.save_model(str(model_dir))  # under ZeRO-3 it gathers 16-bit weights (zero3_save_16bit_model)
     if trainer.is_world_process_zero():
         write_json_atomic(model_dir / RUN_RECORD_FILE, record)
         (model_dir / INCOMPLETE_MARKER).unlink()
+
+
+def in_dtype(state_dict: dict[str, torch.Tensor], dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    """The state dict's floating-point tensors in `dtype` (None: as they are)."""
+    if dtype is None:
+        return state_dict
+    return {name: t.to(dtype) if t.is_floating_point() else t for name, t in state_dict.items()}
+
+
+def in_dtype_model(model: PreTrainedModel, dtype: torch.dtype | None) -> PreTrainedModel:
+    return model if dtype is None else model.to(dtype)
+
+
+def saved_in(model_dir: Path, dtype: torch.dtype | None, trainer: RegularizedTrainer) -> None:
+    """Name the weights' dtype in the saved config.json (`save_pretrained` writes the in-memory model's), so that
+    `from_pretrained(dtype="auto")` loads them as saved."""
+    if dtype is None or not trainer.is_world_process_zero():
+        return
+    config_file = model_dir / "config.json"
+    config = json.loads(config_file.read_text())
+    config["dtype"] = str(dtype).removeprefix("torch.")
+    write_json_atomic(config_file, config)
