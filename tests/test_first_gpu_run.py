@@ -500,3 +500,29 @@ def test_record_curve_loads_each_member_once_and_scores_the_soup(tiny_run, tmp_p
     monkeypatch.undo()
     assert AutoModelForCausalLM.from_pretrained(soup["model_dir"], dtype="auto").dtype == torch.bfloat16
     assert AutoModelForCausalLM.from_pretrained(members[0], dtype="auto").dtype == torch.bfloat16
+
+
+def test_dataloader_workers_default_to_the_spare_cores_of_a_gpu_process(monkeypatch):
+    """D13: on a GPU the batches are collated by worker processes (the cores of the process's share but one, at most
+    4); on the CPU by none; a given count is kept, and the data order does not depend on it."""
+    from torch.utils.data import DataLoader
+
+    from hf_infcompute.training.arguments import (
+        MAX_DEFAULT_DATALOADER_WORKERS,
+        RegularizedTrainingArguments,
+        default_dataloader_workers,
+    )
+
+    monkeypatch.setattr("hf_infcompute.workers.os.sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert default_dataloader_workers(on_gpu=True) == MAX_DEFAULT_DATALOADER_WORKERS  # one process on 16 cores
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    assert default_dataloader_workers(on_gpu=True) == 1  # 8 processes: 2 cores each, one for the training loop
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")
+    assert default_dataloader_workers(on_gpu=True) == 0
+    assert default_dataloader_workers(on_gpu=False) == 0
+    assert RegularizedTrainingArguments(output_dir="/tmp/unused", report_to="none").dataloader_num_workers == 0
+    given = RegularizedTrainingArguments(output_dir="/tmp/unused", report_to="none", dataloader_num_workers=3)
+    assert given.dataloader_num_workers == 3
+    rows = list(range(12))
+    order = [batch.tolist() for batch in DataLoader(rows, batch_size=4, num_workers=2)]
+    assert order == [batch.tolist() for batch in DataLoader(rows, batch_size=4)]
