@@ -526,3 +526,29 @@ def test_dataloader_workers_default_to_the_spare_cores_of_a_gpu_process(monkeypa
     rows = list(range(12))
     order = [batch.tolist() for batch in DataLoader(rows, batch_size=4, num_workers=2)]
     assert order == [batch.tolist() for batch in DataLoader(rows, batch_size=4)]
+
+
+@pytest.mark.parametrize(("device", "expected"), [("cuda", "bfloat16"), ("cpu", "auto")])
+def test_lm_eval_loads_in_bf16_on_a_gpu(tmp_path, monkeypatch, device, expected):
+    """D4: the harness loads a model (an ensemble of K members above all) in bf16 on a GPU, in its saved dtype
+    elsewhere; a dtype given is kept."""
+    import lm_eval
+
+    from hf_infcompute.evaluation.harness import evaluate_model
+
+    (tmp_path / "config.json").write_text("{}")
+    seen = []
+
+    class Captured(Exception):
+        pass
+
+    def capture(**kwargs):
+        seen.append(kwargs)
+        raise Captured
+
+    monkeypatch.setattr(lm_eval, "simple_evaluate", capture)
+    monkeypatch.setattr("hf_infcompute.evaluation.harness.TaskManager", lambda: None)  # indexes every task: slow
+    for dtype, wanted in ((None, expected), ("float32", "float32")):
+        with pytest.raises(Captured):
+            evaluate_model(tmp_path, "piqa", device=device, dtype=dtype)
+        assert seen[-1]["model_args"]["dtype"] == wanted and seen[-1]["device"] == device
