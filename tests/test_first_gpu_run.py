@@ -334,7 +334,7 @@ def test_lead_scoring_after_a_zero3_run_loads_without_waiting_for_the_other_rank
             model.save_pretrained(folder / "model")
             trainer = SimpleNamespace(
                 model=model, is_fsdp_enabled=False, is_deepspeed_enabled=True,
-                args=SimpleNamespace(per_device_eval_batch_size=2, device=torch.device("cpu")),
+                args=SimpleNamespace(per_device_eval_batch_size=2, device=torch.device("cpu"), bf16=False),
             )
             rows = datasets.Dataset.from_dict({"input_ids": [[1, 2, 3, 4, 5, 6]] * 3, "length": [6] * 3})
             data = SimpleNamespace(validation=rows, tokenizer=SimpleNamespace(pad_token_id=0))
@@ -370,6 +370,7 @@ def test_lora_final_save_under_sharding_merges_on_the_lead_while_every_rank_gath
         model = lora_model()
         trainer = SimpleNamespace(
             model=model, model_wrapped=model, is_fsdp_enabled=True, is_deepspeed_enabled=False,
+            args=SimpleNamespace(bf16=False),
             accelerator=ShardedAccelerator(), is_world_process_zero=lambda: rank == 0,
             processing_class=SimpleNamespace(save_pretrained=lambda folder: None),
             _save=lambda *args, **kwargs: None, save_model=lambda *args, **kwargs: None,
