@@ -57,7 +57,7 @@ def test_zero3_decay_grouping_reads_the_full_shape():
 def test_fsdp_final_save_is_a_full_checkpoint(tmp_path, monkeypatch):
     """`Trainer.save_model` writes no weights for a sharded FSDP state dict; the run's final save gathers them."""
     model = tiny_llama()
-    args = RegularizedTrainingArguments(output_dir=str(tmp_path / "run"), report_to="none")
+    args = RegularizedTrainingArguments(output_dir=str(tmp_path / "run"), report_to="none", precision="fp32")
     trainer = RegularizedTrainer(model=model, args=args)
     monkeypatch.setattr(trainer, "is_fsdp_enabled", True)
     monkeypatch.setattr(

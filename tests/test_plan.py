@@ -258,3 +258,16 @@ def test_out_of_memory_anywhere_in_a_study_is_an_input_error_and_other_errors_pa
     with pytest.raises(InputError, match="ensemble tiny-1m ran out of device memory.*hf-infcompute plan"):
         raise_if_out_of_memory(torch.OutOfMemoryError("CUDA out of memory"), "ensemble tiny-1m")
     raise_if_out_of_memory(RuntimeError("run x ended failed"), "ensemble tiny-1m")  # an ordinary failure: noted
+
+
+def test_the_paper_recipe_header_states_what_plan_prints(capsys):
+    """The cost in recipes/paper-200M.yaml's header is `plan`'s: its trainings and its H100-hours (to 100)."""
+    import re
+
+    header = (REPO / "recipes" / "paper-200M.yaml").read_text()
+    plan = run_plan(capsys, str(REPO / "recipes" / "paper-200M.yaml"), "--vocab-size", str(LLAMA3_VOCAB))
+    trainings = int(re.search(r"# (\d+) trainings expected", header).group(1))
+    hours = int(re.search(r"~([\d,]+) H100-hours", header).group(1).replace(",", ""))
+    assert trainings == plan["trainings"]
+    assert hours == round(plan["device_hours"], -2)
+    assert "Not counted: the lead worker's serial tail" in header

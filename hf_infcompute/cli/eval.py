@@ -28,7 +28,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--num-fewshot", type=int, help="few-shot examples for every task (default: each task's own)")
     parser.add_argument("--batch-size", type=_batch_size, default=8, help="batch size, or 'auto' (default 8)")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--dtype", default="auto", help="weights dtype: auto (as saved), float32, bfloat16, ...")
+    parser.add_argument(
+        "--dtype",
+        default=None,
+        help="weights dtype: auto (as saved), float32, bfloat16, ... (default: bfloat16 on a GPU, as saved elsewhere)",
+    )
     parser.add_argument("--max-gen-toks", type=int, help="cap on generated tokens for GSM8K and MATH (default 256)")
     parser.add_argument(
         "--val-loss",

@@ -4,7 +4,9 @@ every k <= K, in one pass.
 Scoring stays on the scoring device: each member's logits for a chunk of rows are added to a float32 running sum (or
 log-sum of probabilities) on that device, the log-softmax comes at the end, and only the summed NLLs leave the device.
 No member builds a KV cache. Members that do not all fit in the device's free memory are streamed: moved onto it one
-at a time and back, so memory is one member plus one chunk's logits whatever K is.
+at a time and back, each member running over a window of chunks before the next comes in. A chunk's running sums live
+until its last member has run, so a window holds as many chunks as the free memory beside one member allows
+(`live_chunks`): memory is one member plus a bounded number of chunks' sums, whatever K and the batch size are.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from transformers import PreTrainedModel
 
 from hf_infcompute.data import PackedCollator
 from hf_infcompute.ensemble.modeling_logit_ensemble import LogitCombiner
-from hf_infcompute.training.validation import CHUNK_TOKENS, rounded, row_chunks, row_nll
+from hf_infcompute.planning.device import free_memory
+from hf_infcompute.training.validation import CHUNK_TOKENS, rounded, row_chunks, row_nll, scoring_precision
 
 COMBINE_MODES = ("logits", "probs")
 # Share of the device's free memory kept for activations and logits when deciding whether all members fit.
@@ -50,11 +53,21 @@ def members_fit(member_bytes: Sequence[int], free_bytes: int, headroom: float = 
     return sum(member_bytes) <= (1 - headroom) * free_bytes
 
 
+def live_chunks(free_bytes: int, member_bytes: int, chunk_bytes: int, headroom: float = MEMORY_HEADROOM) -> int:
+    """How many chunks' running sums a streamed pass keeps at once: those that fit, with one member loaded, in the
+    free memory less `headroom`, after the transient tensors of the chunk being scored (its logits, log-softmax and
+    combined result: about as much as one chunk's sums). At least one. `chunk_bytes` is one chunk's running sums, a
+    float32 [tokens x vocabulary] tensor per combination mode."""
+    budget = (1 - headroom) * free_bytes - member_bytes - chunk_bytes
+    return max(1, int(budget // max(1, chunk_bytes)))
+
+
 def free_device_memory(device: torch.device) -> int | None:
-    """Free bytes on a CUDA device (`torch.cuda.mem_get_info`); None elsewhere, where host memory holds everything."""
+    """Free bytes on a CUDA device (`hf_infcompute.planning.device.free_memory`, PyTorch's cache counted free);
+    None elsewhere, where host memory holds everything."""
     if device.type != "cuda":
         return None
-    return torch.cuda.mem_get_info(device)[0]
+    return free_memory(device)
 
 
 class MemberPlacement:
@@ -64,19 +77,30 @@ class MemberPlacement:
         self.members = list(members)
         self.device = device
         self.homes = [member.device for member in self.members]
+        self.free = free_device_memory(device)
         if stream is None:
-            free = free_device_memory(device)
             away = [model_bytes(m) for m in self.members if m.device != device]
-            stream = free is not None and not members_fit(away, free)
+            stream = self.free is not None and not members_fit(away, self.free)
         self.streamed = stream
         self._loaded: int | None = None
 
-    def order(self, num_chunks: int) -> list[tuple[int, int]]:
-        """(chunk, member) pairs in the order that moves members least: chunk by chunk when resident (one chunk's
-        running sum alive at a time), member by member when streamed (each member moved once per batch)."""
+    def windows(self, num_chunks: int, chunk_bytes: int) -> list[range]:
+        """The batch's chunks in windows whose running sums are alive together: one chunk at a time when resident;
+        when streamed, as many as `live_chunks` allows beside the largest member (all of them off a GPU)."""
+        if not self.streamed:
+            size = 1
+        elif self.free is None:
+            size = num_chunks
+        else:
+            size = live_chunks(self.free, max(model_bytes(m) for m in self.members), chunk_bytes)
+        return [range(start, min(start + size, num_chunks)) for start in range(0, num_chunks, size)]
+
+    def order(self, window: range) -> list[tuple[int, int]]:
+        """(chunk, member) pairs of a window in the order that moves members least: chunk by chunk when resident,
+        member by member when streamed (each member moved once per window)."""
         if self.streamed:
-            return [(chunk, index) for index in range(len(self.members)) for chunk in range(num_chunks)]
-        return [(chunk, index) for chunk in range(num_chunks) for index in range(len(self.members))]
+            return [(chunk, index) for index in range(len(self.members)) for chunk in window]
+        return [(chunk, index) for chunk in window for index in range(len(self.members))]
 
     def get(self, index: int) -> PreTrainedModel:
         """Member `index` on the device (the previously streamed member goes back home first)."""
@@ -111,6 +135,7 @@ def ensemble_curve(
     device: str | torch.device | None = None,
     stream: bool | None = None,
     chunk_tokens: int = CHUNK_TOKENS,
+    bf16: bool = False,
 ) -> EnsembleCurve:
     """Evaluate every prefix ensemble (k = 1..K) of `members` on `validation` (packed rows) in one pass, combining
     logits and probabilities both.
@@ -119,10 +144,11 @@ def ensemble_curve(
     so the whole curve costs K forward passes, not K(K+1)/2. Written by hand because no library evaluates nested
     ensembles; the full-K point equals `LogitEnsembleForCausalLM`'s loss. `device` defaults to member 0's;
     `stream` (default: decided from the device's free memory) moves members onto it one at a time. Members run in
-    their own dtype; the reduction is float32. Members end where they started.
+    their own dtype, or with `bf16` under bfloat16 autocast; the reduction is float32. Members end where they started.
     """
     device = torch.device(device) if device is not None else members[0].device
     k_total, rows_total = len(members), len(validation)
+    vocab_size = members[0].config.get_text_config(decoder=True).vocab_size
     ensemble_nll = {
         mode: torch.zeros(k_total, rows_total, dtype=torch.float64, device=device) for mode in COMBINE_MODES
     }
@@ -135,22 +161,25 @@ def ensemble_curve(
             batch = {key: value.to(device) for key, value in batch.items()}
             targets = batch.pop("labels")[:, 1:]
             chunks = row_chunks(targets.shape[0], targets.shape[1], chunk_tokens)
-            combiners = [{mode: LogitCombiner(mode) for mode in COMBINE_MODES} for _ in chunks]
-            for chunk_index, index in placement.order(len(chunks)):
-                rows = chunks[chunk_index]
-                at = slice(first_row + rows.start, first_row + rows.stop)
-                inputs = {key: value[rows] for key, value in batch.items()}
-                logits = placement.get(index)(**inputs, use_cache=False).logits[:, :-1].float()
-                chunk_targets = targets[rows]
-                member_nll[index, at], tokens[at] = row_nll(torch.log_softmax(logits, dim=-1), chunk_targets)
-                for mode, combiner in combiners[chunk_index].items():
-                    combiner.add(logits)
-                    ensemble_nll[mode][index, at] = row_nll(
-                        torch.log_softmax(combiner.result(), dim=-1), chunk_targets
-                    )[0]
-                del logits
-                if combiners[chunk_index]["logits"].count == k_total:
-                    combiners[chunk_index] = {}  # the chunk is done: free its running sums
+            chunk_bytes = len(COMBINE_MODES) * (chunks[0].stop - chunks[0].start) * targets.shape[1] * vocab_size * 4
+            for window in placement.windows(len(chunks), chunk_bytes):
+                combiners = {chunk: {mode: LogitCombiner(mode) for mode in COMBINE_MODES} for chunk in window}
+                for chunk_index, index in placement.order(window):
+                    rows = chunks[chunk_index]
+                    at = slice(first_row + rows.start, first_row + rows.stop)
+                    inputs = {key: value[rows] for key, value in batch.items()}
+                    with scoring_precision(device, bf16):
+                        logits = placement.get(index)(**inputs, use_cache=False).logits[:, :-1].float()
+                    chunk_targets = targets[rows]
+                    member_nll[index, at], tokens[at] = row_nll(torch.log_softmax(logits, dim=-1), chunk_targets)
+                    for mode, combiner in combiners[chunk_index].items():
+                        combiner.add(logits)
+                        ensemble_nll[mode][index, at] = row_nll(
+                            torch.log_softmax(combiner.result(), dim=-1), chunk_targets
+                        )[0]
+                    del logits
+                    if index == k_total - 1:
+                        del combiners[chunk_index]  # the chunk is done: free its running sums
             first_row += targets.shape[0]
     count = tokens.clamp(min=1).double()
     return EnsembleCurve(

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import PreTrainedModel
 
 from hf_infcompute.data import PretrainingData, prepare_data
 from hf_infcompute.ensemble.build import build_ensemble
@@ -142,12 +143,18 @@ def record_curve(
                 f"ensemble {error}. Run the same command again: a member whose model folder is gone is trained again"
             ) from None
     data = prepare_data(run.data)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    # In the members' saved dtype, on the host: the scorer moves them onto the device (streamed if they do not fit).
+    device = scoring_device()
+    # Loaded once, in the members' saved dtype, on the host: the scorer moves them onto the device (streamed if they
+    # do not fit), in the members' training precision; the ensemble and the soup are built from the same models.
     models = [AutoModelForCausalLM.from_pretrained(m["model_dir"], dtype="auto").eval() for m in members]
     curve, test_curve = (
         ensemble_curve(
-            models, rows, data.tokenizer.pad_token_id, batch_size=run.training.per_device_eval_batch_size, device=device
+            models,
+            rows,
+            data.tokenizer.pad_token_id,
+            batch_size=run.training.per_device_eval_batch_size,
+            device=device,
+            bf16=run.training.bf16,
         )
         for rows in (data.validation, data.test)
     )
@@ -203,25 +210,43 @@ def record_curve(
         }
         if k == len(members):
             record["model_dir"] = str(Path(output_dir) / "ensembles" / ensemble_id)
-            build_ensemble([m["model_dir"] for m in members], record["model_dir"], combine=combine)
+            build_ensemble(models, record["model_dir"], combine=combine, tokenizer=data.tokenizer)
             write_json_atomic(Path(record["model_dir"]) / RUN_RECORD_FILE, record)
         append_record(output_dir, record)
         records.append(record)
     if soup:
-        records.append(record_soup(run, members, output_dir, data, shared))
+        records.append(record_soup(run, members, models, output_dir, data, shared))
     return records
 
 
+def scoring_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def record_soup(
-    run: RunConfig, members: list[dict[str, Any]], output_dir: str | Path, data: PretrainingData, shared: dict
+    run: RunConfig,
+    members: list[dict[str, Any]],
+    models: list[PreTrainedModel],
+    output_dir: str | Path,
+    data: PretrainingData,
+    shared: dict,
 ) -> dict[str, Any]:
-    """Average the members' weights, evaluate the soup and record it (kind "soup")."""
+    """Average the weights of the members (their records, and their `models` loaded), evaluate the soup on the
+    scoring device in the members' training precision, and record it (kind "soup")."""
     ids = [m["run_id"] for m in members]
     soup_id = soup_run_id(shared["preset"], shared["token_budget"], ids)
     soup_dir = Path(output_dir) / "soups" / soup_id
-    model = average_weights([m["model_dir"] for m in members], soup_dir).eval()
+    model = average_weights(models, soup_dir).eval()
+    data.tokenizer.save_pretrained(soup_dir)
     validation, test = (
-        sequence_losses(model, rows, data.tokenizer.pad_token_id, batch_size=run.training.per_device_eval_batch_size)
+        sequence_losses(
+            model,
+            rows,
+            data.tokenizer.pad_token_id,
+            batch_size=run.training.per_device_eval_batch_size,
+            device=scoring_device(),
+            bf16=run.training.bf16,
+        )
         for rows in (data.validation, data.test)
     )
     record = {

@@ -30,7 +30,7 @@ def evaluate_model(
     limit: int | float | None = None,
     batch_size: int | str = 8,
     device: str | None = None,
-    dtype: str = "auto",
+    dtype: str | None = None,
     max_gen_toks: int | None = None,
     model_args: Mapping[str, Any] | None = None,
     label: str | None = None,
@@ -43,6 +43,8 @@ def evaluate_model(
     data_dir: read the benchmarks from this folder (layout in eval/README.md) instead of the Hub.
     num_fewshot: None keeps each task's harness default (0, except 5 for gsm8k).
     limit: score only the first `limit` items of each task (a float below 1: that fraction); for quick checks.
+    dtype: the dtype the harness loads the weights in; None: bfloat16 on a GPU (a K = 8 ensemble of 3B members is
+        51 GB there, 103 GB in fp32), the saved dtype ("auto") elsewhere.
     max_gen_toks: cap on generated tokens for generation tasks (harness default 256).
     model_args: extra arguments for the harness's `HFLM` (e.g. `max_length`, `parallelize`).
     output_dir: also write `<label>.json` and `<label>.md` there.
@@ -53,6 +55,7 @@ def evaluate_model(
     if limit is not None and limit <= 0:
         raise InputError(f"limit must be positive (items per task, or a fraction below 1), got {limit}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = dtype or ("bfloat16" if torch.device(device).type == "cuda" else "auto")
     if isinstance(model, LM):
         harness_model: str | LM = model
         harness_args: dict[str, Any] | None = None

@@ -6,6 +6,12 @@ members. Each member is built with its own prefix (`members.{i}`), so it owns it
 logits as the ensemble does (mean of logits, or log of the mean probability). The sampler therefore draws from the
 true ensemble distribution, as the transformers backend does.
 
+vLLM binds one KV cache per attention layer by the one integer in the layer's name (`extract_layer_index` in
+vllm/model_executor/models/utils.py, called by `bind_kv_cache` in vllm/v1/worker/utils.py and by `LlamaAttention`),
+so the members' decoder layers are named `layers.{n}` with one index `n` running over all members' layers
+(`ensemble_layer_prefix`), not `members.{i}.model.layers.{j}`; and vLLM lists a class as a model only if it has
+`embed_input_ids` (`is_vllm_model` in vllm/model_executor/models/interfaces_base.py).
+
 Registered with vLLM through the `vllm.general_plugins` entry point (`register`, in pyproject.toml), which every vLLM
 process loads. vLLM is imported only inside the model class and `register`: this module imports without it, and its
 pure pieces (weight routing, logit combination, engine overrides) are tested on CPU.
@@ -82,6 +88,23 @@ def engine_overrides(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def ensemble_layer_prefix(layer_prefix: str, first_layer: int, root: str = "") -> str:
+    """The name under which a member's decoder layer registers with vLLM: `{root}layers.{first_layer + j}` for the
+    `...layers.{j}` prefix vLLM's `LlamaModel` gives layer j of a member whose layers start at `first_layer` in the
+    ensemble, so that each attention layer's name holds exactly one integer, unique across the members."""
+    return f"{root}layers.{first_layer + int(layer_prefix.rpartition('.')[2])}"
+
+
+def member_layer_type(layer_class: Any, first_layer: int, root: str = "") -> Any:
+    """The `layer_type` to give vLLM's `LlamaForCausalLM` for one member: its decoder layers built under
+    `ensemble_layer_prefix` names."""
+
+    def build(*, vllm_config: Any, prefix: str, **kwargs: Any) -> nn.Module:
+        return layer_class(vllm_config=vllm_config, prefix=ensemble_layer_prefix(prefix, first_layer, root), **kwargs)
+
+    return build
+
+
 def route_weights(
     weights: Iterable[tuple[str, torch.Tensor]], num_members: int
 ) -> list[list[tuple[str, torch.Tensor]]]:
@@ -109,22 +132,29 @@ class VLLMLogitEnsemble(nn.Module):
     def __init__(self, *, vllm_config: Any, prefix: str = "") -> None:
         super().__init__()
         from transformers import LlamaConfig
-        from vllm.model_executor.models.llama import LlamaForCausalLM
+        from vllm.model_executor.models.llama import LlamaDecoderLayer, LlamaForCausalLM
 
         config = vllm_config.model_config.hf_config
         self.combine = config.combine
         member_configs = [dict(member) for member in config.member_configs]
         check_members(member_configs, "the ensemble")
         self.hidden_size = member_shape(member_configs[0])["hidden_size"]
-        members = []
+        members, first_layer, root = [], 0, f"{prefix}." if prefix else ""
         for index, member in enumerate(member_configs):
             settings = {key: value for key, value in member.items() if key != "model_type"}
             member_vllm_config = vllm_config.with_hf_config(
                 LlamaConfig(**settings), architectures=[MEMBER_ARCHITECTURE]
             )
-            member_prefix = f"{prefix}.members.{index}" if prefix else f"members.{index}"
-            members.append(LlamaForCausalLM(vllm_config=member_vllm_config, prefix=member_prefix))
+            layer_type = member_layer_type(LlamaDecoderLayer, first_layer, root)
+            members.append(
+                LlamaForCausalLM(vllm_config=member_vllm_config, prefix=f"{root}members.{index}", layer_type=layer_type)
+            )
+            first_layer += member["num_hidden_layers"]
         self.members = nn.ModuleList(members)
+
+    def embed_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Each member's token embeddings side by side: (tokens, K x hidden), split again by `forward`."""
+        return torch.cat([member.embed_input_ids(input_ids) for member in self.members], dim=-1)
 
     def forward(
         self,
@@ -133,10 +163,16 @@ class VLLMLogitEnsemble(nn.Module):
         intermediate_tensors: Any = None,
         inputs_embeds: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The members' final hidden states side by side: (tokens, K x hidden)."""
-        if intermediate_tensors is not None or inputs_embeds is not None:
-            raise ValueError("the vLLM logit ensemble runs without pipeline parallelism and from token ids only")
-        return torch.cat([member(input_ids, positions) for member in self.members], dim=-1)
+        """The members' final hidden states side by side: (tokens, K x hidden), from token ids or from the
+        embeddings `embed_input_ids` returns."""
+        if intermediate_tensors is not None:
+            raise ValueError("the vLLM logit ensemble runs without pipeline parallelism")
+        if inputs_embeds is None:
+            return torch.cat([member(input_ids, positions) for member in self.members], dim=-1)
+        parts = inputs_embeds.split(self.hidden_size, dim=-1)
+        return torch.cat(
+            [member(None, positions, inputs_embeds=part) for member, part in zip(self.members, parts)], dim=-1
+        )
 
     def compute_logits(self, hidden_states: torch.Tensor, *args: Any) -> torch.Tensor:
         """Each member's logits from its slice of `hidden_states`, combined as the ensemble's config says."""

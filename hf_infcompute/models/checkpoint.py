@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
 from hf_infcompute.errors import InputError
@@ -59,3 +60,23 @@ def has_adapters(model: PreTrainedModel) -> bool:
 def merged(model: PreTrainedModel) -> PreTrainedModel:
     """A plain model: LoRA adapters merged into the weights (a model without adapters is returned as is)."""
     return model.merge_and_unload() if has_adapters(model) else model
+
+
+def merged_from_state_dict(model: PreTrainedModel, state_dict: dict[str, torch.Tensor]) -> PreTrainedModel:
+    """A plain model from the full state dict of LoRA `model` (as sharded training gathers it): an unsharded copy of
+    `model` is built without memory of its own, takes the state dict's tensors and `model`'s buffers outside the
+    state dict (rotary frequencies, never sharded), and has its adapters merged."""
+    from peft import get_peft_model
+
+    base_config = model.get_base_model().config
+    with torch.device("meta"):
+        copy = get_peft_model(AutoModelForCausalLM.from_config(base_config), model.peft_config[model.active_adapter])
+    copy.load_state_dict(state_dict, assign=True)
+    for name, buffer in list(copy.named_buffers()):
+        if buffer.is_meta:
+            owner, _, attribute = name.rpartition(".")
+            copy.get_submodule(owner).register_buffer(
+                attribute, model.get_buffer(name).detach().to("cpu", copy=True), persistent=False
+            )
+    copy.tie_weights()
+    return merged(copy)

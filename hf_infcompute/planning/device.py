@@ -3,7 +3,9 @@ device's free memory."""
 
 from __future__ import annotations
 
+import gc
 import logging
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import PretrainedConfig
@@ -11,9 +13,24 @@ from transformers import PretrainedConfig
 from hf_infcompute.errors import InputError
 from hf_infcompute.models.presets import count_parameters
 from hf_infcompute.planning.memory import DEFAULT_LOSS_CHUNK_TOKENS, GIB, largest_micro_batch
-from hf_infcompute.training.arguments import RegularizedTrainingArguments
+
+if TYPE_CHECKING:  # the training package imports this module (`pretrain` sizes its micro-batch here)
+    from hf_infcompute.training.arguments import RegularizedTrainingArguments
 
 logger = logging.getLogger(__name__)
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes a new run can use on a CUDA device: what the driver reports free after the previous run's objects are
+    collected and PyTorch's cache is returned, plus whatever the cache still holds unallocated.
+
+    `torch.cuda.mem_get_info` counts PyTorch's cached blocks as used, so in a process that has trained before (a
+    search runs its points in-process) it alone reads the previous run's cache as taken.
+    """
+    gc.collect()
+    torch.cuda.empty_cache()
+    free, _ = torch.cuda.mem_get_info(device)
+    return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
 
 
 def fit_micro_batch(args: RegularizedTrainingArguments, config: PretrainedConfig, seq_len: int) -> int:
@@ -22,7 +39,7 @@ def fit_micro_batch(args: RegularizedTrainingArguments, config: PretrainedConfig
     device = args.device
     if device.type != "cuda":
         return args.per_device_train_batch_size
-    free, _ = torch.cuda.mem_get_info(device)
+    free = free_memory(device)
     micro_batch = largest_micro_batch(
         config,
         count_parameters(config).total,

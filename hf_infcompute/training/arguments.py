@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -12,6 +13,20 @@ from hf_infcompute.errors import InputError
 from hf_infcompute.method import RECIPES, STANDARD_WEIGHT_DECAY
 from hf_infcompute.planning import gradient_accumulation
 from hf_infcompute.planning.memory import DEFAULT_LOSS_CHUNK_TOKENS
+from hf_infcompute.workers import cpu_share
+
+# Data-loading processes per GPU by default: collating 64 x 4,096-token batches off the step's critical path needs
+# few; more only take cores from the other processes on the machine.
+MAX_DEFAULT_DATALOADER_WORKERS = 4
+
+
+def default_dataloader_workers(on_gpu: bool) -> int:
+    """Data-loading worker processes for this training process: on a GPU, the cores of its share of the machine (the
+    launch's processes per node, `LOCAL_WORLD_SIZE`) but the one the training loop runs on, at most
+    MAX_DEFAULT_DATALOADER_WORKERS; on the CPU none, as every core computes."""
+    cores = cpu_share(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return min(MAX_DEFAULT_DATALOADER_WORKERS, cores - 1) if on_gpu else 0
+
 
 WEIGHT_DECAY_MASKS = ("levanter", "matrices")
 DATA_ORDERS = ("reshuffle", "fixed")
@@ -127,6 +142,14 @@ class RegularizedTrainingArguments(TrainingArguments):
         default=DEFAULT_LOSS_CHUNK_TOKENS,
         metadata={"help": "Tokens per chunk of the chunked loss (its memory: chunk x vocabulary logits)."},
     )
+    dataloader_num_workers: int | None = field(
+        default=None,
+        metadata={
+            "help": "Processes that collate batches ahead of the training step. None: on a GPU, the cores of this "
+            "process's share of the machine (its launch's processes per node) but one, at most "
+            f"{MAX_DEFAULT_DATALOADER_WORKERS}; on the CPU 0 (the step uses every core)."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.recipe not in RECIPES:
@@ -163,6 +186,8 @@ class RegularizedTrainingArguments(TrainingArguments):
         if not torch.cuda.is_available():
             # Trainer runs bf16, and data parallelism over gloo, without a GPU only when told it is on the CPU.
             self.use_cpu = True
+        if self.dataloader_num_workers is None:
+            self.dataloader_num_workers = default_dataloader_workers(on_gpu=not self.use_cpu)
         super().__post_init__()
         if self.auto_micro_batch and self.global_batch_size is None:
             raise InputError("`auto_micro_batch` keeps the global batch: set `global_batch_size` too")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import json
 import logging
 import math
 import shutil
@@ -26,6 +27,7 @@ from hf_infcompute.models.checkpoint import (
     load_base_config,
     load_base_model,
     merged,
+    merged_from_state_dict,
 )
 from hf_infcompute.models.flops import flops_per_token
 from hf_infcompute.planning.device import fit_micro_batch
@@ -33,6 +35,7 @@ from hf_infcompute.records import RUN_RECORD_FILE, append_record, read_record, w
 from hf_infcompute.training.checkpoints import INCOMPLETE_MARKER, last_complete_checkpoint, model_folder_problem
 from hf_infcompute.training.claim import RunClaim
 from hf_infcompute.training.config import RunConfig, parse_run_config
+from hf_infcompute.training.distributed import zero3_set_aside
 from hf_infcompute.training.loss_forward import install_loss_forward
 from hf_infcompute.training.progress import announce_run, follow_run
 from hf_infcompute.training.tracking import track
@@ -274,8 +277,9 @@ def pretrain(
     check_model_fits(run)
     folder = run_dir(output_dir, run_id)
     run.training.output_dir = str(folder)
-    with PartialState().main_process_first():
-        data = prepare_data(run.data)
+    # Every rank prepares its data: the cache lets one process build it while the others wait on its file lock
+    # (`hf_infcompute.data.cache.build_once`), not at a barrier that fails after `ddp_timeout`.
+    data = prepare_data(run.data)
     if run.training.auto_micro_batch:
         fit_micro_batch(run.training, model_config_for(run, data), run.data.seq_len)
     trainer = trainer_factory(run, data, callbacks)
@@ -334,7 +338,8 @@ def held_out_sequence_losses(
     training sharded it (FSDP, ZeRO-3)."""
     model = trainer.model
     if model_dir is not None and (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled):
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto")
+        with zero3_set_aside():  # one process loads: no `zero.Init`, whose collectives would wait for the others
+            model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto")
     validation, test = (
         sequence_losses(
             model,
@@ -342,6 +347,7 @@ def held_out_sequence_losses(
             data.tokenizer.pad_token_id,
             batch_size=trainer.args.per_device_eval_batch_size,
             device=trainer.args.device,
+            bf16=trainer.args.bf16,
         )
         for rows in (data.validation, data.test)
     )
@@ -349,20 +355,64 @@ def held_out_sequence_losses(
 
 
 def save_final_model(trainer: RegularizedTrainer, model_dir: Path, record: dict[str, Any]) -> None:
-    """Save model, tokenizer and record; a marker file flags the folder as incomplete until all are written."""
+    """Save model, tokenizer and record; a marker file flags the folder as incomplete until all are written.
+
+    A bf16 run's weights are saved in bf16, the precision it computes in and everything after training reads them
+    in (scoring, ensembles, soups, teachers, lm-eval): half the bytes of its fp32 master weights, whose lower bits
+    only the optimizer needs, and it resumes from its checkpoints, which keep them.
+    """
+    dtype = torch.bfloat16 if trainer.args.bf16 else None
     if trainer.is_world_process_zero():
         model_dir.mkdir(parents=True, exist_ok=True)
         (model_dir / INCOMPLETE_MARKER).touch()
-    if trainer.is_world_process_zero() and has_adapters(trainer.model):
+    sharded = trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled
+    if has_adapters(trainer.model) and sharded:
+        # LoRA on sharded weights: every rank takes part in gathering the full state dict, then the main process
+        # merges the adapters into a copy built from it (merging on its shard alone would leave the others waiting).
+        wrapped = trainer.model_wrapped if trainer.is_deepspeed_enabled else trainer.model
+        state_dict = trainer.accelerator.get_state_dict(wrapped)
+        if trainer.is_world_process_zero():
+            in_dtype_model(merged_from_state_dict(trainer.model, state_dict), dtype).save_pretrained(model_dir)
+            trainer.processing_class.save_pretrained(model_dir)
+    elif has_adapters(trainer.model):
         # LoRA: save the adapters merged into the weights, an ordinary checkpoint.
-        merged(trainer.model).save_pretrained(model_dir)
-        trainer.processing_class.save_pretrained(model_dir)
+        if trainer.is_world_process_zero():
+            in_dtype_model(merged(trainer.model), dtype).save_pretrained(model_dir)
+            trainer.processing_class.save_pretrained(model_dir)
     elif trainer.is_fsdp_enabled:
         # `Trainer.save_model` writes FSDP weights only under FULL_STATE_DICT: gather the full state dict on every
         # rank whatever the config's (sharded checkpoints stay cheap), so that `model/` is a `from_pretrained` folder.
-        trainer._save(str(model_dir), state_dict=trainer.accelerator.get_state_dict(trainer.model))
+        state_dict = trainer.accelerator.get_state_dict(trainer.model)
+        trainer._save(str(model_dir), state_dict=in_dtype(state_dict, dtype))
+        saved_in(model_dir, dtype, trainer)
+    elif dtype is not None and not trainer.is_deepspeed_enabled:
+        if trainer.args.should_save:
+            trainer._save(str(model_dir), state_dict=in_dtype(trainer.model.state_dict(), dtype))
+            saved_in(model_dir, dtype, trainer)
     else:
         trainer.save_model(str(model_dir))  # under ZeRO-3 it gathers 16-bit weights (zero3_save_16bit_model)
     if trainer.is_world_process_zero():
         write_json_atomic(model_dir / RUN_RECORD_FILE, record)
         (model_dir / INCOMPLETE_MARKER).unlink()
+
+
+def in_dtype(state_dict: dict[str, torch.Tensor], dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    """The state dict's floating-point tensors in `dtype` (None: as they are)."""
+    if dtype is None:
+        return state_dict
+    return {name: t.to(dtype) if t.is_floating_point() else t for name, t in state_dict.items()}
+
+
+def in_dtype_model(model: PreTrainedModel, dtype: torch.dtype | None) -> PreTrainedModel:
+    return model if dtype is None else model.to(dtype)
+
+
+def saved_in(model_dir: Path, dtype: torch.dtype | None, trainer: RegularizedTrainer) -> None:
+    """Name the weights' dtype in the saved config.json (`save_pretrained` writes the in-memory model's), so that
+    `from_pretrained(dtype="auto")` loads them as saved."""
+    if dtype is None or not trainer.is_world_process_zero():
+        return
+    config_file = model_dir / "config.json"
+    config = json.loads(config_file.read_text())
+    config["dtype"] = str(dtype).removeprefix("torch.")
+    write_json_atomic(config_file, config)

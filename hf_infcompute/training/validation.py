@@ -47,8 +47,11 @@ def sequence_losses(
     batch_size: int = 16,
     device: str | torch.device | None = None,
     chunk_tokens: int = CHUNK_TOKENS,
+    bf16: bool = False,
 ) -> list[float]:
-    """The mean NLL of each row of `validation` (packed rows) under `model`, in the model's own dtype, in row order."""
+    """The mean NLL of each row of `validation` (packed rows) under `model`, in row order: in the model's own dtype,
+    or with `bf16` under bfloat16 autocast (the precision a bf16 run trains and evaluates in); the log-softmax and
+    the sums are float32."""
     device = torch.device(device) if device is not None else model.device
     home, was_training = model.device, model.training
     model.to(device).eval()
@@ -59,12 +62,18 @@ def sequence_losses(
             targets = batch.pop("labels")[:, 1:]
             for rows in row_chunks(targets.shape[0], targets.shape[1], chunk_tokens):
                 inputs = {key: value[rows] for key, value in batch.items()}
-                logits = model(**inputs, use_cache=False).logits[:, :-1].float()
-                nll, count = row_nll(torch.log_softmax(logits, dim=-1), targets[rows])
+                with scoring_precision(device, bf16):
+                    logits = model(**inputs, use_cache=False).logits[:, :-1]
+                nll, count = row_nll(torch.log_softmax(logits.float(), dim=-1), targets[rows])
                 losses.extend((nll / count.clamp(min=1)).tolist())
     finally:
         model.to(home).train(was_training)
     return rounded(losses)
+
+
+def scoring_precision(device: torch.device, bf16: bool) -> torch.autocast:
+    """bfloat16 autocast on `device` when `bf16`, else a no-op (the model's own dtype)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
 def rounded(losses: list[float]) -> list[float]:
