@@ -270,4 +270,4 @@ def test_the_paper_recipe_header_states_what_plan_prints(capsys):
     hours = int(re.search(r"~([\d,]+) H100-hours", header).group(1).replace(",", ""))
     assert trainings == plan["trainings"]
     assert hours == round(plan["device_hours"], -2)
-    assert "Not counted: the lead worker's serial tail" in header
+    assert "of which 13.5 h are the serial tail" in header and "Not counted: searches extended past" in header
