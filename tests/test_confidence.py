@@ -98,6 +98,8 @@ def test_documents_group_rows_and_resample_whole_documents():
     # a resample of one document three times gives that document's mean
     assert groups.resampled_means(np.arange(6.0), np.array([[0.0, 0.0, 3.0]]))[0, 0] == pytest.approx(4.0)
     assert not Documents(None, 4).by_document and Documents(None, 4).clusters == 4
+    # rows of one document: nothing to resample, no interval, no verdict
+    assert paired_gap([1.0, 2.0], [0.0, 0.5], [3, 3]).verdict == INCONCLUSIVE
 
 
 def interval(estimate: float, p_value: float) -> Interval:

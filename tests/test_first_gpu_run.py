@@ -337,9 +337,10 @@ def test_lead_scoring_after_a_zero3_run_loads_without_waiting_for_the_other_rank
                 args=SimpleNamespace(per_device_eval_batch_size=2, device=torch.device("cpu"), bf16=False),
             )
             rows = datasets.Dataset.from_dict({"input_ids": [[1, 2, 3, 4, 5, 6]] * 3, "length": [6] * 3})
-            data = SimpleNamespace(validation=rows, tokenizer=SimpleNamespace(pad_token_id=0))
-            losses = pretraining.validation_sequence_losses(trainer, data, folder / "model")
-            assert len(losses) == 3 and is_deepspeed_zero3_enabled()  # scored, and the run's config restored
+            data = SimpleNamespace(validation=rows, test=rows, tokenizer=SimpleNamespace(pad_token_id=0))
+            validation, test = pretraining.held_out_sequence_losses(trainer, data, folder / "model")
+            # scored, and the run's config restored
+            assert len(validation) == len(test) == 3 and is_deepspeed_zero3_enabled()
         """,
         tmp_path,
     )

@@ -80,12 +80,16 @@ def test_a_failing_check_writes_its_line_and_the_script_goes_on(tmp_path):
     )
     for tool in bin_dir.iterdir():
         tool.chmod(0o755)
+    wheels = tmp_path / "wheels"  # a built wheel folder (the stand-in pip installs it at once)
+    wheels.mkdir()
+    (wheels / "requirements.txt").write_text("datasets==5.2.0\n")
     results = tmp_path / "gpu.jsonl"
     env = {
         **os.environ,
         "PYTHON": str(bin_dir / "python"),
         "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
         "GPU_CHECK_LOGS": str(tmp_path / "logs"),
+        "GPU_CHECK_WHEELS": str(wheels),
     }
     done = subprocess.run(
         ["bash", "benchmarks/gpu_check.sh", str(results)],

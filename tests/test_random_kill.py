@@ -70,7 +70,7 @@ def micro_study(corpus_dir: Path, cache_dir: Path) -> dict:
             "tokenizer_train_chars": 100_000,
             "seq_len": 32,
             "val_sequences": 8,
-            "max_corpus_tokens": 20_000,
+            "max_corpus_tokens": 40_000,  # long documents: enough of them for both held-out splits
             "per_device_train_batch_size": 16,
             "precision": "fp32",
             "disable_tqdm": True,

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from hf_infcompute.scaling.analysis import REQUIRED_COLUMNS, SIZE_COLUMNS, ScalingReport, build_report
+from hf_infcompute.scaling.analysis import NOISE_COLUMN, REQUIRED_COLUMNS, SIZE_COLUMNS, ScalingReport, build_report
 from hf_infcompute.scaling.power_law import ScalingFitWarning, noise_scale_draw
 
 CONFIDENCE = 0.95
@@ -56,13 +56,17 @@ TEST = Split("test", "test_loss", "test_sequence_losses", "test_sequence_documen
 # The split every reported number is measured on; selection reads VALIDATION.
 REPORT_SPLIT = TEST
 # The record fields the scaling analysis reads (`hf_infcompute.scaling.analysis`).
-ANALYSIS_COLUMNS = (
-    *REQUIRED_COLUMNS,
-    *(column for column in SIZE_COLUMNS if column not in REQUIRED_COLUMNS and column != "runs"),
-    "corpus",
-    "k",
-    TEST.loss,
-    "loss_sd",
+ANALYSIS_COLUMNS = tuple(
+    dict.fromkeys(
+        (
+            *REQUIRED_COLUMNS,
+            *(column for column in SIZE_COLUMNS if column not in ("runs", "loss")),  # "loss": the analysis sets it
+            "corpus",
+            "k",
+            TEST.loss,
+            NOISE_COLUMN,
+        )
+    )
 )
 
 
@@ -161,6 +165,8 @@ class Gap:
 
     @property
     def interval(self) -> Interval:
+        if math.isinf(self.sd):
+            return Interval(self.estimate, -math.inf, math.inf, 1.0)
         if self.sd == 0:
             return Interval(self.estimate, self.estimate, self.estimate, 0.0 if self.estimate else 1.0)
         half = stats.t.ppf(0.5 + CONFIDENCE / 2, self.dof) * self.sd
@@ -190,8 +196,8 @@ def paired_gap(
         raise ValueError(f"paired rows must match and number at least 2, got {worse_rows.shape}, {better_rows.shape}")
     gaps = worse_rows - better_rows
     groups = Documents(documents, gaps.size)
-    if groups.clusters < 2:
-        raise ValueError("a document bootstrap needs rows from at least 2 documents")
+    if groups.clusters < 2:  # one document: nothing to resample, so no interval (the gap is not judged)
+        return Gap(float(gaps.mean()), math.inf, groups.clusters, groups.unit)
     means = groups.resampled_means(gaps, groups.weights(resamples, np.random.default_rng(seed)))[0]
     return Gap(float(gaps.mean()), float(means.var(ddof=1)), groups.clusters, groups.unit)
 
