@@ -74,7 +74,7 @@ def load_corpus(args: DataArguments) -> datasets.Dataset | datasets.IterableData
     files = local_corpus_files(args.corpus) if _looks_local(args.corpus) else []
     try:
         dataset = _load(args, files)
-    except DatasetGenerationError as error:
+    except (DatasetGenerationError, pa.ArrowException, UnicodeDecodeError) as error:
         if not files:
             raise InputError(
                 f"cannot read hub dataset {args.corpus!r} ({error.__cause__ or error}): check `corpus`, "
@@ -128,6 +128,10 @@ def _check_texts(dataset: datasets.Dataset, args: DataArguments, files: list[Pat
             f"corpus {args.corpus!r}: column {args.text_column!r} holds {texts.type} values, not text; set "
             f"`text_column` to the column that holds the documents' text (columns: {dataset.column_names})"
         )
+    try:
+        texts.validate(full=True)  # the JSON and Parquet readers pass on strings that are not UTF-8
+    except pa.ArrowInvalid as error:
+        raise InputError(unreadable_corpus_message(files, args.text_column, error)) from error
     if texts.null_count:
         index = pc.index(pc.is_null(texts), True).as_py()
         where = first_null_text(files, args.text_column)
