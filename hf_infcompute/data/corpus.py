@@ -81,6 +81,10 @@ def load_corpus(args: DataArguments) -> datasets.Dataset | datasets.IterableData
                 "`corpus_config` and `corpus_split`, or download it and give the local files"
             ) from error
         raise InputError(unreadable_corpus_message(files, args.text_column, error)) from error
+    except OSError as error:  # pyarrow reports some damaged Parquet footers as an OSError without errno
+        if not files or error.errno is not None:
+            raise
+        raise InputError(unreadable_corpus_message(files, args.text_column, error)) from error
     except ValueError as error:
         # `datasets` refuses files that hold only blank lines with a ValueError about the split.
         if not files or "corresponds to no data" not in str(error):
