@@ -208,3 +208,23 @@ def test_damaged_state_works_or_is_named(kind, how, stop_before_training):
         err = run_cli(STATE_COMMANDS[kind](folder, files))
         # A damaged record or sweep is named, or skipped with a warning and its folder named by what follows.
         assert not err or files[kind].name in err or str(files[kind].parent.parent) in err
+
+
+@pytest.mark.parametrize("name", ["rows.arrow", "packing.json", "tokenizer.json", "trained_from.json"])
+@settings(max_examples=5, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(how=DAMAGE)
+def test_a_damaged_cache_entry_is_built_again(name, how, stop_before_training, caplog):
+    with scratch() as folder:
+        recipe = folder / "run.yaml"
+        cache = folder / "cache"
+        recipe.write_text(
+            yaml.safe_dump({**TINY_RUN, "corpus": str(write_corpus(folder, ".jsonl")), "cache_dir": str(cache)})
+        )
+        argv = ["pretrain", str(recipe), "--output", str(folder / "out")]
+        assert run_cli(argv) == ""  # builds the tokenizer and the packed corpus
+        (path,) = cache.rglob(name)
+        damage(path, how)
+        caplog.clear()
+        assert run_cli(argv) == ""
+        rebuilt = [r.getMessage() for r in caplog.records if "building it again" in r.getMessage()]
+        assert len(rebuilt) <= 1 and all(path.parent.name in message for message in rebuilt)
