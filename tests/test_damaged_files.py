@@ -3,6 +3,7 @@ one paragraph naming the file, never another exception (property-based, hypothes
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import tempfile
@@ -97,7 +98,15 @@ def scratch() -> Iterator[Path]:
 
 def write_corpus(folder: Path, suffix: str) -> Path:
     path = folder / f"corpus{suffix}"
-    if suffix == ".jsonl":
+    if suffix.endswith(".gz"):
+        plain = write_corpus(folder, suffix.removesuffix(".gz"))
+        path.write_bytes(gzip.compress(plain.read_bytes()))
+        plain.unlink()
+    elif suffix == ".arrow":
+        table = pa.table({"text": DOCUMENTS})
+        with pa.ipc.new_stream(str(path), table.schema) as writer:
+            writer.write_table(table)
+    elif suffix == ".jsonl":
         path.write_text("".join(json.dumps({"text": text}) + "\n" for text in DOCUMENTS))
     elif suffix == ".json":
         path.write_text(json.dumps([{"text": text} for text in DOCUMENTS]))
@@ -108,7 +117,18 @@ def write_corpus(folder: Path, suffix: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".txt", ".parquet"])
+CORPUS_FORMATS = [".jsonl", ".json", ".txt", ".parquet", ".arrow", ".jsonl.gz", ".txt.gz"]
+
+
+@pytest.mark.parametrize("suffix", CORPUS_FORMATS)
+def test_every_corpus_format_is_read(suffix, tmp_path, stop_before_training):
+    recipe = tmp_path / "run.yaml"
+    corpus = write_corpus(tmp_path, suffix)
+    recipe.write_text(yaml.safe_dump({**TINY_RUN, "corpus": str(corpus), "cache_dir": str(tmp_path / "cache")}))
+    assert run_cli(["pretrain", str(recipe), "--output", str(tmp_path / "out")]) == ""
+
+
+@pytest.mark.parametrize("suffix", CORPUS_FORMATS)
 @example(how=("flip", 0.9258835904550239, 50))  # found by generation: a Parquet footer pyarrow reads as an OSError
 @settings(max_examples=8, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(how=DAMAGE)
