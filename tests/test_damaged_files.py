@@ -206,9 +206,10 @@ def write_study_folder(folder: Path) -> dict[str, Path]:
     }
 
 
+SMOKE = Path(__file__).resolve().parents[1] / "recipes" / "smoke.yaml"
 STATE_COMMANDS = {
-    "study": lambda folder, files: ["study", "smoke", "--output", str(folder), "--report-only"],
-    "record": lambda folder, files: ["study", "smoke", "--output", str(folder), "--report-only"],
+    "study": lambda folder, files: ["study", str(SMOKE), "--output", str(folder), "--report-only"],
+    "record": lambda folder, files: ["study", str(SMOKE), "--output", str(folder), "--report-only"],
     "sweep": lambda folder, files: ["search", str(files["recipe"]), "--output", str(files["sweep"].parent)],
     "grid": lambda folder, files: ["status", str(folder)],
     "point": lambda folder, files: ["status", str(folder)],
