@@ -9,7 +9,6 @@ checkpoint stays, and a rerun of the same command resumes from it.
 
 from __future__ import annotations
 
-import _thread
 import signal
 import threading
 from collections.abc import Iterator
@@ -67,7 +66,9 @@ def training() -> Iterator[None]:
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     if PROGRESS.training and PROGRESS.stop_requested is None:
         PROGRESS.stop_requested = "SIGTERM"  # the training saves and stops at the end of its step
-        PROGRESS.deadline = threading.Timer(SIGTERM_GRACE_S, _thread.interrupt_main)
+        # Then a second SIGTERM, to the main thread (it wakes a blocking call), stops the process at once.
+        main = threading.main_thread().ident
+        PROGRESS.deadline = threading.Timer(SIGTERM_GRACE_S, signal.pthread_kill, args=(main, signal.SIGTERM))
         PROGRESS.deadline.daemon = True
         PROGRESS.deadline.start()
         return

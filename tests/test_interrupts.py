@@ -8,11 +8,13 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from hf_infcompute import interrupts
 from hf_infcompute.records import iter_records
 from hf_infcompute.training import pretrain
 from hf_infcompute.training.checkpoints import checkpoints_newest_first
@@ -106,3 +108,17 @@ def test_a_stopped_run_says_what_was_saved_and_resumes_to_the_same_loss(
     assert record["resumed_from"] == checkpoint.name
     assert uninterrupted["run_id"] == folder.name == record["run_id"]
     assert record["val_loss"] == pytest.approx(uninterrupted["val_loss"], abs=1e-6)
+
+
+def test_sigterm_outside_training_stops_at_once_and_a_step_that_does_not_end_within_the_grace_too(monkeypatch):
+    monkeypatch.setattr(interrupts, "SIGTERM_GRACE_S", 0.5)
+    with interrupts.handling_sigterm():
+        with pytest.raises(interrupts.Interrupted, match="SIGTERM"):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        started = time.perf_counter()
+        with pytest.raises(interrupts.Interrupted, match="SIGTERM"), interrupts.training():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # a step that outlasts the grace
+        assert time.perf_counter() - started < 4
+    assert interrupts.PROGRESS.stop_requested is None and interrupts.PROGRESS.training == 0
