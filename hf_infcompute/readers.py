@@ -159,6 +159,6 @@ def write_failure(error: OSError) -> InputError | None:
         return None
     where = f" {error.filename}" if error.filename else ""
     return InputError(
-        f"cannot write{where} ({error.strerror}): {write_fix(error)}. Every file is written whole or not at all, "
-        "and interrupted runs resume from their last whole checkpoint."
+        f"cannot write or read{where} ({error.strerror}): {write_fix(error)}. Every file is written whole or not at "
+        "all, and interrupted runs resume from their last whole checkpoint."
     )

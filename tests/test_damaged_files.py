@@ -249,3 +249,38 @@ def test_a_damaged_cache_entry_is_built_again(name, how, stop_before_training, c
         assert run_cli(argv) == ""
         rebuilt = [r.getMessage() for r in caplog.records if "building it again" in r.getMessage()]
         assert len(rebuilt) <= 1 and all(path.parent.name in message for message in rebuilt)
+
+
+@settings(max_examples=10)
+@given(how=DAMAGE)
+def test_a_study_resuming_over_a_damaged_study_json_rebuilds_it_with_one_line(how):
+    from hf_infcompute.study.state import previous_sessions
+
+    with scratch() as folder:
+        files = write_study_folder(folder)
+        damage(files["study"], how)
+        with _warnings() as seen:
+            sessions, wall_time_s = previous_sessions(folder)
+        rebuilt = [line for line in seen if "rebuilt from the records" in line]
+        assert len(rebuilt) <= 1 and isinstance(sessions, int) and isinstance(wall_time_s, float)
+        if rebuilt:
+            assert (sessions, wall_time_s) == (0, 0.0)
+
+
+@contextmanager
+def _warnings() -> Iterator[list[str]]:
+    """The messages of the warnings logged inside."""
+    import logging
+
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    handler = Keep(logging.WARNING)
+    logging.getLogger("hf_infcompute").addHandler(handler)
+    try:
+        yield seen
+    finally:
+        logging.getLogger("hf_infcompute").removeHandler(handler)
