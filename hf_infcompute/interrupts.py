@@ -9,6 +9,7 @@ checkpoint stays, and a rerun of the same command resumes from it.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -73,6 +74,16 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
         PROGRESS.deadline.start()
         return
     raise Interrupted("SIGTERM")
+
+
+def _default_in_child() -> None:
+    """A forked child (a `datasets` or DataLoader worker) dies of SIGTERM as usual: process pools end their workers
+    with it, and a worker waiting on a lock would never run a Python handler."""
+    if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+os.register_at_fork(after_in_child=_default_in_child)
 
 
 @contextmanager
