@@ -17,6 +17,7 @@ from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, HfApi, Mod
 from huggingface_hub.errors import LocalTokenNotFoundError, OfflineModeIsEnabled
 
 from hf_infcompute.errors import InputError
+from hf_infcompute.readers import read_json_object
 from hf_infcompute.records import RUN_RECORD_FILE, load_runs
 from hf_infcompute.run_ids import SYNTHETIC_MANIFEST_FILE
 from hf_infcompute.study.state import STATE_FILE, StudyState
@@ -58,7 +59,8 @@ def read_run_record(model_dir: str | Path) -> dict[str, Any]:
     path = Path(model_dir) / RUN_RECORD_FILE
     if not path.is_file():
         raise InputError(f"{model_dir} has no {RUN_RECORD_FILE}: push folders written by hf-infcompute runs")
-    return json.loads(path.read_text())
+    fix = "copy that run's record from its study's results/ folder over it, or train the run again"
+    return read_json_object(path, fix=fix, keys=("run_id",))
 
 
 def _base_model(record: dict[str, Any]) -> str | None:

@@ -46,8 +46,10 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.filename is None:
+            error.filename = str(path)  # a full disk fails in write or fsync, which name no file
         raise
 
 

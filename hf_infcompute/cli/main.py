@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import shlex
 import sys
 
+from hf_infcompute import interrupts
 from hf_infcompute.cli.conventions import normalize_argv
 from hf_infcompute.errors import InputError
+from hf_infcompute.readers import check_output_folder, write_failure
+
+# Exit codes of a process stopped by a signal, as shells report them (128 + the signal's number).
+EXIT_CODES = {"Ctrl-C": 130, "SIGTERM": 143}
 
 # Subcommand modules, in the order of the pipeline they drive.
 COMMANDS = ("plan", "study", "pretrain", "search", "ensemble", "generate", "distill", "eval", "fit", "cpt", "push")
@@ -49,13 +55,37 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(normalize_argv(parser, sys.argv[1:] if argv is None else argv))
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(normalize_argv(parser, argv))
     try:
-        return int(args.func(args) or 0)
+        if getattr(args, "output", None) is not None:
+            check_output_folder(args.output)
+        with interrupts.handling_sigterm():
+            return int(args.func(args) or 0)
     except InputError as error:
         # Bad input: our errors already name the fix, so print them without a traceback.
         print(f"hf-infcompute {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:
+        failure = write_failure(error)  # a full disk, a read-only or forbidden folder
+        if failure is None:
+            raise
+        print(f"hf-infcompute {args.command}: error: {failure}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as stop:
+        print(f"hf-infcompute {args.command}: {interrupted_line(stop, argv)}", file=sys.stderr)
+        return EXIT_CODES[getattr(stop, "signal_name", "Ctrl-C")]
+
+
+def interrupted_line(stop: KeyboardInterrupt, argv: list[str]) -> str:
+    """One line for a command stopped by Ctrl-C or SIGTERM: what was saved, and the command that resumes."""
+    by = getattr(stop, "signal_name", "Ctrl-C")
+    checkpoint = interrupts.last_saved()
+    saved = f"checkpoint {checkpoint}" if checkpoint else "no checkpoint of the run in progress"
+    return (
+        f"stopped by {by}; saved: {saved}, and the record of every run finished before. "
+        f"Resume with: hf-infcompute {shlex.join(argv)}"
+    )
 
 
 if __name__ == "__main__":

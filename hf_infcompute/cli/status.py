@@ -52,9 +52,9 @@ def sweep_status(directory: Path, name: str) -> SweepStatus:
             status.finished += 1
     for path in sorted(store.claims_dir.glob(f"*{CLAIM_SUFFIX}")):
         try:
-            point = json.loads(path.read_text())["point"]
-        except (FileNotFoundError, json.JSONDecodeError, KeyError):
-            continue  # released, or its owner is still writing it
+            point = dict(json.loads(path.read_text())["point"])
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError):
+            continue  # released, or its owner is still writing it (or died while writing it: the lease covers it)
         key = point_key(point)
         holder = store.holder(point)
         if key in done or key in status.running or holder is None:
@@ -64,7 +64,8 @@ def sweep_status(directory: Path, name: str) -> SweepStatus:
         else:
             status.running[key] = holder
     axes = store.grid_axes()
-    status.grid_size = math.prod(len(values) for values in axes.values()) if axes else None
+    whole = axes and all(isinstance(values, list) for values in axes.values())
+    status.grid_size = math.prod(len(values) for values in axes.values()) if whole else None
     return status
 
 
@@ -83,7 +84,9 @@ def runs_in_training(output_dir: Path) -> dict[str, dict]:
     for path in sorted((output_dir / RUNS_DIRNAME).glob(f"*/{HOLDER_FILE}")):
         try:
             owner = json.loads(path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+            continue  # released, or written by a holder that died meanwhile: the next start takes the run over
+        if not isinstance(owner, dict) or not isinstance(owner.get("pid"), int | None):
             continue
         if owner.get("host") == socket.gethostname() and not _pid_alive(owner.get("pid")):
             continue  # its holder died: the next process to start the run takes it over

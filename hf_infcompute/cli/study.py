@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     slot = detach_from_launcher()  # under a launcher: one independent worker per GPU
     from hf_infcompute.study import load_study, run_study
+    from hf_infcompute.study.folder import claim_study_folder
     from hf_infcompute.study.report import write_study_report
     from hf_infcompute.study.state import load_report_state
 
@@ -47,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
         stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
     if args.report_only:
+        claim_study_folder(spec, output, record=False)
         path = write_study_report(spec, output, load_report_state(output))
     else:
         run_study(spec, output, slot)

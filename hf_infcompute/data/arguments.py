@@ -10,6 +10,9 @@ from hf_infcompute.errors import InputError
 MAX_DEFAULT_WORKERS = 8
 VALIDATION_SPLITS = ("head", "random")
 
+# A byte-level BPE holds every byte and its two special tokens (`<|endoftext|>`, `<|pad|>`) whatever it learns.
+BPE_MIN_VOCAB = 256 + 2
+
 
 @dataclass
 class DataArguments:
@@ -110,6 +113,11 @@ class DataArguments:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise InputError(f"`{name}` must be a positive integer, got {value!r}")
+        if self.tokenizer == "bpe" and self.vocab_size < BPE_MIN_VOCAB:
+            raise InputError(
+                f"vocab_size {self.vocab_size} cannot be honoured: a byte-level BPE tokenizer holds at least "
+                f"{BPE_MIN_VOCAB} tokens (256 bytes and 2 special tokens); set `vocab_size` to {BPE_MIN_VOCAB} or more"
+            )
         if self.validation_split not in VALIDATION_SPLITS:
             raise InputError(
                 f"`validation_split` must be one of {list(VALIDATION_SPLITS)}, got {self.validation_split!r}"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from filelock import FileLock, Timeout
 
@@ -15,6 +17,8 @@ logger = logging.getLogger(__name__)
 
 # Where build locks live, beside the entries they guard.
 LOCKS_DIRNAME = ".locks"
+
+T = TypeVar("T")
 
 
 def cache_root(cache_dir: str | None) -> Path:
@@ -60,3 +64,18 @@ def _build_atomically(target: Path, build: Callable[[Path], None]) -> None:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_built(target: Path, build: Callable[[Path], None], read: Callable[[Path], T]) -> T:
+    """`read(target)` of the cache entry `build_once` makes; an entry that cannot be read (a file of it cut off or
+    damaged on disk) is deleted and built again, with one warning saying so."""
+    build_once(target, build)
+    try:
+        return read(target)
+    except Exception as error:  # the readers (pyarrow, json, tokenizers) raise many types; the entry is rebuildable
+        if isinstance(error, OSError) and error.errno not in (None, errno.ENOENT):
+            raise  # a disk or permission problem, not a damaged entry
+        logger.warning("cache entry %s is damaged (%s: %s); building it again", target, type(error).__name__, error)
+    shutil.rmtree(target, ignore_errors=True)
+    build_once(target, build)
+    return read(target)

@@ -6,6 +6,7 @@ import glob
 import hashlib
 import json
 import os
+import zlib
 from pathlib import Path
 
 import datasets
@@ -14,13 +15,13 @@ import pyarrow.compute as pc
 from datasets.exceptions import DatasetGenerationError, DatasetNotFoundError
 
 from hf_infcompute.data.arguments import DataArguments
-from hf_infcompute.data.corpus_errors import first_null_text, unreadable_corpus_message
+from hf_infcompute.data.corpus_errors import corpus_format, first_null_text, unreadable_corpus_message
 from hf_infcompute.errors import InputError
 
-BUILDER_BY_SUFFIX = {".jsonl": "json", ".json": "json", ".txt": "text", ".parquet": "parquet"}
+BUILDER_BY_SUFFIX = {".jsonl": "json", ".json": "json", ".txt": "text", ".parquet": "parquet", ".arrow": "arrow"}
 FORMATS_HELP = (
-    "one JSON object per line with a `text` field (.jsonl), UTF-8 text with one document per line (.txt), or a "
-    "Parquet file with a text column"
+    "one JSON object per line with a `text` field (.jsonl), UTF-8 text with one document per line (.txt), either "
+    "compressed as .gz, or a Parquet or Arrow stream file with a text column"
 )
 
 
@@ -29,7 +30,7 @@ def _looks_local(corpus: str) -> bool:
         os.path.exists(corpus)
         or corpus.startswith((".", "/", "~"))
         or any(c in corpus for c in "*?")
-        or corpus.endswith(tuple(BUILDER_BY_SUFFIX))
+        or corpus.endswith((*BUILDER_BY_SUFFIX, ".gz"))
     )
 
 
@@ -37,10 +38,10 @@ def local_corpus_files(corpus: str) -> list[Path]:
     """The files of a local corpus (a file, a folder or a glob), sorted; errors name the fix."""
     path = Path(corpus).expanduser()
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix in BUILDER_BY_SUFFIX and p.is_file())
+        files = sorted(p for p in path.rglob("*") if corpus_format(p) in BUILDER_BY_SUFFIX and p.is_file())
         if not files:
             raise InputError(
-                f"corpus folder {path} holds no .jsonl, .json, .txt or .parquet files: put the corpus there as "
+                f"corpus folder {path} holds no .jsonl, .json, .txt, .parquet or .arrow files: put the corpus there as "
                 f"{FORMATS_HELP}, or point `corpus` at the folder that holds it"
             )
     elif path.is_file():
@@ -52,10 +53,15 @@ def local_corpus_files(corpus: str) -> list[Path]:
                 f"corpus {corpus!r} not found (resolved to {path.absolute()}): check the path in `corpus`, or give "
                 "existing files, a folder, a glob or a Hugging Face Hub dataset id"
             )
-    suffixes = {p.suffix for p in files}
+    suffixes = {corpus_format(p) for p in files}
     unknown = suffixes - set(BUILDER_BY_SUFFIX)
     if unknown:
-        raise InputError(f"corpus files must be .jsonl, .json, .txt or .parquet; found {sorted(unknown)}")
+        raise InputError(
+            f"corpus files must be .jsonl, .json, .txt (each maybe .gz), .parquet or .arrow; found {sorted(unknown)}"
+        )
+    packed = sorted(str(p) for p in files if p.suffix == ".gz" and corpus_format(p) in (".parquet", ".arrow"))
+    if packed:
+        raise InputError(f"corpus files {packed[:3]} are compressed Parquet or Arrow files: decompress them")
     builders = {BUILDER_BY_SUFFIX[s] for s in suffixes}
     if len(builders) > 1:
         raise InputError(f"corpus mixes file formats {sorted(suffixes)}: convert them to one format")
@@ -74,12 +80,16 @@ def load_corpus(args: DataArguments) -> datasets.Dataset | datasets.IterableData
     files = local_corpus_files(args.corpus) if _looks_local(args.corpus) else []
     try:
         dataset = _load(args, files)
-    except DatasetGenerationError as error:
+    except (DatasetGenerationError, pa.ArrowException, UnicodeDecodeError, EOFError, zlib.error) as error:
         if not files:
             raise InputError(
                 f"cannot read hub dataset {args.corpus!r} ({error.__cause__ or error}): check `corpus`, "
                 "`corpus_config` and `corpus_split`, or download it and give the local files"
             ) from error
+        raise InputError(unreadable_corpus_message(files, args.text_column, error)) from error
+    except OSError as error:  # pyarrow (some Parquet footers) and gzip report damage as an OSError without errno
+        if not files or error.errno is not None:
+            raise
         raise InputError(unreadable_corpus_message(files, args.text_column, error)) from error
     except ValueError as error:
         # `datasets` refuses files that hold only blank lines with a ValueError about the split.
@@ -97,7 +107,7 @@ def load_corpus(args: DataArguments) -> datasets.Dataset | datasets.IterableData
 def _load(args: DataArguments, files: list[Path]) -> datasets.Dataset | datasets.IterableDataset:
     if files:
         return datasets.load_dataset(
-            BUILDER_BY_SUFFIX[files[0].suffix],
+            BUILDER_BY_SUFFIX[corpus_format(files[0])],
             data_files=[str(p) for p in files],
             split="train",
             num_proc=_num_proc(min(args.preprocessing_num_workers, len(files))),
@@ -128,6 +138,10 @@ def _check_texts(dataset: datasets.Dataset, args: DataArguments, files: list[Pat
             f"corpus {args.corpus!r}: column {args.text_column!r} holds {texts.type} values, not text; set "
             f"`text_column` to the column that holds the documents' text (columns: {dataset.column_names})"
         )
+    try:
+        texts.validate(full=True)  # the JSON and Parquet readers pass on strings that are not UTF-8
+    except pa.ArrowInvalid as error:
+        raise InputError(unreadable_corpus_message(files, args.text_column, error)) from error
     if texts.null_count:
         index = pc.index(pc.is_null(texts), True).as_py()
         where = first_null_text(files, args.text_column)

@@ -3,10 +3,13 @@ text: the files are re-read here, on the error path only, to say where the probl
 
 from __future__ import annotations
 
+import gzip
 import json
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 FIX_LINE = (
@@ -15,8 +18,17 @@ FIX_LINE = (
 )
 
 
+# What a cut-off or damaged gzip file raises while it is read.
+GZIP_ERRORS = (OSError, EOFError, zlib.error)
+
+
+def corpus_format(path: Path) -> str:
+    """The suffix that says how a corpus file is read: `.jsonl` for `part.jsonl` and for `part.jsonl.gz`."""
+    return Path(path.stem).suffix if path.suffix == ".gz" else path.suffix
+
+
 def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    with path.open("rb") as handle:
+    with gzip.open(path) if path.suffix == ".gz" else path.open("rb") as handle:
         for number, line in enumerate(handle, start=1):
             if line.strip():
                 yield number, line
@@ -38,20 +50,34 @@ def _json_line_problem(number: int, line: bytes, text_column: str) -> str | None
 
 
 def _file_problem(path: Path, text_column: str) -> str | None:
+    if path.suffix == ".gz":
+        try:
+            with gzip.open(path) as handle:
+                while handle.read(2**20):
+                    pass
+        except GZIP_ERRORS as error:
+            return f"is not a whole gzip file ({error}): compress or copy it again, or remove it from the corpus"
+    if path.suffix == ".arrow":
+        try:
+            with pa.memory_map(str(path)) as source:
+                pa.ipc.open_stream(source).read_all()
+        except (pa.ArrowException, OSError) as error:
+            return f"is not a readable Arrow stream file ({error}): write it again, or remove it from the corpus"
+        return None
     if path.suffix == ".parquet":
         try:
             pq.read_metadata(path)
         except Exception as error:  # pyarrow raises several types for a file that is not Parquet
             return f"is not a readable Parquet file ({error}): rewrite it, or remove it from the corpus"
         return None
-    if path.suffix == ".json":
+    if corpus_format(path) == ".json":
         try:
-            json.loads(path.read_bytes().decode("utf-8"))
+            json.loads(b"".join(line for _, line in _lines(path)).decode("utf-8"))
             return None
         except (UnicodeDecodeError, json.JSONDecodeError):
             pass  # not one JSON document: read it as JSON lines below
     for number, line in _lines(path):
-        if path.suffix == ".txt":
+        if corpus_format(path) == ".txt":
             try:
                 line.decode("utf-8")
             except UnicodeDecodeError:
@@ -79,14 +105,15 @@ def unreadable_corpus_message(files: list[Path], text_column: str, error: BaseEx
     names = ", ".join(str(p) for p in files[:5]) + (", ..." if len(files) > 5 else "")
     return (
         f"cannot read the corpus files {names} ({type(cause).__name__}: {cause}): check that every file is complete "
-        "and in the format its suffix says (.jsonl: one JSON object per line; .txt: UTF-8 lines; .parquet)."
+        "and in the format its suffix says (.jsonl: one JSON object per line; .txt: UTF-8 lines; .parquet; .arrow; "
+        "any of the first three compressed as .gz)."
     )
 
 
 def first_null_text(files: list[Path], text_column: str) -> tuple[Path, int] | None:
     """The file and line of the first JSON-lines document whose `text_column` is null or missing."""
     for path in files:
-        if path.suffix not in (".jsonl", ".json"):
+        if corpus_format(path) not in (".jsonl", ".json"):
             return None
         for number, line in _lines(path):
             try:

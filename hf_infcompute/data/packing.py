@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from hf_infcompute.data.arguments import DataArguments
-from hf_infcompute.data.cache import build_once, cache_root
+from hf_infcompute.data.cache import cache_root, read_built
 from hf_infcompute.data.corpus import corpus_fingerprint, load_corpus
 from hf_infcompute.data.holdout import (
     MAX_HOLDOUT_FRACTION,
@@ -209,8 +209,10 @@ def prepare_tokenizer(args: DataArguments) -> tuple[PreTrainedTokenizerBase, dic
         trained_from = {"first_document": first_doc, **({"holdout": list(holdout)} if holdout else {})}
         (tmp / TRAINED_FROM_FILE).write_text(json.dumps(trained_from))
 
-    build_once(folder, build)
-    return PreTrainedTokenizerFast.from_pretrained(folder), json.loads((folder / TRAINED_FROM_FILE).read_text())
+    def read(folder: Path) -> tuple[PreTrainedTokenizerBase, dict]:
+        return PreTrainedTokenizerFast.from_pretrained(folder), json.loads((folder / TRAINED_FROM_FILE).read_text())
+
+    return read_built(folder, build, read)
 
 
 def _document_batches(
@@ -386,13 +388,16 @@ def pack_corpus(args: DataArguments, tokenizer: PreTrainedTokenizerBase) -> Pack
         meta.update(rows=rows, seq_len=args.seq_len, eos_token_id=tokenizer.eos_token_id)
         (tmp / META_FILE).write_text(json.dumps(meta))
 
-    build_once(folder, build)
-    meta = json.loads((folder / META_FILE).read_text())
-    held = {
-        split: datasets.Dataset.from_file(str(folder / name)) if "holdout" in meta else None
-        for split, name in SPLIT_FILES.items()
-    }
-    return PackedCorpus(datasets.Dataset.from_file(str(folder / ROWS_FILE)), held[VALIDATION], held[TEST], meta, key)
+    def read(folder: Path) -> PackedCorpus:
+        meta = json.loads((folder / META_FILE).read_text())
+        held = {
+            split: datasets.Dataset.from_file(str(folder / name)) if "holdout" in meta else None
+            for split, name in SPLIT_FILES.items()
+        }
+        rows = datasets.Dataset.from_file(str(folder / ROWS_FILE))
+        return PackedCorpus(rows, held[VALIDATION], held[TEST], meta, key)
+
+    return read_built(folder, build, read)
 
 
 def _head_rows(packed: PackedCorpus, args: DataArguments) -> tuple[int, int, int]:

@@ -15,6 +15,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from hf_infcompute.errors import InputError
+from hf_infcompute.readers import REEXPORT, check_model_folder
 
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
@@ -45,6 +46,7 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedToke
 
 
 def load_pretrained_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
+    check_model_folder(name_or_path, fix=f"{REEXPORT} (`save_pretrained`), or set `tokenizer` to another one")
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     except (OSError, ValueError) as error:

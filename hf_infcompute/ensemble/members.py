@@ -23,6 +23,7 @@ from hf_infcompute.ensemble.modeling_logit_ensemble import check_member_folder
 from hf_infcompute.ensemble.soup import average_weights
 from hf_infcompute.errors import InputError
 from hf_infcompute.method import member_hyperparameters
+from hf_infcompute.readers import check_model_folder
 from hf_infcompute.records import RUN_RECORD_FILE, append_record, read_record, write_json_atomic
 from hf_infcompute.run_ids import ensemble_run_id, soup_run_id
 from hf_infcompute.training import RunConfig, pretrain
@@ -144,6 +145,10 @@ def record_curve(
             ) from None
     data = prepare_data(run.data)
     device = scoring_device()
+    for member in members:  # a damaged member is named, with the fix, before any is loaded
+        check_model_folder(
+            member["model_dir"], fix="delete that folder and run the same command again, which retrains it"
+        )
     # Loaded once, in the members' saved dtype, on the host: the scorer moves them onto the device (streamed if they
     # do not fit), in the members' training precision; the ensemble and the soup are built from the same models.
     models = [AutoModelForCausalLM.from_pretrained(m["model_dir"], dtype="auto").eval() for m in members]

@@ -21,6 +21,7 @@ from transformers import (
 
 from hf_infcompute.data.cache import build_once
 from hf_infcompute.errors import InputError
+from hf_infcompute.readers import check_model_folder
 from hf_infcompute.records import RUN_RECORD_FILE
 from hf_infcompute.training.checkpoints import model_folder_problem
 
@@ -89,6 +90,7 @@ def load_teacher_model(spec: TeacherSpec, *, device: str, dtype: str = "auto") -
             f"teacher {problem}: give a folder written by `save_pretrained` (a finished run's `model/` folder or an "
             "ensemble's folder), or train the teacher again"
         )
+    check_model_folder(spec.name, fix="train the teacher again, or give another teacher")
     if spec.is_ensemble:
         _register_ensemble()
     model = AutoModelForCausalLM.from_pretrained(spec.name, dtype=dtype)

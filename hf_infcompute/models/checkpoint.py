@@ -6,9 +6,13 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
 from hf_infcompute.errors import InputError
+from hf_infcompute.readers import REEXPORT, check_model_folder
+
+BASE_MODEL_FIX = f"{REEXPORT} (`save_pretrained`), or give another `base_model`"
 
 
 def load_base_config(name_or_path: str) -> PretrainedConfig:
+    check_model_folder(name_or_path, fix=BASE_MODEL_FIX)
     try:
         return AutoConfig.from_pretrained(name_or_path)
     except (OSError, ValueError) as error:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_infcompute.errors import InputError
+from hf_infcompute.readers import RERUN, read_json_object, read_rebuildable_json
 from hf_infcompute.records import write_json_atomic
 from hf_infcompute.search.grid import Point, format_value
 
@@ -174,7 +175,7 @@ class SweepStore:
         path = self.directory / MANIFEST_FILENAME
         if not path.exists():
             write_json_atomic(path, {"settings": wanted})
-        recorded = json.loads(path.read_text())["settings"]
+        recorded = read_json_object(path, fix=RERUN, keys=("settings",))["settings"]
         if recorded != wanted:
             differing = sorted(k for k in set(recorded) | set(wanted) if recorded.get(k) != wanted.get(k))
             raise InputError(
@@ -188,8 +189,7 @@ class SweepStore:
 
     def grid_axes(self) -> dict[str, list[Any]] | None:
         """The axes `record_grid` kept, or None for a sweep that recorded none."""
-        path = self.directory / GRID_FILENAME
-        return json.loads(path.read_text()) if path.is_file() else None
+        return read_rebuildable_json(self.directory / GRID_FILENAME, "the search writes it again when it next starts")
 
     # Results.
 
@@ -198,19 +198,14 @@ class SweepStore:
 
     def result(self, point: Mapping[str, Any]) -> PointResult | None:
         """The stored result of `point`, or None if no worker has finished it."""
-        path = self.result_path(point)
-        try:
-            return PointResult.from_dict(json.loads(path.read_text()))
-        except FileNotFoundError:
-            return None
+        return _read_result(self.result_path(point))
 
     def results(self) -> list[PointResult]:
-        """Every stored result, in key order."""
-        return [
-            PointResult.from_dict(json.loads(path.read_text()))
-            for path in sorted(self.points_dir.glob("*.json"))
-            if not path.name.startswith(".")
-        ]
+        """Every stored result, in key order (damaged ones are named in a warning and left out)."""
+        results = (
+            _read_result(path) for path in sorted(self.points_dir.glob("*.json")) if not path.name.startswith(".")
+        )
+        return [result for result in results if result is not None]
 
     def record(self, result: PointResult) -> Path:
         path = self.result_path(result.point)
@@ -286,8 +281,10 @@ class SweepStore:
                 owner = json.loads(Path(entry.path).read_text() or "{}")
             except FileNotFoundError:
                 continue  # released while we looked
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, UnicodeDecodeError):
                 owner = {}  # its owner is still writing it; the lease covers an owner that died meanwhile
+            if not isinstance(owner, dict):
+                owner = {}
             claims.append(
                 ClaimInfo(
                     path=Path(entry.path),
@@ -300,6 +297,19 @@ class SweepStore:
                 )
             )
         return sorted(claims, key=lambda claim: claim.generation)
+
+
+def _read_result(path: Path) -> PointResult | None:
+    """The result in `path`; None when there is none, or when it is damaged: the point is then evaluated again, which
+    reads its run's record back instead of training it again."""
+    payload = read_rebuildable_json(path, "the point is evaluated again (a finished run is read back from its record)")
+    if payload is None:
+        return None
+    try:
+        return PointResult.from_dict(payload)
+    except (KeyError, TypeError, ValueError):
+        logger.warning("%s is damaged (not a point result); the point is evaluated again", path)
+        return None
 
 
 def _pid_alive(pid: int) -> bool:

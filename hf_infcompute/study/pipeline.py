@@ -28,6 +28,7 @@ from hf_infcompute.scaling.power_law import ScalingFitWarning
 from hf_infcompute.search import SearchGrid, SearchResult, SweepStore, coordinate_descent, for_recipe
 from hf_infcompute.search.grid import LEARNING_RATE, NUM_TRAIN_EPOCHS, WEIGHT_DECAY
 from hf_infcompute.search.pretrain_objective import PretrainObjective
+from hf_infcompute.study.folder import claim_study_folder
 from hf_infcompute.study.spec import SearchSpec, StudySpec
 from hf_infcompute.study.state import (
     STATE_FILE,
@@ -178,6 +179,7 @@ class Study:
     def run_all(self) -> StudyState:
         self.check_runs()
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        claim_study_folder(self.spec, self.output_dir)
         self.searches()
         self.ensembles()
         self.sampling()

@@ -7,12 +7,12 @@ is written, so a study.json that lacks one was written by another version and is
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hf_infcompute.errors import InputError
+from hf_infcompute.readers import read_json, read_rebuildable_json
 from hf_infcompute.records import relative_paths, resolved_paths, write_json_atomic
 
 STATE_FILE = "study.json"
@@ -156,7 +156,7 @@ class StudyState:
     @classmethod
     def load(cls, path: str | Path) -> StudyState:
         """Read a study.json; `InputError` naming the file and the fix when it is of another format or lacks a field."""
-        values = json.loads(Path(path).read_text())
+        values = read_json(path, fix=f"delete it. {RERUN}, and it is rebuilt from them")
         if not isinstance(values, dict) or values.get("format") != STATE_FORMAT:
             raise InputError(f"{path} was written by an older hf-infcompute. {RERUN}")
         return cls.from_json(resolved_paths(values, Path(path).parent), str(path))
@@ -188,11 +188,15 @@ def _fields(cls: type, values: Any, where: str, source: str) -> dict[str, Any]:
 def previous_sessions(output_dir: str | Path) -> tuple[int, float]:
     """(sessions, wall time in seconds) of the study already in `output_dir`, (0, 0.0) before it starts. Read leniently:
     a study.json of an older format must not stop the run that replaces it."""
-    path = Path(output_dir) / STATE_FILE
-    if not path.is_file():
+    values = read_rebuildable_json(
+        Path(output_dir) / STATE_FILE,
+        "it is rebuilt from the records of the finished runs (its count of sessions and wall time start again)",
+    )
+    if values is None:
         return 0, 0.0
-    values = json.loads(path.read_text())
-    return values.get("sessions", 1), values.get("wall_time_s", 0.0)
+    sessions, wall_time_s = values.get("sessions", 1), values.get("wall_time_s", 0.0)
+    valid = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (sessions, wall_time_s))
+    return (int(sessions), float(wall_time_s)) if valid else (0, 0.0)
 
 
 def load_report_state(output_dir: str | Path) -> StudyState:

@@ -158,6 +158,10 @@ class RegularizedTrainingArguments(TrainingArguments):
             value = getattr(self, name)
             if not math.isfinite(value) or value <= lowest:
                 raise InputError(f"`{name}` must be a positive finite number, got {value!r}")
+        for name in ("seed", "data_seed"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < 2**32:
+                raise InputError(f"`{name}` must be an integer from 0 to 2**32 - 1 (numpy's seeds), got {value!r}")
         if not math.isfinite(self.weight_decay) or self.weight_decay < 0:
             raise InputError(f"`weight_decay` must be a non-negative finite number, got {self.weight_decay!r}")
         if self.recipe == "standard" and self.weight_decay != STANDARD_WEIGHT_DECAY:

@@ -41,7 +41,9 @@ class RunClaim:
         """Who holds the claim, as its holder file says ("unknown" while none is written)."""
         try:
             owner = json.loads((self.folder / HOLDER_FILE).read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+            return "unknown"
+        if not isinstance(owner, dict):
             return "unknown"
         return f"pid {owner.get('pid')} on {owner.get('host')} since {time.ctime(owner.get('claimed_at', 0))}"
 

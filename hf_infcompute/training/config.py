@@ -165,7 +165,28 @@ def _typed_values(settings: Mapping[str, Any], classes: tuple[type, ...]) -> dic
             f"unknown recipe key(s) {unknown}; valid keys are the fields of "
             f"{', '.join(c.__name__ for c in classes)} (`hf-infcompute pretrain --help-keys` lists them)"
         )
-    return {key: _coerce(key, value, field_types[key]) for key, value in settings.items()}
+    return {
+        key: _checked(key, _coerce(key, value, field_types[key]), field_types[key]) for key, value in settings.items()
+    }
+
+
+SCALARS = (bool, int, float, str, type(None))
+
+
+def _checked(key: str, value: Any, hint: Any) -> Any:
+    """`value`, refused by name when a field of plain scalar types (numbers, text, yes/no, null) gets another type
+    (a list, a mapping, text for a number): the library would fail on it later, without naming the key."""
+    kinds = _type_args(hint)
+    if not all(kind in SCALARS for kind in kinds):
+        return value  # lists, mappings and the library's enums are checked by the library's own parser
+    accepted = tuple(kinds) + ((int,) if float in kinds else ())
+    if isinstance(value, accepted) and not (isinstance(value, bool) and bool not in kinds):
+        return value
+    names = " or ".join(_KIND_NAMES[kind] for kind in kinds)
+    raise InputError(f"`{key}` expects {names}, got {value!r}")
+
+
+_KIND_NAMES = {bool: "true/false", int: "an integer", float: "a number", str: "text", type(None): "null"}
 
 
 def _coerce(key: str, value: Any, hint: Any) -> Any:

@@ -17,6 +17,7 @@ import torch
 from accelerate import PartialState
 from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedModel, TrainerCallback
 
+from hf_infcompute import interrupts
 from hf_infcompute.data import PackedCollator, PretrainingData, prepare_data
 from hf_infcompute.errors import InputError, NonFiniteLossError
 from hf_infcompute.method import RECIPES, STANDARD_WEIGHT_DECAY
@@ -69,6 +70,19 @@ def check_model_fits(run: RunConfig) -> None:
             f"seq_len {run.data.seq_len} exceeds the context of {name} ({context}); lower `seq_len` or choose a "
             "model with a longer context"
         )
+
+
+def check_vocabulary(run: RunConfig, data: PretrainingData) -> None:
+    """Refuse a trained BPE tokenizer that holds fewer tokens than `vocab_size` asks for (its training text has too few
+    distinct merges): the model would silently get another vocabulary than the recipe's."""
+    if run.model.base_model or run.data.tokenizer != "bpe" or len(data.tokenizer) == run.data.vocab_size:
+        return
+    raise InputError(
+        f"vocab_size {run.data.vocab_size} cannot be honoured: the BPE tokenizer trained on the corpus's first "
+        f"{run.data.tokenizer_train_chars:,} characters holds only {len(data.tokenizer)} tokens (that text has no "
+        f"more merges to learn). Set `vocab_size: {len(data.tokenizer)}` (or lower), or raise "
+        "`tokenizer_train_chars` / give a larger corpus"
+    )
 
 
 def model_config_for(run: RunConfig, data: PretrainingData) -> PretrainedConfig:
@@ -282,14 +296,17 @@ def pretrain(
     data = prepare_data(run.data)
     if run.training.auto_micro_batch:
         fit_micro_batch(run.training, model_config_for(run, data), run.data.seq_len)
+    check_vocabulary(run, data)
     trainer = trainer_factory(run, data, callbacks)
+    trainer.add_callback(interrupts.StopOnSignal())
     follow_run(trainer)
     record = {**_base_record(run, data, trainer, kind), **(record_extra or {})}
     track(trainer, run, kind, output_dir)  # with report_to: named by run id, grouped by study and search
     checkpoint = last_complete_checkpoint(folder, remove_incomplete=is_lead())
     started = time.perf_counter()
     try:
-        trainer.train(resume_from_checkpoint=checkpoint)
+        with interrupts.training():
+            trainer.train(resume_from_checkpoint=checkpoint)
     except NonFiniteLossError as error:
         record.update(status="failed", error=str(error), failed_step=trainer.state.global_step + 1)
         record["train_log"] = training_log(trainer.state.log_history)
