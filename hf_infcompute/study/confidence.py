@@ -275,6 +275,11 @@ class SequenceLosses:
                 documents = record.get(split.documents)
                 self._documents[record["run_id"]] = list(documents) if _is_rows(documents) else None
 
+    @property
+    def by_document(self) -> bool:
+        """Whether the runs' rows carry their documents (records written before they were kept do not)."""
+        return any(documents for documents in self._documents.values())
+
     def get(self, run_ids: Sequence[str]) -> tuple[np.ndarray, str, list[int] | None] | None:
         """The mean per-row losses of `run_ids` (one run, or the seed copies of one point), their fingerprint and
         documents; None when any lacks rows or they were scored on different rows."""

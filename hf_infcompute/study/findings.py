@@ -38,7 +38,7 @@ from hf_infcompute.study.confidence import (
     report_split,
     some_part,
 )
-from hf_infcompute.study.seed_noise import SeedNoise, SeedRepeat, pooled_noise, seed_repeats
+from hf_infcompute.study.seed_noise import SeedNoise, SeedRepeat, fresh_seeds, pooled_noise
 from hf_infcompute.study.spec import StudySpec
 from hf_infcompute.study.state import DistillationState, SearchState, StudyState, search_key
 
@@ -76,6 +76,7 @@ class Evidence:
     resampled: ResampledAnalysis
     seed_repeats: list[SeedRepeat]
     seed: SeedNoise | None
+    fresh: list[SeedRepeat]  # every point's fresh-seed runs (one seed or more)
 
     @classmethod
     def of(cls, spec: StudySpec, runs: pd.DataFrame, state: StudyState, *, source: str = "the store") -> Evidence:
@@ -84,12 +85,14 @@ class Evidence:
         its replicates."""
         split = report_split(runs)
         selected = {s.run_id for s in state.searches.values() if s.run_id}
-        repeats = seed_repeats(runs, selected, split.loss)
+        fresh = fresh_seeds(runs, selected, split.loss)
+        repeats = [repeat for repeat in fresh if len(repeat.losses) >= 2]
         seed = pooled_noise(repeats)
         runs = runs.assign(loss_sd=loss_sds(runs, split, seed)) if len(runs) else runs
         scaling = build_report(runs, source=source, select_on=VALIDATION.loss, report_on=split.loss)
         resampled = ResampledAnalysis(runs, seed_sd=(seed.sd, seed.dof) if seed else None)
-        return cls(spec, runs, scaling, state, split, SequenceLosses(runs, split), resampled, repeats, seed)
+        sequences = SequenceLosses(runs, split)
+        return cls(spec, runs, scaling, state, split, sequences, resampled, repeats, seed, fresh)
 
     def loss(self, model: Model) -> float:
         """The mean loss of `model`'s runs on the report split (NaN when a run lacks it)."""
@@ -110,13 +113,15 @@ class Evidence:
         copies = next(
             (
                 r.run_ids
-                for r in self.seed_repeats
+                for r in self.fresh
                 if r.token_budget == search.token_budget and r.at(search.preset, search.point, search.recipe)
             ),
             (),
         )
-        if copies:
+        if len(copies) > 1:
             return Model(f"{name} (mean of {len(copies)} fresh seeds)", tuple(copies), len(copies))
+        if copies:
+            return Model(f"{name} (a fresh seed)", tuple(copies))
         return Model(name, (search.run_id,) if search.run_id else ())
 
     def best_single(self, preset: str) -> SearchState | None:
@@ -132,7 +137,7 @@ class Evidence:
     @property
     def includes(self) -> str:
         """What a paired gap's interval includes."""
-        unit = "documents" if any(d for d in self.sequences._documents.values()) else "rows (no document ids)"
+        unit = "documents" if self.sequences.by_document else "rows (no document ids)"
         seeds = f"seed noise (sd {self.seed})" if self.seed else "no seed noise (no point trained at two fresh seeds)"
         return f"{self.split.name} {unit} resampled + {seeds}"
 

@@ -77,8 +77,13 @@ class SeedNoise:
 
 
 def seed_repeats(runs: pd.DataFrame, selected: set[str], loss: str = "val_loss") -> list[SeedRepeat]:
-    """Every point with finished single-model runs at two or more seeds, less the `selected` runs (search optima,
-    by run id, and records of the same training) and less twin records: their `loss` per seed."""
+    """Every point with finished single-model runs at two or more fresh seeds (`fresh_seeds`)."""
+    return [repeat for repeat in fresh_seeds(runs, selected, loss) if len(repeat.losses) >= 2]
+
+
+def fresh_seeds(runs: pd.DataFrame, selected: set[str], loss: str = "val_loss") -> list[SeedRepeat]:
+    """Every point with finished single-model runs, less the `selected` runs (search optima, by run id, and records
+    of the same training): their `loss` per seed (one seed or more)."""
     if runs.empty or "seed" not in runs or loss not in runs:
         return []
     done = runs[runs["kind"].isin(SINGLE_MODEL_KINDS) & (runs["status"] == "finished")]
@@ -90,7 +95,7 @@ def seed_repeats(runs: pd.DataFrame, selected: set[str], loss: str = "val_loss")
     repeats = []
     for (recipe, budget, preset, lr, epochs, wd), group in done.groupby(POINT_COLUMNS):
         by_seed = group.groupby("seed").last()
-        if len(by_seed) >= 2:
+        if len(by_seed):
             repeats.append(
                 SeedRepeat(
                     str(recipe),
