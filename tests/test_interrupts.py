@@ -22,10 +22,11 @@ from hf_infcompute.training.checkpoints import checkpoints_newest_first
 REPOSITORY = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def settings(tmp_path: Path) -> dict:
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """16 steps of a tiny model on a small corpus, logged every step; checkpoints every 2 steps (Ctrl-C keeps the
-    last) or none (SIGTERM writes one)."""
+    last) or none (SIGTERM writes one). One corpus for the module: the interrupted runs are the reference's run."""
+    tmp_path = tmp_path_factory.mktemp("interrupts")
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(
         "".join(f"Note {i}: the {i % 7} cats met {i % 5} dogs by the river at dawn.\n" for i in range(400))

@@ -137,7 +137,7 @@ def test_micro_study_report_matches_the_results_store(micro_study):
     for entry in state.distillation.values():
         assert entry.student_val_loss == min(s.val_loss for s in entry.students)
         best = [row for row in rows if row[-1] == entry.run_id]
-        assert best[0][3].endswith("(best)")
+        assert best[0][3].endswith("(best on validation)")
 
 
 def test_resumed_study_trains_nothing_twice(micro_study, trained_runs):
