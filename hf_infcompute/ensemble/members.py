@@ -27,7 +27,7 @@ from hf_infcompute.readers import check_model_folder
 from hf_infcompute.records import RUN_RECORD_FILE, append_record, read_record, write_json_atomic
 from hf_infcompute.run_ids import ensemble_run_id, soup_run_id
 from hf_infcompute.training import RunConfig, pretrain
-from hf_infcompute.training.validation import held_out_fields, mean, sequence_losses
+from hf_infcompute.training.validation import held_out_fields, held_out_losses, mean
 from hf_infcompute.workers import WorkerSlot, is_lead
 
 logger = logging.getLogger(__name__)
@@ -243,16 +243,12 @@ def record_soup(
     soup_dir = Path(output_dir) / "soups" / soup_id
     model = average_weights(models, soup_dir).eval()
     data.tokenizer.save_pretrained(soup_dir)
-    validation, test = (
-        sequence_losses(
-            model,
-            rows,
-            data.tokenizer.pad_token_id,
-            batch_size=run.training.per_device_eval_batch_size,
-            device=scoring_device(),
-            bf16=run.training.bf16,
-        )
-        for rows in (data.validation, data.test)
+    validation, test = held_out_losses(
+        model,
+        data,
+        batch_size=run.training.per_device_eval_batch_size,
+        device=scoring_device(),
+        bf16=run.training.bf16,
     )
     record = {
         **shared,

@@ -440,19 +440,7 @@ def generate_synthetic(
     pending = [index for index in mine if not shard_path(output_dir, index).is_file()]
     resumed = len(mine) - len(pending)
     if not pending:
-        manifest = _record_progress(output_dir, plan, rank, [], 0.0)
-        done = _shards_on_disk(output_dir, plan)
-        return GenerationResult(
-            output_dir,
-            plan.tokens_before(done),
-            plan.rows,
-            plan.num_shards,
-            resumed,
-            0,
-            0.0,
-            manifest,
-            done == plan.num_shards,
-        )
+        return _finished(output_dir, plan, rank, resumed, 0, 0.0)
 
     sampling = SamplingSettings(
         settings["seq_len"], settings["start_token_id"], temperature, top_p, top_k, settings["batch_size"]
@@ -498,6 +486,13 @@ def generate_synthetic(
         started = time.perf_counter()
         sampled = _sample_shards(sampler, plan, pending, output_dir, settings, rank, pad_token_id)
         wall = time.perf_counter() - started
+    return _finished(output_dir, plan, rank, resumed, sampled, wall)
+
+
+def _finished(
+    output_dir: Path, plan: ShardPlan, rank: int, resumed: int, sampled: int, wall: float
+) -> GenerationResult:
+    """This worker's result: its progress recorded in the manifest, the corpus as far as its shards are on disk."""
     manifest = _record_progress(output_dir, plan, rank, [], wall)
     done = _shards_on_disk(output_dir, plan)
     return GenerationResult(

@@ -42,7 +42,7 @@ from hf_infcompute.training.progress import announce_run, follow_run
 from hf_infcompute.training.tracking import track
 from hf_infcompute.training.train_log import training_log
 from hf_infcompute.training.trainer import RegularizedTrainer
-from hf_infcompute.training.validation import held_out_fields, mean, sequence_losses
+from hf_infcompute.training.validation import held_out_fields, held_out_losses, mean
 from hf_infcompute.workers import is_lead
 
 logger = logging.getLogger(__name__)
@@ -357,18 +357,8 @@ def held_out_sequence_losses(
     if model_dir is not None and (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled):
         with zero3_set_aside():  # one process loads: no `zero.Init`, whose collectives would wait for the others
             model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto")
-    validation, test = (
-        sequence_losses(
-            model,
-            rows,
-            data.tokenizer.pad_token_id,
-            batch_size=trainer.args.per_device_eval_batch_size,
-            device=trainer.args.device,
-            bf16=trainer.args.bf16,
-        )
-        for rows in (data.validation, data.test)
-    )
-    return validation, test
+    args = trainer.args
+    return held_out_losses(model, data, batch_size=args.per_device_eval_batch_size, device=args.device, bf16=args.bf16)
 
 
 def save_final_model(trainer: RegularizedTrainer, model_dir: Path, record: dict[str, Any]) -> None:

@@ -76,6 +76,22 @@ def scoring_precision(device: torch.device, bf16: bool) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
+def held_out_losses(
+    model: PreTrainedModel,
+    data: PretrainingData,
+    *,
+    batch_size: int,
+    device: str | torch.device | None,
+    bf16: bool,
+) -> tuple[list[float], list[float]]:
+    """`sequence_losses` of `data`'s validation rows and of its test rows, scored alike."""
+    validation, test = (
+        sequence_losses(model, rows, data.tokenizer.pad_token_id, batch_size=batch_size, device=device, bf16=bf16)
+        for rows in (data.validation, data.test)
+    )
+    return validation, test
+
+
 def rounded(losses: list[float]) -> list[float]:
     """Per-row losses as records keep them."""
     return [round(loss, STORED_DECIMALS) for loss in losses]
