@@ -18,7 +18,7 @@ STUDY_KEY_HELP = {
     "standard.num_train_epochs": "Epoch counts of the standard recipe's grid.",
     "standard.weight_decay": "Fixed at 0.1 for the standard recipe.",
     "standard.start": "Starting point [learning_rate, num_train_epochs] (default: the grid's middle).",
-    "regularized": "The regularized recipe's search (weight decay tuned too), at the main budget.",
+    "regularized": "The regularized recipe's search (weight decay tuned too), at every budget.",
     "regularized.learning_rate": "Learning rates of the regularized recipe's grid.",
     "regularized.num_train_epochs": "Epoch counts of the regularized recipe's grid.",
     "regularized.weight_decay": "Weight decays of the regularized recipe's grid.",
@@ -26,7 +26,11 @@ STUDY_KEY_HELP = {
     "standard.extend_edges": "Extend an axis past the grid's edge where the optimum sits on it (default true): "
     "learning rate x3 or /3, epochs x2 or /2, until the optimum is interior or at a hard bound.",
     "regularized.extend_edges": "As standard.extend_edges; weight decay x2, or /2 and then 0.",
-    "data_scaling_budgets": "Further token budgets at which the standard recipe is searched (data scaling).",
+    "standard.tie_break_seeds": "Fresh seeds at which the optimum and each neighbour within the seed noise are "
+    "re-trained, the choice made on their seed means (default 2; 0: no tie-breaks).",
+    "regularized.tie_break_seeds": "As standard.tie_break_seeds.",
+    "data_scaling_budgets": "Further token budgets at which both recipes are searched (data scaling; default: the "
+    "paper's 2D, 4D and 8D).",
     "ensemble": "Ensembles of K members per preset.",
     "ensemble.k": "Members of the full ensemble (the K-curve runs from 1 to k).",
     "ensemble.member_candidates": "'optimum' (the single model's optimum) and/or 'paper' (double the epochs, halve "

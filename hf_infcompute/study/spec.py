@@ -24,6 +24,9 @@ class SearchSpec:
     extend_edges: bool = True
 
 
+# The paper's data scaling: D = 200M (the main budget) and 2D, 4D, 8D.
+PAPER_BUDGET_FACTORS = (2, 4, 8)
+
 # A candidate that stands for the single model's locally optimal value (member hyperparameters, student weight decay).
 OPTIMUM = "optimum"
 
@@ -34,7 +37,7 @@ class EnsembleSpec:
     'paper' (double the epochs, halve the weight decay); the candidate with the lower K -> inf asymptote on validation
     is the ensemble (the paper's criterion)."""
 
-    k: int = 3
+    k: int = 5
     member_candidates: list[str] = field(default_factory=lambda: [OPTIMUM, "paper"])
     presets: list[str] | None = None
 
@@ -92,7 +95,7 @@ class StudySpec:
     presets: list[str]
     standard: SearchSpec
     regularized: SearchSpec
-    data_scaling_budgets: list[int] = field(default_factory=list)
+    data_scaling_budgets: list[int] | None = None
     ensemble: EnsembleSpec = field(default_factory=EnsembleSpec)
     distillation: DistillationSpec = field(default_factory=DistillationSpec)
     benchmarks: BenchmarkSpec = field(default_factory=BenchmarkSpec)
@@ -101,8 +104,12 @@ class StudySpec:
 
     @property
     def budgets(self) -> list[int]:
-        """Every token budget the standard recipe is searched at (the data-scaling budgets and the main one)."""
-        return sorted(set(self.data_scaling_budgets) | {self.token_budget})
+        """Every token budget both recipes are searched at: the data-scaling budgets (by default the paper's 2D, 4D
+        and 8D) and the main one."""
+        further = self.data_scaling_budgets
+        if further is None:
+            further = [factor * self.token_budget for factor in PAPER_BUDGET_FACTORS]
+        return sorted(set(further) | {self.token_budget})
 
     @property
     def distillation_preset(self) -> str:
@@ -159,6 +166,9 @@ def parse_study(values: dict[str, Any]) -> StudySpec:
     spec = _build(StudySpec, values, "study")
     if len(spec.presets) < 1:
         raise InputError("a study needs at least one preset")
+    for name, search in (("standard", spec.standard), ("regularized", spec.regularized)):
+        if search.tie_break_seeds < 0:
+            raise InputError(f"{name}.tie_break_seeds must be 0 (no tie-breaks) or more, got {search.tie_break_seeds}")
     if spec.ensemble.k < 1:
         raise InputError(f"ensemble needs k >= 1 members, got k={spec.ensemble.k}")
     unknown = sorted(set(spec.ensemble.member_candidates) - {OPTIMUM, "paper"})
