@@ -20,6 +20,7 @@ from hf_infcompute.errors import InputError
 from hf_infcompute.study import load_study, parse_study, run_study
 from hf_infcompute.study.pipeline import DEFAULT_CORPUS, Study, resolve_corpus
 from hf_infcompute.study.report import write_study_report
+from hf_infcompute.study.search_plan import start_sources
 from hf_infcompute.study.state import STATE_FILE, load_report_state
 from hf_infcompute.workers import WorkerSlot
 
@@ -29,13 +30,20 @@ MICRO = {
     "token_budget": 4096,
     "data_scaling_budgets": [1024, 2048],
     "presets": ["tiny-0.5m", "tiny-1m", "tiny-2m"],
-    "standard": {"learning_rate": [3e-3], "num_train_epochs": [1, 2], "start": [3e-3, 1], "extend_edges": False},
+    "standard": {
+        "learning_rate": [3e-3],
+        "num_train_epochs": [1, 2],
+        "start": [3e-3, 1],
+        "extend_edges": False,
+        "tie_break_seeds": 0,
+    },
     "regularized": {
         "learning_rate": [3e-3],
         "num_train_epochs": [1, 2],
         "weight_decay": [0.1, 0.8],
         "start": [3e-3, 1, 0.1],
         "extend_edges": False,
+        "tie_break_seeds": 0,
     },
     "ensemble": {
         "k": 3,
@@ -78,7 +86,8 @@ def test_micro_study_report_matches_the_results_store(micro_study):
     runs = load_runs(output)
     pretrain = runs[(runs.kind == "pretrain") & (runs.status == "finished")]
     rows = parse_table(report, "## Best runs per recipe, budget and size (measured)")
-    assert len(rows) == pretrain.groupby(["recipe", "token_budget", "preset"]).ngroups == 3 * 3 + 3
+    # both recipes at every budget
+    assert len(rows) == pretrain.groupby(["recipe", "token_budget", "preset"]).ngroups == 2 * 3 * 3
     for recipe, budget, preset, _, _, _, _, val_loss, test_loss, run_id in rows:
         group = pretrain[
             (pretrain.recipe == recipe) & (pretrain.token_budget == int(budget)) & (pretrain.preset == preset)
@@ -102,12 +111,22 @@ def test_micro_study_report_matches_the_results_store(micro_study):
     assert scored.test_sequence_documents.map(len).eq(spec.run["val_sequences"]).all()
     assert scored.validation_fingerprint.nunique() == 1 and scored.test_fingerprint.nunique() == 1
     assert "## Seed-to-seed noise (measured)" in report and "degrees of freedom" in report
-    # the regularized searches also started from the standard optimum, and the report says which start won
-    for preset in spec.presets:
-        search = state.search("regularized", preset, spec.token_budget)
-        assert set(search.start_losses) == {"study's start", "standard optimum"}
+    # the regularized searches also started from the standard optimum and (at D) from the neighbouring size's optimum
+    # or (at another budget) the neighbouring budget's, and the report says which start won
+    for search in state.searches.values():
+        if search.recipe != "regularized":
+            continue
+        first = (
+            "neighbouring budget"
+            if search.token_budget != spec.token_budget
+            else "study's start"
+            if search.preset == spec.presets[0]
+            else "neighbouring size"
+        )
+        assert set(search.start_losses) == {first, "standard optimum"}
         assert search.val_loss == min(search.start_losses.values())
-        assert search.val_loss <= state.search("standard", preset, spec.token_budget).val_loss + 1e-6
+        standard = state.search("standard", search.preset, search.token_budget)
+        assert search.val_loss <= standard.val_loss + 1e-6
     assert "## Where the regularized searches started" in report
     # with two values per axis every optimum sits on the grid's edge, and the report says where
     edges = [search for search in state.searches.values() if search.grid_edges]
@@ -221,18 +240,20 @@ def test_killed_study_resumes_without_retraining(corpus_dir, cache_dir, tmp_path
     assert state.distillation["ensemble"].status == "finished"
 
 
-def test_workers_of_odd_rank_walk_each_recipes_searches_from_the_end(corpus_dir, cache_dir, tmp_path):
+def test_workers_walk_every_search_after_the_searches_it_starts_from(corpus_dir, cache_dir, tmp_path):
     spec = micro_spec(corpus_dir, cache_dir)
     lead = Study(spec, tmp_path).search_order()
-    standard = [(budget, preset) for budget in (1024, 2048, 4096) for preset in spec.presets]
-    assert lead == [("standard", *search) for search in standard] + [
-        ("regularized", 4096, preset) for preset in spec.presets
-    ]
-    assert Study(spec, tmp_path, WorkerSlot(rank=2, world_size=4)).search_order() == lead
     helper = Study(spec, tmp_path, WorkerSlot(rank=1, world_size=4)).search_order()
-    assert helper == [("standard", *search) for search in standard[::-1]] + [
-        ("regularized", 4096, preset) for preset in spec.presets[::-1]
-    ]
+    assert Study(spec, tmp_path, WorkerSlot(rank=2, world_size=4)).search_order() == lead
+    expected = set(itertools.product(("standard", "regularized"), (1024, 2048, 4096), spec.presets))
+    for order in (lead, helper):
+        assert {(n.recipe, n.token_budget, n.preset) for n in order} == expected and len(order) == len(expected)
+        for position, node in enumerate(order):  # every start is known when a search begins
+            sources = [s for s in start_sources(spec, node).values() if s is not None]
+            assert all(order.index(source) < position for source in sources)
+    # the lead starts with the smallest size at D, the odd ranks with the largest: they train different searches
+    assert (lead[0].token_budget, lead[0].preset) == (4096, spec.presets[0])
+    assert (helper[0].token_budget, helper[0].preset) == (4096, spec.presets[-1])
 
 
 def test_two_workers_share_a_study(corpus_dir, cache_dir, tmp_path):

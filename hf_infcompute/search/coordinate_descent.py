@@ -113,13 +113,29 @@ def coordinate_descent(
     return search.run(grid.canonical(start))
 
 
+def evaluate_points(
+    objective: Objective,
+    points: Sequence[Mapping[str, Any]],
+    store: SweepStore,
+    *,
+    worker_id: str | None = None,
+    poll_interval: float = 2.0,
+) -> dict[str, PointResult]:
+    """The results of every point in `points` (keyed by `point_key`), shared through `store` as the search's
+    points are: each is evaluated once, by whichever worker claims it, and the others wait for it."""
+    search = _Search(objective, None, store, worker_id or default_worker_id(), None, False, poll_interval)
+    results = search._resolve([dict(point) for point in points])
+    assert results is not None  # no evaluation budget: every point is resolved
+    return results
+
+
 class _Search:
     """The state of one coordinate-descent call: what it evaluated, what it reused, its budget."""
 
     def __init__(
         self,
         objective: Objective,
-        grid: SearchGrid,
+        grid: SearchGrid | None,
         store: SweepStore,
         worker_id: str,
         max_evaluations: int | None,

@@ -50,3 +50,31 @@ class PretrainObjective:
         if record.get("status") != "finished":
             raise RuntimeError(f"run {record.get('run_id')} ended {record.get('status')}: {record.get('error')}")
         return relative_paths(dict(record), self.output_dir)
+
+
+# The coordinate of a fresh-seed copy: the seed offset of `hf_infcompute.ensemble.members.member_config`.
+SEED_OFFSET = "seed_offset"
+
+
+@dataclass(frozen=True)
+class FreshSeedObjective:
+    """Pre-train `run` at a grid point with fresh seeds: a point's `seed_offset` i > 0 trains the run that ensemble
+    member i of that point is (`member_config`, seeds offset by i), recorded as that member, so a copy trained here
+    is never trained again as a member, nor the reverse."""
+
+    run: RunConfig
+    output_dir: str | os.PathLike
+
+    def __call__(self, point: Point) -> dict[str, Any]:
+        from hf_infcompute.ensemble.members import member_config
+        from hf_infcompute.records import relative_paths
+        from hf_infcompute.training import pretrain
+
+        coordinates = {name: value for name, value in point.items() if name != SEED_OFFSET}
+        index = int(point[SEED_OFFSET])
+        copy = member_config(PretrainObjective(self.run, self.output_dir).run_for(coordinates), index)
+        extra = {"member_index": index, "member_rule": "none", "vary": "both"}
+        record = pretrain(copy, str(self.output_dir), kind="ensemble_member", record_extra=extra)
+        if record.get("status") != "finished":
+            raise RuntimeError(f"run {record.get('run_id')} ended {record.get('status')}: {record.get('error')}")
+        return relative_paths(dict(record), self.output_dir)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import time
 import warnings
@@ -22,13 +23,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hf_infcompute.errors import InputError, raise_if_out_of_memory
-from hf_infcompute.method import RECIPES, STANDARD_WEIGHT_DECAY
+from hf_infcompute.method import STANDARD_WEIGHT_DECAY
 from hf_infcompute.records import resolved_paths
 from hf_infcompute.scaling.power_law import ScalingFitWarning
 from hf_infcompute.search import SearchGrid, SearchResult, SweepStore, coordinate_descent, for_recipe
 from hf_infcompute.search.grid import LEARNING_RATE, NUM_TRAIN_EPOCHS, WEIGHT_DECAY
-from hf_infcompute.search.pretrain_objective import PretrainObjective
+from hf_infcompute.search.pretrain_objective import FreshSeedObjective, PretrainObjective
+from hf_infcompute.search.tie_break import TieBreak, break_tie
 from hf_infcompute.study.folder import claim_study_folder
+from hf_infcompute.study.search_plan import CONFIGURED_START, SearchNode, search_nodes, start_sources, walk_order
 from hf_infcompute.study.spec import SearchSpec, StudySpec
 from hf_infcompute.study.state import (
     STATE_FILE,
@@ -48,9 +51,6 @@ if TYPE_CHECKING:  # the training stack loads when a run is built, not when a st
     from hf_infcompute.training.config import RunConfig
 
 logger = logging.getLogger(__name__)
-
-CONFIGURED_START = "study's start"
-STANDARD_START = "standard optimum"
 
 # Used when a study names no corpus and the Hub is reachable: a public, deduplicated, quality-filtered web sample.
 DEFAULT_CORPUS = {"corpus": "HuggingFaceFW/fineweb-edu", "corpus_config": "sample-10BT", "streaming": True}
@@ -94,17 +94,46 @@ def search_recipe(
     and the grid searched (extended past an edge where the optimum sat on it); every point is a recorded run."""
     grid, configured = search_grid(spec, recipe)
     start = configured if start is None else grid.canonical(start)
-    extend_edges = (spec.standard if recipe == "standard" else spec.regularized).extend_edges
+    extend_edges = search_spec(spec, recipe).extend_edges
     objective = PretrainObjective(study_run(run, recipe, budget, preset), output_dir)
-    store = SweepStore(output_dir / "sweeps" / f"{recipe}-{preset}-D{budget}")
+    store = SweepStore(sweep_dir(output_dir, recipe, budget, preset))
     store.bind(objective.binding(grid.names))
     result = coordinate_descent(objective, grid, start, store, extend_edges=extend_edges)
     return result, result.grid or grid
 
 
+def tie_break_search(
+    spec: StudySpec,
+    run: dict[str, Any],
+    recipe: str,
+    budget: int,
+    preset: str,
+    output_dir: Path,
+    result: SearchResult,
+    seed_sd: float | None,
+) -> TieBreak | None:
+    """The search's optimum and its neighbours within the seed noise re-trained at fresh seeds, the choice made on
+    their means (`hf_infcompute.search.tie_break`); None when the study turns tie-breaks off or nothing is close."""
+    seeds = search_spec(spec, recipe).tie_break_seeds
+    if not seeds:
+        return None
+    objective = FreshSeedObjective(study_run(run, recipe, budget, preset), output_dir)
+    store = SweepStore(sweep_dir(output_dir, recipe, budget, preset).with_name(f"{recipe}-{preset}-D{budget}-seeds"))
+    store.bind(PretrainObjective(objective.run, output_dir).binding(search_grid(spec, recipe)[0].names))
+    return break_tie(objective, result, store, seeds, seed_sd)
+
+
+def sweep_dir(output_dir: Path, recipe: str, budget: int, preset: str) -> Path:
+    return output_dir / "sweeps" / f"{recipe}-{preset}-D{budget}"
+
+
+def search_spec(spec: StudySpec, recipe: str) -> SearchSpec:
+    return spec.standard if recipe == "standard" else spec.regularized
+
+
 def search_grid(spec: StudySpec, recipe: str) -> tuple[SearchGrid, dict[str, Any]]:
     """The grid and the start of a study's search of `recipe` (the one place reading the study's search fields)."""
-    search = spec.standard if recipe == "standard" else spec.regularized
+    search = search_spec(spec, recipe)
     grid = for_recipe(
         recipe,
         learning_rates=search.learning_rate,
@@ -165,16 +194,11 @@ class Study:
 
     def check_runs(self) -> None:
         """Parse the run of every search before anything trains, so a bad `run:` key stops the study at once."""
-        for recipe, budget in self.search_plan():
-            for preset in self.spec.presets:
-                try:
-                    study_run(self.run, recipe, budget, preset)
-                except InputError as error:
-                    raise InputError(f"study {self.spec.name}, `run:` section: {error}") from None
-
-    def search_plan(self) -> list[tuple[str, int]]:
-        """(recipe, token budget) of every search: the standard recipe at each budget, the regularized at the main."""
-        return [("standard", budget) for budget in self.spec.budgets] + [("regularized", self.spec.token_budget)]
+        for node in search_nodes(self.spec):
+            try:
+                study_run(self.run, node.recipe, node.token_budget, node.preset)
+            except InputError as error:
+                raise InputError(f"study {self.spec.name}, `run:` section: {error}") from None
 
     def run_all(self) -> StudyState:
         self.check_runs()
@@ -192,65 +216,68 @@ class Study:
         self.save()
         return self.state
 
-    def search_starts(self, recipe: str, preset: str, budget: int) -> dict[str, dict[str, Any] | None]:
-        """Where the searches of `recipe` start: the study's start, and for the regularized recipe also the standard
-        recipe's optimum at the same (D, N) (weight decay 0.1 lies on its grid), so that regularizing is never worse
-        than not regularizing because of the search's path."""
-        starts: dict[str, dict[str, Any] | None] = {CONFIGURED_START: None}
-        if recipe == "regularized":
-            standard = self.state.searches.get(search_key("standard", preset, budget))
-            if standard is not None and standard.point is not None:
-                starts[STANDARD_START] = standard.point
-        return starts
+    def search_starts(self, node: SearchNode) -> dict[str, dict[str, Any] | None]:
+        """The points `node`'s search starts from (`search_plan.start_sources`): label -> point, None for the
+        study's start; a source search that found no point is left out."""
+        starts: dict[str, dict[str, Any] | None] = {}
+        for label, source in start_sources(self.spec, node).items():
+            if source is None:
+                starts[label] = None
+                continue
+            found = self.state.searches.get(search_key(source.recipe, source.preset, source.token_budget))
+            if found is not None and found.point is not None:
+                starts[label] = found.point
+        return starts or {CONFIGURED_START: None}
 
-    def search_order(self) -> list[tuple[str, int, str]]:
-        """(recipe, token budget, preset) of every search, in the order this worker walks them.
-
-        The standard searches come first (the regularized ones start from their optima). Workers of odd rank walk
-        each recipe's searches from the end, so that two groups of workers train different searches until they
-        meet, instead of all waiting, at the end of each coordinate-descent step, for the last points of one search;
-        each worker still walks every search (from the shared results where another worker evaluated them), so every
-        worker holds every optimum.
-        """
-        walk_from_end = self.slot is not None and self.slot.rank % 2 == 1
-        order = []
-        for recipe in RECIPES:  # standard first
-            searches = [
-                (recipe, budget, preset)
-                for planned, budget in self.search_plan()
-                if planned == recipe
-                for preset in self.spec.presets
-            ]
-            order += searches[::-1] if walk_from_end else searches
-        return order
+    def search_order(self) -> list[SearchNode]:
+        """Every search in the order this worker walks it (`search_plan.walk_order`): workers of odd rank walk from
+        the end. Each worker walks every search (from the shared results where another worker evaluated them), so
+        every worker holds every optimum and starts every search from the same points."""
+        return walk_order(self.spec, from_end=self.slot is not None and self.slot.rank % 2 == 1)
 
     def searches(self) -> None:
-        for recipe, budget, preset in self.search_order():
+        for node in self.search_order():
+            recipe, budget, preset = node.recipe, node.token_budget, node.preset
             key = search_key(recipe, preset, budget)
             outcomes = {}
-            for label, start in self.search_starts(recipe, preset, budget).items():
+            for label, start in self.search_starts(node).items():
                 logger.info("search %s from the %s", key, label)
                 outcomes[label] = search_recipe(self.spec, self.run, recipe, budget, preset, self.output_dir, start)
             won = min(outcomes, key=lambda label: outcomes[label][0].best_loss)
             result, grid = outcomes[won]
+            tie = tie_break_search(self.spec, self.run, recipe, budget, preset, self.output_dir, result, self.seed_sd())
+            best = result.best if tie is None else tie.chosen
             self.state.searches[key] = SearchState(
                 recipe=recipe,
                 preset=preset,
                 token_budget=budget,
-                point=result.best_point,
-                val_loss=result.best_loss,
+                point=None if best is None else dict(best.point),
+                val_loss=math.inf if best is None else best.loss,
                 locally_optimal=result.locally_optimal,
-                run_id=result.best.extra.get("run_id") if result.best else None,
-                model_dir=(
-                    resolved_paths(result.best.extra, self.output_dir).get("model_dir") if result.best else None
-                ),
+                run_id=best.extra.get("run_id") if best else None,
+                model_dir=resolved_paths(best.extra, self.output_dir).get("model_dir") if best else None,
                 evaluations=result.evaluations,
                 reused=result.reused,
-                grid_edges=grid.edges(result.best_point) if result.best else [],
+                grid_edges=grid.edges(best.point) if best else [],
                 start=won,
                 start_losses={label: outcome[0].best_loss for label, outcome in outcomes.items()},
+                chosen_by="seed means" if tie is not None and tie.changed else "search",
+                tie_break={} if tie is None else tie.fresh_losses,
+                compared_run_ids=[] if tie is None else tie.compared_run_ids,
             )
             self.save()
+
+    def seed_sd(self) -> float | None:
+        """The seed sd measured so far (validation, fresh seeds only: `seed_noise.pooled_noise`), for tie-breaks;
+        None before any point has two fresh seeds."""
+        from hf_infcompute.records import load_runs
+        from hf_infcompute.study.seed_noise import pooled_noise, seed_repeats
+
+        selected = set()
+        for search in self.state.searches.values():
+            selected |= {search.run_id, *search.compared_run_ids} - {None}
+        noise = pooled_noise(seed_repeats(load_runs(self.output_dir), selected))
+        return None if noise is None else noise.sd
 
     def optimum(self, preset: str) -> SearchState:
         """The regularized recipe's locally optimal point for `preset` at the main budget."""

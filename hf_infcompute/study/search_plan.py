@@ -65,7 +65,9 @@ def start_sources(spec: StudySpec, node: SearchNode) -> dict[str, SearchNode | N
     """Where `node`'s search starts: label -> the search whose optimum is a start (None: the study's start)."""
     sources: dict[str, SearchNode | None] = {}
     if node.token_budget != spec.token_budget:
-        sources[NEIGHBOURING_BUDGET] = SearchNode(node.recipe, neighbouring_budget(spec, node.token_budget), node.preset)
+        sources[NEIGHBOURING_BUDGET] = SearchNode(
+            node.recipe, neighbouring_budget(spec, node.token_budget), node.preset
+        )
     elif node.recipe == "regularized" and spec.presets.index(node.preset) > 0:
         previous = spec.presets[spec.presets.index(node.preset) - 1]
         sources[NEIGHBOURING_SIZE] = SearchNode(node.recipe, node.token_budget, previous)

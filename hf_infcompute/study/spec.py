@@ -14,14 +14,16 @@ from hf_infcompute.recipe_files import read_yaml
 
 @dataclass(frozen=True)
 class SearchSpec:
-    """The grid of one recipe's coordinate descent, its starting point, and whether an optimum on the grid's edge
-    extends that axis past it (`SearchGrid.extended`)."""
+    """The grid of one recipe's coordinate descent, its starting point, whether an optimum on the grid's edge
+    extends that axis past it (`SearchGrid.extended`), and how many fresh seeds break a tie within the seed noise
+    (`hf_infcompute.search.tie_break`; 0: no tie-breaks)."""
 
     learning_rate: list[float]
     num_train_epochs: list[int]
     weight_decay: list[float] = field(default_factory=lambda: [STANDARD_WEIGHT_DECAY])
     start: list[float] | None = None
     extend_edges: bool = True
+    tie_break_seeds: int = 2
 
 
 # The paper's data scaling: D = 200M (the main budget) and 2D, 4D, 8D.

@@ -17,7 +17,7 @@ from hf_infcompute.records import relative_paths, resolved_paths, write_json_ato
 
 STATE_FILE = "study.json"
 # Raised whenever what study.json holds changes, so that a report is never written from a state it cannot read.
-STATE_FORMAT = 4
+STATE_FORMAT = 5
 RERUN = "Run the study again without --report-only; finished runs are read back, not trained again"
 
 
@@ -43,6 +43,9 @@ class SearchState:
     grid_edges: list[str]  # the axes on which `point` sits at the grid's edge
     start: str  # the start the reported point was reached from
     start_losses: dict[str, float]  # each start searched from -> the loss its search ended at
+    chosen_by: str  # "search" (its locally optimal point), or "seed means" (a tie-break chose a neighbour)
+    tie_break: dict[str, list[float]]  # each point re-trained at fresh seeds (`point_label`) -> their val losses
+    compared_run_ids: list[str]  # the seed-0 runs of those points: picked for landing close, so no seed-sd sample
 
 
 @dataclass(frozen=True)
