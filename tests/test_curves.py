@@ -8,7 +8,9 @@ from hf_infcompute.study.state import SearchState, StudyState
 
 
 def _search(run_id: str | None) -> SearchState:
-    return SearchState("regularized", "tiny-1m", 4096, None, 3.0, True, run_id, None, 1, 0, [], "study's start", {})
+    return SearchState(
+        "regularized", "tiny-1m", 4096, None, 3.0, True, run_id, None, 1, 0, [], "study's start", {}, "search", {}, []
+    )
 
 
 def _state(searches: dict[str, SearchState]) -> StudyState:

@@ -213,6 +213,8 @@ def test_killed_study_resumes_without_retraining(corpus_dir, cache_dir, tmp_path
             "run": {**MICRO["run"], "corpus": str(corpus_dir), "cache_dir": str(cache_dir)},
             "presets": ["tiny-0.5m"],
             "data_scaling_budgets": [],
+            # the optimum and its runner-up re-trained at a fresh seed: the optimum's copy is member 1
+            "regularized": {**MICRO["regularized"], "tie_break_seeds": 1},
             "ensemble": {"k": 2, "member_candidates": ["optimum"]},
             "distillation": {"self_distillation": False, "synthetic_tokens": 1024},
         }
@@ -233,9 +235,14 @@ def test_killed_study_resumes_without_retraining(corpus_dir, cache_dir, tmp_path
     twins = recorded[recorded.same_training_as.notna()]
     assert set(twins.same_training_as) <= set(trained_runs) and (twins.weight_decay == 0.1).all()
     assert before_kill and set(trained_runs) | set(twins.run_id) == before_kill and len(twins) >= 1
+    search = load_report_state(tmp_path).search("regularized", "tiny-0.5m", spec.token_budget)
+    assert len(search.tie_break) == 2 and all(len(losses) == 1 for losses in search.tie_break.values())
+    fresh = recorded[recorded.kind == "ensemble_member"]
+    assert len(fresh) == 2 and set(fresh.run_id) <= set(trained_runs)
     trained_runs.clear()
     state = run_study(spec, tmp_path)
-    assert trained_runs and not set(trained_runs) & before_kill  # members and the student; no search point again
+    # members and the student; no search point again, and member 1 is the tie-break's copy of the optimum
+    assert trained_runs and not set(trained_runs) & before_kill
     assert before_kill < set(load_runs(tmp_path).run_id)
     assert state.distillation["ensemble"].status == "finished"
 

@@ -47,6 +47,9 @@ def full_state() -> StudyState:
         grid_edges=["weight_decay 0.8 (largest on the grid)"],
         start="standard optimum",
         start_losses={"study's start": 5.25, "standard optimum": 5.125},
+        chosen_by="seed means",
+        tie_break={"lr 0.003, 2 epochs, wd 0.8": [5.2, 5.3], "lr 0.003, 2 epochs, wd 0.4": [5.3, 5.35]},
+        compared_run_ids=["pretrain-a", "pretrain-b"],
     )
     students = [StudentState(0.8, 5.0, "student-a", "runs/student-a"), StudentState(0.05, 5.25, "student-b", None)]
     return StudyState(
@@ -56,7 +59,14 @@ def full_state() -> StudyState:
         searches={search_key("regularized", "tiny-1m", 4096): search},
         ensembles={
             "tiny-1m": EnsembleState(
-                {"optimum": 4.9, "paper": 4.95}, "optimum", 3, 4.8, 5.1, "ensembles/e", "ensemble-e"
+                {"optimum": 4.9, "paper": 4.95},
+                {"optimum": [4.85, 4.95], "paper": None},
+                "optimum",
+                3,
+                4.8,
+                5.1,
+                "ensembles/e",
+                "ensemble-e",
             )
         },
         distillation={

@@ -52,6 +52,9 @@ if TYPE_CHECKING:  # the training stack loads when a run is built, not when a st
 
 logger = logging.getLogger(__name__)
 
+# Parametric-bootstrap replicates of a member rule's K-law (its asymptote's interval, for the report).
+MEMBER_LIMIT_BOOTSTRAP = 200
+
 # Used when a study names no corpus and the Hub is reachable: a public, deduplicated, quality-filtered web sample.
 DEFAULT_CORPUS = {"corpus": "HuggingFaceFW/fineweb-edu", "corpus_config": "sample-10BT", "streaming": True}
 
@@ -305,7 +308,8 @@ class Study:
                         run, self.output_dir, spec.k, member_rule=member_rule, slot=self.slot
                     )
                     curves[rule] = _ensemble_curve(trained[rule], self.output_dir, run, spec.k, member_rule)
-                tuning = {rule: member_limit(curve) for rule, curve in curves.items()}
+                limits = {rule: member_limit(curve) for rule, curve in curves.items()}
+                tuning = {rule: limit for rule, (limit, _) in limits.items()}
                 chosen = min(tuning, key=tuning.get)
                 self._member_rules[preset] = "paper" if chosen == "paper" else "none"
                 records = trained[chosen]
@@ -318,6 +322,10 @@ class Study:
             full = records[-1]
             self.state.ensembles[preset] = EnsembleState(
                 tuning=tuning,
+                tuning_intervals={
+                    rule: None if interval is None else [float(v) for v in interval]
+                    for rule, (_, interval) in limits.items()
+                },
                 chosen=chosen,
                 k=spec.k,
                 val_loss=full["val_loss"],
@@ -508,14 +516,16 @@ def _ensemble_curve(records: list[dict], output_dir: Path, run: RunConfig, k: in
     return [record["val_loss"] for record in wait_for_members(output_dir, ids)]
 
 
-def member_limit(curve: list[float]) -> float:
-    """A member rule's K -> inf asymptote on validation (the paper picks member hyperparameters by it, where the
-    ranking at small K can flip): the law in K through its ensembles of 1..K members (`fit_k_law`: the exponent fixed
-    at 1 below 5 member counts), or the K-member loss where there are too few points for a law."""
+def member_limit(curve: list[float]) -> tuple[float, tuple[float, float] | None]:
+    """A member rule's K -> inf asymptote on validation and its 95% interval (the paper picks member
+    hyperparameters by it, where the ranking at small K can flip): the law in K through its ensembles of 1..K
+    members (`fit_k_law`: the exponent fixed at 1 below 5 member counts, its noise from the residuals), or the
+    K-member loss, without an interval, where there are too few points for a law."""
     from hf_infcompute.scaling.joint import MIN_K_POINTS, fit_k_law
 
     if len(curve) < MIN_K_POINTS + 1:
-        return curve[-1]
+        return curve[-1], None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ScalingFitWarning)  # the report shows each candidate's fit and its issues
-        return fit_k_law(range(1, len(curve) + 1), curve, n_bootstrap=0).E
+        fit = fit_k_law(range(1, len(curve) + 1), curve, n_bootstrap=MEMBER_LIMIT_BOOTSTRAP)
+    return fit.E, fit.E_interval

@@ -31,7 +31,7 @@ from hf_infcompute.study.findings import (
     retained_share,
 )
 from hf_infcompute.study.spec import StudySpec
-from hf_infcompute.study.state import StudyState
+from hf_infcompute.study.state import EnsembleState, StudyState
 from hf_infcompute.study.tracker_report import log_analysis
 
 FIGURES_DIRNAME = "figures"
@@ -251,7 +251,7 @@ def ensemble_rows(evidence: Evidence) -> list[list[str]]:
         rows.append(
             [
                 preset,
-                f"{e.chosen} ({', '.join(f'{k}: {v:.4f}' for k, v in e.tuning.items())})",
+                f"{e.chosen} ({'; '.join(_member_limit(e, rule) for rule in e.tuning)})",
                 str(e.k),
                 _loss(losses.get("logits")),
                 _loss(losses.get("probs")),
@@ -443,3 +443,10 @@ def write_study_report(spec: StudySpec, output_dir: str | Path, state: StudyStat
     # with `report_to`, the trackers get the findings, fits and figures too
     log_analysis(spec.run, spec.name, output_dir, found, scaling, sorted((output_dir / FIGURES_DIRNAME).glob("*.png")))
     return path
+
+
+def _member_limit(ensemble: EnsembleState, rule: str) -> str:
+    """A member rule's K -> inf asymptote on validation, with its interval where its K-law has one."""
+    interval = ensemble.tuning_intervals.get(rule)
+    bounds = f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else ""
+    return f"{rule}: {ensemble.tuning[rule]:.4f}{bounds}"

@@ -53,6 +53,7 @@ class EnsembleState:
     """The K-member ensemble of one preset, and the member rule chosen by its K -> inf asymptote."""
 
     tuning: dict[str, float]  # member candidate -> its K -> inf asymptote on validation (`pipeline.member_limit`)
+    tuning_intervals: dict[str, list[float] | None]  # each asymptote's 95% interval (None: too few member counts)
     chosen: str
     k: int
     val_loss: float
