@@ -9,8 +9,9 @@ in the same regime, so this prints, per vocabulary and preset, N and D / N at th
 inside the paper's range). It then times the Trainer on each of the study's presets at the study's own run settings
 (a short run on the study's corpus, warm-up steps left out) and multiplies the seconds per token by the tokens the
 study's plan expects each preset to train (`hf_infcompute.planning.recipe.plan_study`): the study's expected
-training minutes, and the upper bound if every grid point were trained. Sampling synthetic text and evaluation are
-not in the estimate; the study's own wall time (its report) has them.
+training minutes (both recipes' searches at every budget from each of their starts, their tie-breaks, the members and
+the students), and the upper bound if every point each search may reach were trained. Sampling synthetic text and
+evaluation are not in the estimate; the study's own wall time (its report) has them.
 """
 
 from __future__ import annotations
@@ -85,15 +86,18 @@ def main() -> None:
         per_token[name] = seconds_per_token(study_run(spec.run, "regularized", spec.token_budget, name), args.steps, 5)
         print(f"{name}: {1 / per_token[name]:,.0f} tokens/s (Trainer, the study's run settings)")
     expected = upper = 0.0
-    print(f"\n{'work':<36}{'preset':<12}{'runs':>6}{'tokens':>14}{'minutes':>9}")
-    for work in plan.work:
-        if work.generated or work.model not in per_token:
-            continue
+    trained = [work for work in plan.work if not work.generated and work.model in per_token]
+    what = max([36, *(len(work.what) + 2 for work in trained)])  # the longest label and two spaces
+    print(f"\n{'work':<{what}}{'preset':<12}{'runs':>6}{'tokens':>14}{'minutes':>9}")
+    for work in trained:
         minutes = work.tokens * per_token[work.model] / 60
         expected += minutes
         upper += work.tokens_upper * per_token[work.model] / 60
-        print(f"{work.what:<36}{work.model:<12}{work.count:>6}{work.tokens:>14,.0f}{minutes:>9.1f}")
-    print(f"\ntraining, expected: {expected:.0f} min; every grid point trained: {upper:.0f} min (sampling not counted)")
+        print(f"{work.what:<{what}}{work.model:<12}{work.count:>6}{work.tokens:>14,.0f}{minutes:>9.1f}")
+    print(
+        f"\ntraining, expected: {expected:.0f} min; upper bound (every point each search may reach, every neighbour "
+        f"re-trained in its tie-break): {upper:.0f} min (sampling not counted)"
+    )
 
 
 if __name__ == "__main__":

@@ -270,4 +270,132 @@ def test_the_paper_recipe_header_states_what_plan_prints(capsys):
     hours = int(re.search(r"~([\d,]+) H100-hours", header).group(1).replace(",", ""))
     assert trainings == plan["trainings"]
     assert hours == round(plan["device_hours"], -2)
-    assert "of which 13.5 h are the serial tail" in header and "Not counted: searches extended past" in header
+    assert "of which 13.5 h are the serial tail" in header and "Not counted: evaluation" in header
+
+
+# Two presets at two budgets, 3 values per axis: a standard point has at most 4 neighbours, a regularized one 6.
+TINY_STUDY = {
+    "name": "tiny",
+    "run": {"tokenizer": "bpe", "vocab_size": 512, "seq_len": 64},
+    "token_budget": 8192,
+    "data_scaling_budgets": [16384],
+    "presets": ["tiny-0.5m", "tiny-1m"],
+    "standard": {"learning_rate": [1e-3, 3e-3, 1e-2], "num_train_epochs": [2, 4, 8], "start": [3e-3, 4]},
+    "regularized": {
+        "learning_rate": [1e-3, 3e-3, 1e-2],
+        "num_train_epochs": [2, 4, 8],
+        "weight_decay": [0.1, 0.4, 0.8],
+        "start": [3e-3, 4, 0.4],
+    },
+    "ensemble": {"k": 4},
+    "distillation": {"preset": "tiny-1m"},
+}
+
+
+def tiny_plan(**searches: dict):
+    """The plan of TINY_STUDY with `searches` added to its `standard` and `regularized` settings."""
+    from hf_infcompute.planning.memory import GIB
+    from hf_infcompute.planning.recipe import plan_study, run_settings
+    from hf_infcompute.study import parse_study
+
+    values = {**TINY_STUDY, **{recipe: {**TINY_STUDY[recipe], **searches} for recipe in ("standard", "regularized")}}
+    spec = parse_study(values)
+    return spec, plan_study(spec, run_settings(spec.run, vocab_size=512), 80 * GIB)
+
+
+def test_study_plan_searches_both_recipes_at_every_budget_from_every_start_with_tie_breaks():
+    spec, plan = tiny_plan()
+    rows = {(w.what, w.model): w for w in plan.work}
+    assert len(rows) == len(plan.work)
+    for budget in (8192, 16384):
+        for preset in spec.presets:
+            for recipe, neighbours in (("standard", 4), ("regularized", 6)):
+                assert rows[(f"search {recipe} D={budget:,}", preset)].count > 0
+                tie_break = rows[(f"tie-breaks {recipe} D={budget:,}", preset)]
+                assert tie_break.count == 2 * 2  # tie_break_seeds x (the best point, the runner-up)
+                assert tie_break.count_upper == 2 * (1 + neighbours)  # x (the best point, every neighbour)
+                # Expected epochs: the start's neighbourhood (standard: 4, 4, 4, 2 and 8 epochs, 4.4 on average).
+                if recipe == "standard":
+                    assert tie_break.tokens == pytest.approx(4 * 4.4 * budget)
+            # Each regularized search also starts from the standard optimum: its expected runs, upper bound 0 (both
+            # starts walk one grid, whose size bounds them together).
+            further = rows[(f"search regularized D={budget:,} (from the standard optimum)", preset)]
+            assert further.count > 0 and further.count_upper == 0 and further.tokens_upper == 0
+    # 8 searches, a regularized one from two starts: 12 search rows; a tie-break per search.
+    assert sum(w.what.startswith("search ") for w in plan.work) == 2 * 2 * (1 + 2)
+    assert sum(w.what.startswith("tie-breaks ") for w in plan.work) == 8
+    # Members: per preset k = 4 'paper' members (twice the epochs) and 4 'optimum' ones less member 0 (the search's
+    # run) and members 1-2 (the regularized tie-break's fresh seeds at the chosen optimum).
+    for preset in spec.presets:
+        members = rows[("ensemble members", preset)]
+        assert members.count == 1 + 4 and members.tokens == pytest.approx((1 + 4 * 2) * 4 * 8192)
+    _, without = tiny_plan(tie_break_seeds=0)
+    assert not any(w.what.startswith("tie-breaks") for w in without.work)
+    assert {w.count for w in without.work if w.what == "ensemble members"} == {3 + 4}
+    assert plan.trainings == without.trainings + 8 * 4 - 2 * 2
+
+
+def test_search_upper_bound_covers_the_grid_extended_to_the_hard_bounds():
+    import random
+
+    from hf_infcompute.search.grid import HARD_BOUNDS, LEARNING_RATE, NUM_TRAIN_EPOCHS, WEIGHT_DECAY
+    from hf_infcompute.study.pipeline import search_grid
+    from hf_infcompute.study.search_counts import fully_extended, tie_break_epochs_upper
+
+    spec, plan = tiny_plan()
+    rows = {(w.what, w.model): w for w in plan.work}
+    for recipe in ("standard", "regularized"):
+        grid = search_grid(spec, recipe)[0]
+        wide = fully_extended(grid)
+        for name in (LEARNING_RATE, NUM_TRAIN_EPOCHS) + ((WEIGHT_DECAY,) if recipe == "regularized" else ()):
+            assert (wide.axes[name][0], wide.axes[name][-1]) == HARD_BOUNDS[name]
+        assert set(grid.axes[LEARNING_RATE]) <= set(wide.axes[LEARNING_RATE])
+        # Every grid a search extending its edges reaches lies on it (random walks of extensions).
+        rng = random.Random(0)
+        for _ in range(20):
+            reached = grid
+            while True:
+                index = tuple(rng.choice([0, n - 1, rng.randrange(n)]) for n in reached.shape)
+                wider = reached.extended(reached.point(index))
+                if wider is None and all(reached.extended(reached.point(i)) is None for i in corners(reached)):
+                    break
+                reached = wider or reached
+                assert all(set(reached.axes[name]) <= set(wide.axes[name]) for name in grid.names)
+            assert reached == wide  # extended at every corner, as far as it goes
+        search = rows[(f"search {recipe} D=16,384", "tiny-1m")]
+        # lr 1e-5 .. 0.3 (12 values), epochs 1 .. 256 (9), weight decay 0 .. 12.8 (8)
+        assert search.count_upper == wide.size == (12 * 9 if recipe == "standard" else 12 * 9 * 8)
+        epochs = sum(wide.axes[NUM_TRAIN_EPOCHS]) * wide.size // len(wide.axes[NUM_TRAIN_EPOCHS])
+        assert search.tokens_upper == epochs * 16384
+        tie_break = rows[(f"tie-breaks {recipe} D=16,384", "tiny-1m")]
+        neighbours = 4 if recipe == "standard" else 6
+        # At most: 256 epochs, its neighbours along the other axes too, and 128 below it.
+        assert tie_break_epochs_upper(wide) == 256 * (1 + neighbours - 2) + 128
+        assert tie_break.tokens_upper == 2 * tie_break_epochs_upper(wide) * 16384
+    _, fixed = tiny_plan(extend_edges=False)
+    rows = {(w.what, w.model): w for w in fixed.work}
+    assert rows[("search standard D=8,192", "tiny-0.5m")].count_upper == 9
+    assert rows[("search regularized D=8,192", "tiny-0.5m")].count_upper == 27
+    assert rows[("search regularized D=8,192", "tiny-0.5m")].tokens_upper == 9 * (2 + 4 + 8) * 8192
+    assert fixed.trainings == plan.trainings  # extensions are not expected
+
+
+def corners(grid):
+    import itertools
+
+    return itertools.product(*((0, n - 1) for n in grid.shape))
+
+
+def test_plan_text_fits_the_longest_work_label(capsys, tmp_path):
+    import yaml
+
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(TINY_STUDY))
+    assert main(["plan", str(recipe)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if line.startswith("work "))
+    model = header.index("model")
+    rows = lines[lines.index(header) + 1 : lines.index("", lines.index(header))]
+    assert any("(from the standard optimum)" in row for row in rows)
+    for row in rows:
+        assert row[model - 2 : model] == "  " and row[model:].split()[0] in TINY_STUDY["presets"], row

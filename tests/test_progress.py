@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import pytest
 
+from hf_infcompute.method import RECIPES
 from hf_infcompute.records import append_record
 from hf_infcompute.search import for_recipe
 from hf_infcompute.study import parse_study
-from hf_infcompute.study.pipeline import Study, search_grid
-from hf_infcompute.study.progress import StudyProgress, members_estimate, planned_runs, search_runs_estimate
+from hf_infcompute.study.pipeline import search_grid
+from hf_infcompute.study.progress import (
+    StudyProgress,
+    further_start_estimate,
+    members_estimate,
+    planned_runs,
+    search_estimate,
+    search_runs_estimate,
+)
+from hf_infcompute.study.search_plan import NEIGHBOURING_SIZE, STANDARD_START
 from hf_infcompute.training import pretrain
 from hf_infcompute.training.progress import follow_runs
 
@@ -74,10 +83,8 @@ def test_progress_reads_each_record_once(tmp_path, monkeypatch):
     assert sorted(read) == ["a", "b", "e"]
 
 
-# The quickstart study as it was run into a results store of 185 runs: 116 standard and 54 regularized search points
-# (both starts), 12 ensemble members (4 per preset: the 'optimum' candidate's first member is the search's optimum)
-# and 3 students.
-RECORDED_STUDY = {
+# A quickstart-like study: 4 budgets x 3 presets, a standard grid of 3 x 4 and a regularized one of 3 x 4 x 5.
+QUICKSTART_LIKE = {
     "name": "quickstart",
     "token_budget": 65536,
     "data_scaling_budgets": [8192, 16384, 32768],
@@ -94,16 +101,27 @@ RECORDED_STUDY = {
 }
 
 
-def test_planned_runs_count_both_regularized_starts_and_reused_members(corpus_dir, tmp_path):
-    spec = parse_study({**RECORDED_STUDY, "run": {"corpus": str(corpus_dir)}})
-    plan = [
-        (recipe, search_grid(spec, recipe)[0])
-        for recipe, _ in Study(spec, tmp_path).search_plan()
-        for _ in spec.presets
-    ]
-    assert members_estimate(spec) == 15  # 3 presets x (3 members per rule x 2 rules - the optimum itself)
-    planned = planned_runs(spec, plan)
-    assert 188 * 0.95 <= planned <= 188  # an estimate: 12 x 9 standard, 3 x (13 + 6) regularized, 15, 3
+def recipe_grids(spec):
+    return {recipe: search_grid(spec, recipe)[0] for recipe in RECIPES}
+
+
+def test_planned_runs_count_every_search_start_tie_break_and_reused_members(corpus_dir):
+    spec = parse_study({**QUICKSTART_LIKE, "run": {"corpus": str(corpus_dir)}})
+    grids = recipe_grids(spec)
+    # 3 presets x (3 members per rule x 2 rules - the optimum itself - its 2 tie-break seeds, members 1 and 2)
+    assert members_estimate(spec) == 9
+    # 12 standard searches: 9 runs each from their one start (3 x 4 grid: start, 4 neighbours, a move's 4), 2 seeds x
+    # (best, runner-up) = 4 tie-break runs each. 12 regularized searches: 13 runs from the first start, from the
+    # second (the standard optimum at weight decay 0.1, the grid's smallest) 6, tie-breaks 4.
+    assert search_estimate(spec, grids) == 12 * (9 + 4) + 12 * (13 + 6 + 4)
+    assert planned_runs(spec, grids) == 156 + 276 + 9 + 3  # and 3 students (ensemble, self, token-level)
+    # A regularized search's further start other than the standard optimum keeps its neighbour below.
+    assert further_start_estimate(grids["regularized"], STANDARD_START) == 6
+    assert further_start_estimate(grids["regularized"], NEIGHBOURING_SIZE) == 7
+    without = {key: {**QUICKSTART_LIKE[key], "tie_break_seeds": 0} for key in ("standard", "regularized")}
+    spec = parse_study({**QUICKSTART_LIKE, **without, "run": {"corpus": str(corpus_dir)}})
+    assert members_estimate(spec) == 15  # no tie-break: only member 0 is the search's own run
+    assert planned_runs(spec, grids) == 12 * 9 + 12 * (13 + 6) + 15 + 3
 
 
 def test_search_estimate_is_capped_by_the_grid():

@@ -181,10 +181,11 @@ def _text(recipe: str, s: dict[str, Any]) -> str:
             f"{m['weights'] + m['gradients'] + m['optimizer']:>20.1f}{active:>13.1f}{m['loss']:>7.1f}"
             f"{p['memory_gib']:>11.1f}{p['flops_per_token']:>19.3g}"
         )
-    lines += ["", f"{'work':<40}{'model':<24}{'runs (upper)':>14}{'tokens (upper)':>22}{'FLOPs (upper)':>22}"]
+    what = max([40, *(len(w["what"]) + 2 for w in s["work"])])  # the longest label and two spaces
+    lines += ["", f"{'work':<{what}}{'model':<24}{'runs (upper)':>14}{'tokens (upper)':>22}{'FLOPs (upper)':>22}"]
     for w in s["work"]:
         lines.append(
-            f"{w['what']:<40}{w['model']:<24}{w['count']:>6} ({w['count_upper']:>5})"
+            f"{w['what']:<{what}}{w['model']:<24}{w['count']:>6} ({w['count_upper']:>5})"
             f"{w['tokens']:>11.3g} ({w['tokens_upper']:>8.3g}){w['flops']:>11.3g} ({w['flops_upper']:>8.3g})"
         )
     lines += [

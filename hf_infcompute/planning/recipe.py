@@ -3,16 +3,26 @@
 Per preset: parameters, the largest micro-batch that fits a device (and its memory), FLOPs per token. For the whole
 recipe: the trainings, the tokens trained and generated, FLOPs, and device-hours at a utilisation.
 
-Bounds on coordinate descent: a search evaluates its start and the start's neighbours, then after each move the new
-point's unseen neighbours (2 x free axes - 1 of them). `expected` assumes `EXPECTED_MOVES` moves (the paper's optima
-lie one or two grid steps from its starts), each new point costing the mean of the start's neighbourhood; `upper` is
-the whole grid, which no search exceeds. Trainings after the searches (members, students) take the start point's
-epochs and weight decay, the searches' results being unknown beforehand. Counted FLOPs are model FLOPs
-(`hf_infcompute.models.flops`): training 3 x forward per token trained, sampling one forward per member per token
-generated. Evaluation is not counted (each run scores its `val_sequences` validation rows, its `test_sequences` test
-rows and a sample of training rows forward only, about 1% of its training at the paper's settings); gradient
-checkpointing's recomputed forward is not counted as FLOPs but lengthens the device-hours by 4/3 for the presets that
-need it.
+Both recipes are searched at every budget of the study for every preset (`hf_infcompute.study.search_plan`). Bounds
+on coordinate descent: a search evaluates its start and the start's neighbours, then after each move the new point's
+unseen neighbours (2 x free axes - 1 of them). `expected` assumes `EXPECTED_MOVES` moves (the paper's optima lie one or
+two grid steps from its starts), each new point costing the mean of the start's neighbourhood; `upper` is the whole
+grid the search may reach, which no search exceeds: its grid, or where it extends its edges (`extend_edges`) its grid
+extended along every axis out to the hard bounds (`hf_infcompute.study.search_counts.fully_extended`); expected, no
+extension. A search starting from several points (`search_plan.start_sources`: a regularized one also from the
+standard optimum) counts each further start's expected runs on a row of its own with upper bound 0: every start walks
+the same grid, whose size bounds them together (expected: the grid before extension). A start that is another search's
+optimum, unknown beforehand, is stood in for by that search's configured start. Each search's tie-break re-trains
+its best point and, expected, the runner-up neighbour (at most every neighbour) at `tie_break_seeds` fresh seeds; at
+the regularized optimum of the main budget those seeds are the ensemble's members 1..s, counted once, with the
+tie-break. Trainings after the searches (members, students) take the start point's epochs and weight decay, the
+searches' results being unknown beforehand.
+
+Counted FLOPs are model FLOPs (`hf_infcompute.models.flops`): training 3 x forward per token trained, sampling one
+forward per member per token generated. Evaluation is not counted (each run scores its `val_sequences` validation rows,
+its `test_sequences` test rows and a sample of training rows forward only, about 1% of its training at the paper's
+settings); gradient checkpointing's recomputed forward is not counted as FLOPs but lengthens the device-hours by 4/3
+for the presets that need it.
 
 Training is priced by its FLOPs at a utilisation; sampling by the teacher's decode throughput on the device
 (`hf_infcompute.generation.budget.decode_throughput`, or a measured tokens/s), since decoding is bound by memory
@@ -23,7 +33,6 @@ worker; the students are trained by the lead alone afterwards (the serial tail),
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -46,7 +55,14 @@ from hf_infcompute.planning.memory import (
 )
 from hf_infcompute.search.grid import NUM_TRAIN_EPOCHS, WEIGHT_DECAY, SearchGrid
 from hf_infcompute.study.pipeline import search_grid
-from hf_infcompute.study.spec import StudySpec
+from hf_infcompute.study.search_counts import (
+    reachable_grid,
+    tie_break_epochs_upper,
+    tie_break_members,
+    tie_break_runs,
+)
+from hf_infcompute.study.search_plan import SearchNode, search_nodes, start_sources
+from hf_infcompute.study.spec import OPTIMUM, SearchSpec, StudySpec
 from hf_infcompute.training.arguments import RegularizedTrainingArguments
 
 EXPECTED_MOVES = 2
@@ -316,24 +332,82 @@ class RecipePlan:
         return plan.time_factor if plan is not None and not work.generated else 1.0
 
 
-def _search_work(recipe: str, preset: PresetPlan, grid: SearchGrid, start: dict, budget: int) -> Work:
-    """Coordinate descent's trainings at one budget: expected (start, neighbours, `EXPECTED_MOVES` moves) and the
-    whole grid as the upper bound."""
+def _search_work(
+    what: str, preset: PresetPlan, grid: SearchGrid, start: dict, budget: int, reachable: SearchGrid
+) -> Work:
+    """Coordinate descent's trainings at one budget from `start`: expected (start, neighbours, `EXPECTED_MOVES`
+    moves) and, as the upper bound, every point of `reachable` (the grid, extended out to the hard bounds where the
+    search extends its edges)."""
     around = [start, *grid.neighbours(start)]
     free_axes = len(grid.names) - len(grid.pinned)
     expected = min(grid.size, len(around) + EXPECTED_MOVES * max(2 * free_axes - 1, 0))
-    mean_epochs = sum(p[NUM_TRAIN_EPOCHS] for p in around) / len(around)
-    epochs = sum(p[NUM_TRAIN_EPOCHS] for p in around) + (expected - len(around)) * mean_epochs
-    all_epochs = sum(grid.point(index)[NUM_TRAIN_EPOCHS] for index in itertools.product(*map(range, grid.shape)))
+    epochs = sum(p[NUM_TRAIN_EPOCHS] for p in around) + (expected - len(around)) * _mean_epochs(grid, start)
+    every_epochs = reachable.axes[NUM_TRAIN_EPOCHS]  # each value once per point of the other axes
+    all_epochs = sum(every_epochs) * (reachable.size // len(every_epochs))
     return Work(
-        f"search {recipe} D={budget:,}",
-        preset.name,
-        expected,
-        epochs * budget,
-        grid.size,
-        all_epochs * budget,
-        preset.flops.training,
+        what, preset.name, expected, epochs * budget, reachable.size, all_epochs * budget, preset.flops.training
     )
+
+
+def _mean_epochs(grid: SearchGrid, start: dict) -> float:
+    """The mean epochs of `start` and its neighbours: what a point of a search not yet walked stands for."""
+    around = [start, *grid.neighbours(start)]
+    return sum(p[NUM_TRAIN_EPOCHS] for p in around) / len(around)
+
+
+def _tie_break_work(
+    what: str, preset: PresetPlan, grid: SearchGrid, start: dict, budget: int, reachable: SearchGrid, seeds: int
+) -> Work:
+    """A search's tie-break: `seeds` fresh seeds of its best point and of the runner-up neighbour (expected, each
+    taking the epochs of a point near the start) or of the best point and every neighbour (at most, on `reachable`)."""
+    expected, _ = tie_break_runs(grid, seeds)
+    _, upper = tie_break_runs(reachable, seeds)
+    tokens = expected * _mean_epochs(grid, start) * budget
+    tokens_upper = seeds * tie_break_epochs_upper(reachable) * budget
+    return Work(what, preset.name, expected, tokens, upper, tokens_upper, preset.flops.training)
+
+
+def _search_spec(spec: StudySpec, recipe: str) -> SearchSpec:
+    return spec.standard if recipe == "standard" else spec.regularized
+
+
+def _stand_in(spec: StudySpec, grid: SearchGrid, source: SearchNode | None, recipe: str) -> dict:
+    """The point standing in for a start before anything trains: the configured start of the recipe whose optimum
+    it is (the study's start for None), on `grid` (the regularized grid holds every standard point)."""
+    return grid.canonical(search_grid(spec, source.recipe if source is not None else recipe)[1])
+
+
+def study_search_work(spec: StudySpec, presets: dict[str, PresetPlan]) -> list[Work]:
+    """Every search of `spec` (`search_plan.search_nodes`): per search its trainings from its first start, those
+    from each further start (`search_plan.start_sources`, expected only: every start walks the same grid, whose
+    size bounds them together, expected and at most) and its tie-break. A start that is another search's optimum,
+    unknown beforehand, is stood in for by that search's configured start; bounds: `_search_work`,
+    `_tie_break_work`."""
+    grids = {recipe: search_grid(spec, recipe)[0] for recipe in ("standard", "regularized")}
+    reachable = {
+        recipe: reachable_grid(grid, _search_spec(spec, recipe).extend_edges) for recipe, grid in grids.items()
+    }
+    work: list[Work] = []
+    for node in search_nodes(spec):
+        recipe, budget, preset = node.recipe, node.token_budget, presets[node.preset]
+        grid, wider = grids[recipe], reachable[recipe]
+        name, left = f"{recipe} D={budget:,}", grid.size  # expected, no start's search leaves its grid
+        for position, (label, source) in enumerate(start_sources(spec, node).items()):
+            start = _stand_in(spec, grid, source, recipe)
+            if position == 0:
+                row = _search_work(f"search {name}", preset, grid, start, budget, wider)
+            else:
+                row = _search_work(f"search {name} (from the {label})", preset, grid, start, budget, wider)
+                row = dataclasses.replace(row, count_upper=0, tokens_upper=0.0)
+            if row.count > left:  # the starts share the grid's points: together at most the whole grid
+                row = dataclasses.replace(row, count=left, tokens=row.tokens * left / row.count)
+            left -= row.count
+            work.append(row)
+        seeds = _search_spec(spec, recipe).tie_break_seeds
+        if seeds > 0:
+            start = _stand_in(spec, grid, None, recipe)
+            work.append(_tie_break_work(f"tie-breaks {name}", preset, grid, start, budget, wider, seeds))
+    return work
 
 
 @dataclass(frozen=True)
@@ -373,21 +447,8 @@ def plan_study(
         for name in spec.presets
     }
     budget = spec.token_budget
-    work: list[Work] = []
-    for recipe, budgets in (("standard", spec.budgets), ("regularized", [budget])):
-        grid, start = search_grid(spec, recipe)
-        work += [_search_work(recipe, presets[name], grid, start, d) for d in budgets for name in spec.presets]
-    # The regularized search also starts from the standard optimum, unknown beforehand: its start stands in for it.
-    # Both searches share one grid, whose size already bounds them together.
-    grid, start = search_grid(spec, "regularized")
-    standard_start = grid.canonical(search_grid(spec, "standard")[1])  # its weight decay is the standard 0.1
-    for name in spec.presets:
-        second = _search_work("regularized", presets[name], grid, standard_start, budget)
-        work.append(
-            dataclasses.replace(
-                second, what=f"{second.what} (from the standard optimum)", count_upper=0, tokens_upper=0.0
-            )
-        )
+    work = study_search_work(spec, presets)
+    start = search_grid(spec, "regularized")[1]
     epochs, weight_decay = start[NUM_TRAIN_EPOCHS], start[WEIGHT_DECAY]
     for name in spec.ensemble.presets or spec.presets:
         work.append(_member_work(spec, presets[name], epochs * budget))
@@ -407,11 +468,14 @@ def plan_study(
 
 
 def _member_work(spec: StudySpec, preset: PresetPlan, tokens_per_member: float) -> Work:
-    """Members trained beyond the single model: `k` per candidate rule, the rule chosen by its K -> inf asymptote
-    (the single model is member 0 of the 'optimum' rule; 'paper' members train twice the epochs)."""
+    """Members trained beyond the searches: `k` per candidate rule, the rule chosen by its K -> inf asymptote ('paper'
+    members train twice the epochs). The 'optimum' rule's member 0 is the search's run and its members 1..s the
+    regularized tie-break's fresh seeds at the chosen optimum (`tie_break_members`), counted with the searches."""
     k = spec.ensemble.k
-    cost = {"optimum": 1.0, "paper": 2.0}
-    runs = {rule: (k - 1 if rule == "optimum" else k) for rule in spec.ensemble.member_candidates}
+    cost = {OPTIMUM: 1.0, "paper": 2.0}
+    runs = {
+        rule: (k - 1 - tie_break_members(spec) if rule == OPTIMUM else k) for rule in spec.ensemble.member_candidates
+    }
     tokens, count = sum(runs[r] * cost[r] for r in runs) * tokens_per_member, sum(runs.values())
     return Work("ensemble members", preset.name, count, tokens, count, tokens, preset.flops.training)
 

@@ -3,57 +3,69 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 from hf_infcompute.method import STANDARD_WEIGHT_DECAY
 from hf_infcompute.records import read_record, results_dir
 from hf_infcompute.search import SearchGrid
 from hf_infcompute.search.grid import WEIGHT_DECAY
+from hf_infcompute.study.search_counts import free_axes, tie_break_members, tie_break_runs
+from hf_infcompute.study.search_plan import STANDARD_START, search_nodes, start_sources
 from hf_infcompute.study.spec import OPTIMUM, StudySpec
 
 # Records written from other records (no training of their own): not runs.
 _DERIVED_KINDS = ("ensemble", "soup")
 
 
-def _free_axes(grid: SearchGrid) -> int:
-    return sum(1 for n in grid.shape if n > 1)
-
-
 def search_runs_estimate(grid: SearchGrid) -> int:
     """Runs one coordinate descent is expected to train: the start, its neighbours and one move's new neighbours
     (two per free axis each), at most the whole grid. An estimate: the real count depends on the path."""
-    return min(grid.size, 1 + 4 * _free_axes(grid))
+    return min(grid.size, 1 + 4 * free_axes(grid))
 
 
-def second_start_estimate(grid: SearchGrid) -> int:
-    """Runs the regularized search adds from its second start, the standard optimum (`Study.search_starts`): that
-    point and its neighbours, two per free axis, less the one below the standard weight decay when that is the grid's
-    smallest. An estimate: some of them the first search may have trained, and a move adds more."""
+def further_start_estimate(grid: SearchGrid, label: str) -> int:
+    """Runs a search adds from a start after its first (`search_plan.start_sources`, e.g. a regularized search's
+    start at the standard optimum): that point and its neighbours, two per free axis, less, from the standard
+    optimum, the one below the standard weight decay when that is the grid's smallest. An estimate: some of them the
+    search from its first start may have trained, and a move adds more."""
     decays = grid.axes.get(WEIGHT_DECAY, ())
-    below_edge = len(decays) > 1 and min(decays) == STANDARD_WEIGHT_DECAY
-    return min(grid.size, 1 + 2 * _free_axes(grid) - below_edge)
+    below_edge = label == STANDARD_START and len(decays) > 1 and min(decays) == STANDARD_WEIGHT_DECAY
+    return min(grid.size, 1 + 2 * free_axes(grid) - below_edge)
 
 
 def members_estimate(spec: StudySpec) -> int:
     """Members the ensembles train: `k` per candidate rule, per preset. The first member of the 'optimum' candidate is
-    the search's optimum itself (same run), not trained again."""
+    the search's optimum itself (same run), and its next `tie_break_seeds` the regularized tie-break's fresh seeds at
+    that optimum (`tie_break_members`), not trained again."""
     ensemble = spec.ensemble
-    per_preset = ensemble.k * len(ensemble.member_candidates) - (OPTIMUM in ensemble.member_candidates)
+    reused = (1 + tie_break_members(spec)) if OPTIMUM in ensemble.member_candidates else 0
+    per_preset = ensemble.k * len(ensemble.member_candidates) - reused
     return len(ensemble.presets or spec.presets) * per_preset
 
 
-def planned_runs(spec: StudySpec, searches: Sequence[tuple[str, SearchGrid]]) -> int:
-    """An estimate of the runs `spec` trains: its searches (recipe and grid each; a regularized one from two starts),
-    the ensemble members, the students."""
+def search_estimate(spec: StudySpec, grids: Mapping[str, SearchGrid]) -> int:
+    """Runs the searches are expected to train (`search_plan.search_nodes`, `grids` holding each recipe's grid): each
+    from its first start and from each further start (together at most the grid), and its tie-break
+    (`tie_break_seeds` fresh seeds of the best point and of the runner-up). Edge extensions are not expected."""
+    runs = 0
+    for node in search_nodes(spec):
+        grid = grids[node.recipe]
+        labels = list(start_sources(spec, node))
+        seeds = (spec.standard if node.recipe == "standard" else spec.regularized).tie_break_seeds
+        further = sum(further_start_estimate(grid, label) for label in labels[1:])
+        runs += min(grid.size, search_runs_estimate(grid) + further)  # the starts share the grid's points
+        runs += tie_break_runs(grid, seeds)[0]
+    return runs
+
+
+def planned_runs(spec: StudySpec, grids: Mapping[str, SearchGrid]) -> int:
+    """An estimate of the runs `spec` trains: its searches (`search_estimate`; `grids`: each recipe's grid), the
+    ensemble members, the students."""
     distillation = spec.distillation
     teachers = 1 + distillation.self_distillation + distillation.token_level
     students = teachers * len(distillation.weight_decay)
-    search_runs = sum(
-        search_runs_estimate(grid) + (second_start_estimate(grid) if recipe == "regularized" else 0)
-        for recipe, grid in searches
-    )
-    return search_runs + members_estimate(spec) + students
+    return search_estimate(spec, grids) + members_estimate(spec) + students
 
 
 def _duration(seconds: float) -> str:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hf_infcompute.method import RECIPES
 from hf_infcompute.study.pipeline import Study, search_grid
 from hf_infcompute.study.progress import StudyProgress, planned_runs
 from hf_infcompute.study.report import write_study_report
-from hf_infcompute.study.search_plan import search_nodes
 from hf_infcompute.study.spec import StudySpec
 from hf_infcompute.study.state import StudyState, load_report_state
 from hf_infcompute.workers import WorkerSlot
@@ -23,8 +23,8 @@ def run_study(spec: StudySpec, output_dir: str | Path, slot: WorkerSlot | None =
     from hf_infcompute.training.progress import follow_runs  # the training stack loads when a study runs
 
     study = Study(spec, output_dir, slot)
-    plan = [(node.recipe, search_grid(spec, node.recipe)[0]) for node in search_nodes(spec)]
-    progress = StudyProgress(output_dir, planned_runs(spec, plan), spec.name, slot.world_size if slot else 1)
+    grids = {recipe: search_grid(spec, recipe)[0] for recipe in RECIPES}
+    progress = StudyProgress(output_dir, planned_runs(spec, grids), spec.name, slot.world_size if slot else 1)
     with follow_runs(progress):  # a line per run, not log dicts
         state = study.run_all()
     if study.is_lead:  # from the state as saved, so that `--report-only` writes the same report
