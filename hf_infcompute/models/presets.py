@@ -55,13 +55,15 @@ PRESETS: dict[str, ModelPreset] = {
     p.name: p
     for p in [
         # The CPU study's ladder, named by total parameters with a 512-token vocabulary. At the quickstart's
-        # D = 32K tokens, cpu-30k, cpu-50k, cpu-90k and cpu-230k span the paper's 1.3-0.14 tokens per parameter
-        # (benchmarks/calibrate_cpu_ladder.py prints the ladder). Their non-embedding shares (58%, 65%, 73%, 82%)
+        # D = 16K tokens, cpu-15k, cpu-30k, cpu-50k and cpu-120k span the paper's 1.3-0.14 tokens per parameter
+        # (benchmarks/calibrate_cpu_ladder.py prints the ladder). Their non-embedding shares (48%, 58%, 65%, 76%)
         # are higher than the paper's 150M-1.4B models' (15%, 34%, 56%, 63%, with an untied 128K vocabulary): per
         # non-embedding parameter the small CPU models see fewer tokens than the paper's small ones.
+        ModelPreset("cpu-15k", 16, 56, 2, 2, 2, 1024, True),
         ModelPreset("cpu-30k", 24, 84, 2, 2, 2, 1024, True),
         ModelPreset("cpu-50k", 32, 112, 2, 2, 2, 1024, True),
         ModelPreset("cpu-90k", 48, 168, 2, 2, 2, 1024, True),
+        ModelPreset("cpu-120k", 56, 196, 2, 2, 2, 1024, True),
         ModelPreset("cpu-150k", 64, 224, 2, 2, 2, 1024, True),
         ModelPreset("cpu-230k", 80, 280, 2, 2, 2, 1024, True),
         ModelPreset("cpu-450k", 96, 336, 3, 3, 3, 1024, True),

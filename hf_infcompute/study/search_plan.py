@@ -8,8 +8,10 @@ the nearest finished search points, because the paper's optima move smoothly wit
 - the regularized recipe at D starts, for the first preset, from the study's start and, for each larger preset,
   from the optimum of the preset before it (the neighbouring size); at any other budget from its own optimum at the
   neighbouring budget towards D;
-- every regularized search also starts from the standard recipe's optimum at the same (D, N) (weight decay 0.1 lies
-  on its grid), so that regularizing is never worse than not regularizing because of the search's path.
+- every regularized search at D also starts from the standard recipe's optimum at the same N (weight decay 0.1 lies
+  on its grid), so that regularizing is never worse than not regularizing because of the search's path, where the
+  findings compare the two recipes at each N. (At the other budgets only the best loss over N enters the data laws,
+  and a second start would double the costliest searches.)
 
 The starts form a graph without cycles. Each worker walks every search after the searches its starts come from, so
 every worker, whatever its order, starts each search from the same points and (the searches sharing their results)
@@ -73,7 +75,7 @@ def start_sources(spec: StudySpec, node: SearchNode) -> dict[str, SearchNode | N
         sources[NEIGHBOURING_SIZE] = SearchNode(node.recipe, node.token_budget, previous)
     else:
         sources[CONFIGURED_START] = None
-    if node.recipe == "regularized":
+    if node.recipe == "regularized" and node.token_budget == spec.token_budget:
         sources[STANDARD_START] = SearchNode("standard", node.token_budget, node.preset)
     return sources
 
