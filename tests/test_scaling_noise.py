@@ -106,13 +106,15 @@ def test_per_point_noise_follows_its_points_and_its_degrees_of_freedom_widen_the
         fit_power_law(n, loss, scale=1e9, noise_dof=4)
 
 
-def test_k_law_fixes_the_exponent_below_five_member_counts() -> None:
+def test_k_law_fixes_the_exponent_below_eight_member_counts() -> None:
     three = fit_k_law([1, 2, 3], [3.35, 3.26, 3.23], n_bootstrap=0)
     assert three.alpha_fixed and three.alpha == 1.0
     assert any("alpha fixed at 1" in note and "1/K" in note for note in three.notes)
-    k = np.arange(1.0, 6.0)
-    five = fit_k_law(k, 0.2 / k**0.7 + 3.1, n_bootstrap=0)
-    assert not five.alpha_fixed and five.alpha == pytest.approx(0.7, rel=1e-4) and not five.notes
+    five = fit_k_law(np.arange(1.0, 6.0), 0.2 / np.arange(1.0, 6.0) ** 0.7 + 3.1, n_bootstrap=0)
+    assert five.alpha_fixed and any("5 member counts, fewer than the 8" in note for note in five.notes)
+    k = np.arange(1.0, 9.0)
+    eight = fit_k_law(k, 0.2 / k**0.7 + 3.1, n_bootstrap=0)
+    assert not eight.alpha_fixed and eight.alpha == pytest.approx(0.7, rel=1e-4) and not eight.notes
 
 
 def test_joint_limit_carries_per_point_noise_through_both_stages() -> None:
@@ -268,7 +270,7 @@ def test_k_curves_with_three_member_counts_fix_the_exponent_and_say_so(tmp_path)
     text = write_report(report, tmp_path).read_text()
     assert "Note: K-laws at N = 150M, 300M, 600M fix the exponent at 1" in text
 
-    free = build_report(ensemble_runs([1, 2, 3, 4, 5]), n_bootstrap=0).ensembles[0]
+    free = build_report(ensemble_runs(list(range(1, 9))), n_bootstrap=0).ensembles[0]
     assert not any(fit.alpha_fixed for fit in free.k_fits.values()) and not free.notes
     assert all(fit.alpha == pytest.approx(0.8, rel=1e-3) for fit in free.k_fits.values())
 
