@@ -99,7 +99,7 @@ def test_rising_loss_warns_and_is_flagged() -> None:
     assert not fit.well_conditioned
     assert any("does not fall" in issue for issue in fit.issues)
     assert fit.to_dict()["well_conditioned"] is False
-    with pytest.warns(ScalingFitWarning, match="ill-conditioned reference"):
+    with pytest.warns(ScalingFitWarning, match="cannot be inverted"):
         data_efficiency(3.5, 3.6, fit)
 
 

@@ -8,6 +8,7 @@ filled in. `best_runs` is the one selection of a best run, for this analysis and
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -24,7 +25,14 @@ from hf_infcompute.scaling.joint import (
     joint_asymptote,
 )
 from hf_infcompute.scaling.plots import human_count
-from hf_infcompute.scaling.power_law import PowerLawFit, data_efficiency, fit_power_law, interpolated_data
+from hf_infcompute.scaling.power_law import (
+    PowerLawFit,
+    ScalingFitWarning,
+    data_efficiency,
+    fit_power_law,
+    interpolated_data,
+    invertible,
+)
 
 REFERENCE_RECIPE = "standard"
 BILLION = 1e9  # N and D enter the laws in billions, as in the paper
@@ -190,11 +198,43 @@ def best_per_size(runs: pd.DataFrame, select_on: str = "val_loss") -> pd.DataFra
 
 
 def best_per_members(runs: pd.DataFrame, select_on: str = "val_loss") -> pd.DataFrame:
-    """Ensemble records: the best (lowest `select_on`) per (corpus, recipe, token_budget, N, K)."""
+    """Ensemble records: the best (lowest `select_on`) per (corpus, recipe, token_budget, N, K), of the member rule
+    chosen at that N (`chosen_member_rules`)."""
     ensembles = runs[runs["kind"] == "ensemble"]
     if ensembles.empty or "k" not in ensembles:
         return ensembles.iloc[0:0]
+    ensembles = chosen_member_rules(ensembles, select_on)
     return best_runs(ensembles, ["corpus", "recipe", "token_budget", "n_params_total", "k"], select_on=select_on)
+
+
+def member_rule_limit(k: pd.Series, loss: pd.Series) -> float:
+    """A member rule's K -> inf asymptote through its ensembles of 1..K members (`fit_k_law`: the exponent fixed at
+    1 below `FREE_K_EXPONENT_MIN` member counts), or its largest ensemble's loss where there are too few member
+    counts for a law: how the study chooses a member rule."""
+    curve = pd.Series(loss.to_numpy(dtype=float), index=k.to_numpy(dtype=float)).groupby(level=0).min().sort_index()
+    if len(curve) < MIN_K_POINTS + 1:
+        return float(curve.iloc[-1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ScalingFitWarning)
+        return fit_k_law(curve.index, curve.to_numpy(), n_bootstrap=0, multistart=False).E
+
+
+def chosen_member_rules(ensembles: pd.DataFrame, select_on: str = "val_loss") -> pd.DataFrame:
+    """The ensembles of one member rule per (corpus, recipe, token_budget, N): the rule (`member_rule`) with the
+    lowest K -> inf asymptote on `select_on` (`member_rule_limit`), as the study chooses it. Mixing rules, the best
+    per K, would join a curve of one rule's small ensembles to another's large ones."""
+    if "member_rule" not in ensembles:
+        return ensembles
+    rules = ensembles["member_rule"].fillna("none").astype(str)
+    keep = pd.Series(False, index=ensembles.index)
+    for _, group in ensembles.groupby(["corpus", "recipe", "token_budget", "n_params_total"], sort=False):
+        limits = {
+            rule: member_rule_limit(curve["k"], curve[select_on].astype(float))
+            for rule, curve in group.groupby(rules[group.index], sort=True)
+        }
+        chosen = min(limits, key=lambda rule: (math.isnan(limits[rule]), limits[rule]))
+        keep[group.index[rules[group.index] == chosen]] = True
+    return ensembles[keep]
 
 
 def best_per_budget(runs: pd.DataFrame, select_on: str = "val_loss") -> pd.DataFrame:
@@ -425,9 +465,9 @@ def _efficiency(data: list[DataScaling], ensembles: list[EnsembleScaling], skipp
             skipped.append(("data efficiency" + where, f"no finished {REFERENCE_RECIPE!r} runs to measure against"))
             continue
         targets = _targets(corpus, data, ensembles)
-        law = reference.fit if reference.fit is not None and reference.fit.well_conditioned else None
-        if law is None:
-            skipped.append(("data efficiency" + where, _budgets_to_train(reference, targets)))
+        law = reference.fit if reference.fit is not None and invertible(reference.fit) else None
+        if law is None or not law.well_conditioned:
+            skipped.append(("data efficiency" + where, _budgets_to_train(reference, targets, usable=law is not None)))
         budgets, losses = list(reference.losses), list(reference.losses.values())
         untrained = sorted({t.token_budget for t in targets if t.token_budget not in reference.losses})
         if untrained:
@@ -446,6 +486,8 @@ def _efficiency(data: list[DataScaling], ensembles: list[EnsembleScaling], skipp
             if law is not None:
                 by_law = data_efficiency(target.loss, reference_loss, law)
                 how = ["law: the standard data law inverted at the loss, over the same at the standard's best at D"]
+                if not law.well_conditioned:
+                    how[0] += f" (its asymptote is not pinned down: {'; '.join(law.issues)})"
                 if math.isnan(by_law):
                     how = ["law: the standard's own loss at D lies below its law's asymptote"]
             interpolated = math.nan
@@ -474,8 +516,9 @@ def _efficiency(data: list[DataScaling], ensembles: list[EnsembleScaling], skipp
     return pd.DataFrame(rows, columns=list(EFFICIENCY_COLUMNS))
 
 
-def _budgets_to_train(reference: DataScaling, targets: list[_Target]) -> str:
-    """Why the reference's data law is unusable, and which token budgets of the reference recipe would fix it."""
+def _budgets_to_train(reference: DataScaling, targets: list[_Target], *, usable: bool = False) -> str:
+    """Why the reference's data law is unusable (or, `usable`, used though ill-conditioned), and which token budgets
+    of the reference recipe would fix it."""
     budgets = sorted(reference.losses)
     largest = budgets[-1]
     at_largest = reference.losses[largest]
@@ -484,6 +527,11 @@ def _budgets_to_train(reference: DataScaling, targets: list[_Target]) -> str:
     else:
         why = f"is ill-conditioned ({'; '.join(reference.fit.issues)})"
     parts = [f"the {REFERENCE_RECIPE!r} data law {why}"]
+    if usable:
+        parts[0] += (
+            ": its multipliers are read off it all the same, and their intervals (the analysis redone on resamples) "
+            "say how far that can be trusted"
+        )
     below = [t.loss for t in targets if t.loss < at_largest]
     larger = ", ".join(human_count(factor * largest) for factor in (2, 4, 8))
     if below:

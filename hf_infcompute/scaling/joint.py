@@ -29,7 +29,9 @@ from hf_infcompute.scaling.power_law import (
 )
 
 JointPoints = Mapping[float, Mapping[float, float]] | Iterable[tuple[float, ...]] | pd.DataFrame
-# Member counts from which a K-law's exponent is fitted; below, it is fixed at `K_EXPONENT`.
+# Member counts from which a K-law's exponent is fitted; below, it is fixed at `K_EXPONENT` (the loss of averaged
+# logits of k exchangeable members falls as 1/k to leading order, as the paper measures). From 5 the three parameters
+# are free, and the looser limit that a free exponent gives is carried into every interval.
 FREE_K_EXPONENT_MIN = 5
 K_EXPONENT = 1.0
 # Distinct member counts a K-law needs: 2 with the exponent fixed (A and E), `FREE_K_EXPONENT_MIN` to free it.
@@ -78,8 +80,9 @@ def fit_k_law(
 class JointFit:
     """Both stages of the limit and its result.
 
-    `k_fits[N]` is the law in K at model size N (`fit_k_law`: exponent fixed at 1 below 5 member counts); `n_fit`
-    the law in N over their asymptotes `E_K(N)`; `E` the final asymptote (`n_fit.E`). `E_stderr` and `E_interval`
+    `k_fits[N]` is the law in K at model size N (`fit_k_law`: exponent fixed at 1 below `FREE_K_EXPONENT_MIN`
+    member counts); `n_fit` the law in N over their asymptotes `E_K(N)`, each given its K-fit's standard error as
+    its noise; `E` the final asymptote (`n_fit.E`). `E_stderr` and `E_interval`
     carry the noise of the raw losses through both stages: each bootstrap replicate redraws every loss from its
     K-fit plus Gaussian noise (each point's own standard deviation when the points carry one, else the given scale,
     else the residual scale pooled over the K-fits, drawn per replicate as in `PowerLawFit`), refits every K-law,
@@ -173,11 +176,15 @@ def joint_asymptote(
         )
         for n in sizes
     }
+    # Each K -> inf asymptote's own standard error is its noise in the law over N (where every K-fit has one):
+    # the residuals of 3-4 asymptotes leave 0-1 degrees of freedom to estimate it from.
+    limit_sds = [k_fits[n].E_stderr for n in sizes]
     n_fit = fit_power_law(
         sizes,
         [k_fits[n].E for n in sizes],
         scale=n_scale,
         huber=huber,
+        noise=limit_sds if all(math.isfinite(sd) and sd > 0 for sd in limit_sds) else None,
         n_bootstrap=n_bootstrap,
         seed=seed,
         multistart=multistart,

@@ -41,6 +41,8 @@ _ALPHA_GRID = np.geomspace(*ALPHA_BOUNDS, 161)
 _PAPER_P0 = (1.0, 0.5, 2.0)
 _N_PARAMS = 3
 EXACT_FIT_NOTE = "as many free parameters as points: exact fit, interval needs the measured noise"
+NOT_FALLING = "loss does not fall with x, so no decreasing power law fits"
+ALPHA_AT_BOUND = "the exponent alpha ran into its bound"
 
 Noise = float | Sequence[float] | np.ndarray
 
@@ -244,6 +246,13 @@ def effective_data(loss: float, law: PowerLawFit) -> float:
     return law.x_scale * (law.A / gap) ** (1 / law.alpha)
 
 
+def invertible(law: PowerLawFit) -> bool:
+    """Whether a data law can be read backwards (`effective_data`): it falls with D and its exponent is inside its
+    bounds. An asymptote the points do not identify still leaves the law pinned down where they lie, so losses in
+    and near their range invert; how far an extrapolated multiplier can be trusted is its interval's to say."""
+    return not any(issue == NOT_FALLING or issue.startswith(ALPHA_AT_BOUND) for issue in law.issues)
+
+
 def data_efficiency(loss: float, reference_loss: float, law: PowerLawFit) -> float:
     """How many times more data the reference recipe needs to reach `loss` than to reach `reference_loss`:
     `effective_data(loss, law) / effective_data(reference_loss, law)`, with `law` the reference recipe's data law.
@@ -256,9 +265,9 @@ def data_efficiency(loss: float, reference_loss: float, law: PowerLawFit) -> flo
     reaches it); NaN when `reference_loss` does, or when the law puts it at no data at all (the law does not
     describe the reference's own point).
     """
-    if not law.well_conditioned:
+    if not invertible(law):
         warnings.warn(
-            f"data efficiency over an ill-conditioned reference law: {'; '.join(law.issues)}",
+            f"data efficiency over a reference law that cannot be inverted: {'; '.join(law.issues)}",
             ScalingFitWarning,
             stacklevel=2,
         )
@@ -573,11 +582,11 @@ def _issues(
     drop = fitted[0] - fitted[-1]
     if _rank_correlation(u, y) >= 0 or drop <= 1e-6 * float(y.mean()):
         # The other checks describe a law that has nothing to describe here.
-        return ("loss does not fall with x, so no decreasing power law fits",)
+        return (NOT_FALLING,)
     if math.exp(params[2]) < _NEGLIGIBLE_E * float(y.min()):
         issues.append("the asymptote E ran into its bound 0: the points show too little curvature to locate it")
     if not alpha_fixed and (params[1] <= lower[1] + 1e-6 or params[1] >= upper[1] - 1e-6):
-        issues.append(f"the exponent alpha ran into its bound {ALPHA_BOUNDS}")
+        issues.append(f"{ALPHA_AT_BOUND} {ALPHA_BOUNDS}")
     spread = float(y.max() - y.min())
     if math.isfinite(e_stderr) and e_stderr > spread:
         issues.append(

@@ -22,8 +22,10 @@ import pandas as pd
 
 from hf_infcompute.scaling.analysis import EnsembleScaling, ScalingReport, best_runs, build_report
 from hf_infcompute.scaling.joint import JointFit
+from hf_infcompute.scaling.plots import human_count
 from hf_infcompute.scaling.power_law import PowerLawFit
 from hf_infcompute.study.confidence import (
+    ANALYSIS_RESAMPLES,
     INCONCLUSIVE,
     NO,
     NOT_TESTED,
@@ -51,6 +53,7 @@ class Finding:
     verdict: str  # yes, no, inconclusive or not tested
     evidence: str  # the losses compared; each difference with its 95% interval
     includes: str = ""  # what the intervals include (documents, seeds, the analysis redone)
+    intervals: tuple[Interval, ...] = ()  # each comparison's gap with its 95% interval (those that could be made)
 
 
 @dataclass(frozen=True)
@@ -79,18 +82,29 @@ class Evidence:
     fresh: list[SeedRepeat]  # every point's fresh-seed runs (one seed or more)
 
     @classmethod
-    def of(cls, spec: StudySpec, runs: pd.DataFrame, state: StudyState, *, source: str = "the store") -> Evidence:
+    def of(
+        cls,
+        spec: StudySpec,
+        runs: pd.DataFrame,
+        state: StudyState,
+        *,
+        source: str = "the store",
+        resamples: int = ANALYSIS_RESAMPLES,
+    ) -> Evidence:
         """Everything the findings read, from the study's records and state: the seed noise from fresh seeds, each
         run's loss sd, the scaling analysis (chosen on validation, fitted on the report split with those sds) and
-        its replicates."""
+        its `resamples` replicates."""
         split = report_split(runs)
+        # A search's selected run and the close points a tie-break compared were picked for landing low or close:
+        # no sample of the seed noise.
         selected = {s.run_id for s in state.searches.values() if s.run_id}
+        selected |= {run_id for s in state.searches.values() for run_id in s.compared_run_ids}
         fresh = fresh_seeds(runs, selected, split.loss)
         repeats = [repeat for repeat in fresh if len(repeat.losses) >= 2]
         seed = pooled_noise(repeats)
         runs = runs.assign(loss_sd=loss_sds(runs, split, seed)) if len(runs) else runs
         scaling = build_report(runs, source=source, select_on=VALIDATION.loss, report_on=split.loss)
-        resampled = ResampledAnalysis(runs, seed_sd=(seed.sd, seed.dof) if seed else None)
+        resampled = ResampledAnalysis(runs, seed_sd=(seed.sd, seed.dof) if seed else None, resamples=resamples)
         sequences = SequenceLosses(runs, split)
         return cls(spec, runs, scaling, state, split, sequences, resampled, repeats, seed, fresh)
 
@@ -143,9 +157,16 @@ class Evidence:
 
 
 def loss_sds(runs: pd.DataFrame, split: Split, seed: SeedNoise | None) -> list[float]:
-    """Each run's loss sd on `split`: the sampling variance of its mean over documents (the cluster-robust
-    variance, what a document bootstrap estimates) plus its seed variance (an ensemble of k: sd^2 / k); NaN where
-    the run has no rows."""
+    """Each run's loss sd on `split`, the per-point noise of the fits: the sampling variance of its mean over
+    documents (the cluster-robust variance, what a document bootstrap estimates) plus its seed variance (an ensemble
+    of k: sd^2 / k); NaN where the run has no rows.
+
+    The sampling variance is that of the run's rows less the mean rows of every run scored on the same rows: a hard
+    document is hard for every model, so that shared part shifts every loss on those rows alike. Within one fit it
+    moves the asymptote's level and leaves the law's shape alone, and every comparison here (a gap, a multiplier)
+    cancels it; counted as each point's own noise it would drown the differences the laws are fitted to. The
+    intervals of `ResampledAnalysis` resample the documents themselves, the shared part included."""
+    shared = _shared_rows(runs, split)
     sds = []
     for record in runs.to_dict("records"):
         rows = record.get(split.rows)
@@ -153,14 +174,34 @@ def loss_sds(runs: pd.DataFrame, split: Split, seed: SeedNoise | None) -> list[f
             sds.append(math.nan)
             continue
         rows = np.asarray(rows, dtype=float)
+        reference = shared.get(str(record.get(split.fingerprint, "")))
+        own = rows - reference if reference is not None and reference.shape == rows.shape else rows
         documents = record.get(split.documents)
         groups = Documents(documents if isinstance(documents, list | np.ndarray) else None, rows.size)
-        residual = groups.sums(rows - rows.mean())[0]
+        residual = groups.sums(own - own.mean())[0]
         sampling = groups.clusters / max(groups.clusters - 1, 1) * float((residual**2).sum()) / rows.size**2
         k = record.get("k") if record.get("kind") == "ensemble" else 1
         copies = float(k) if isinstance(k, int | float) and not math.isnan(k) and k > 0 else 1.0
         sds.append(math.sqrt(sampling + (seed.variance(copies) if seed else 0.0)))
     return sds
+
+
+def _shared_rows(runs: pd.DataFrame, split: Split) -> dict[str, np.ndarray]:
+    """Per set of rows (by fingerprint) scored by two runs or more, the mean per-row loss over those runs."""
+    if split.rows not in runs:
+        return {}
+    groups: dict[str, list[np.ndarray]] = {}
+    fingerprints = runs[split.fingerprint] if split.fingerprint in runs else pd.Series("", index=runs.index)
+    for rows, fingerprint in zip(runs[split.rows], fingerprints):
+        if isinstance(rows, list | np.ndarray) and len(rows) > 1:
+            groups.setdefault(str(fingerprint) if isinstance(fingerprint, str) else "", []).append(
+                np.asarray(rows, dtype=float)
+            )
+    return {
+        fingerprint: np.mean(found, axis=0)
+        for fingerprint, found in groups.items()
+        if len(found) > 1 and len({r.shape for r in found}) == 1
+    }
 
 
 def compared(evidence: Evidence, label: str, worse: Model, better: Model) -> Part:
@@ -189,7 +230,7 @@ def finding_of(
     verdict = rule(valid) if valid else INCONCLUSIVE
     if len(valid) < len(parts) and verdict == (YES if rule is every_part else NO):
         verdict = INCONCLUSIVE
-    return Finding(claim, verdict, "; ".join(text for _, text in parts), includes)
+    return Finding(claim, verdict, "; ".join(text for _, text in parts), includes, tuple(valid))
 
 
 def best_sizes(scaling: ScalingReport, recipe: str, token_budget: int) -> pd.DataFrame:
@@ -304,34 +345,48 @@ def standard_overfits_in_size(evidence: Evidence) -> Finding | None:
     return finding_of("standard recipe overfits in N (the largest model is not the best)", [part], evidence.includes)
 
 
+def budget_label(evidence: Evidence, token_budget: int) -> str:
+    """'' at the study's only budget, else 'D = 200M, ' (each part of a claim made at every budget says which)."""
+    return f"D = {human_count(token_budget)}, " if len(evidence.spec.budgets) > 1 else ""
+
+
 def regularized_beats_standard(evidence: Evidence) -> Finding | None:
     parts: list[Part] = []
-    for preset in evidence.size_order(list(evidence.spec.presets)):
-        standard, regularized = evidence.search("standard", preset), evidence.search("regularized", preset)
-        if standard is None or regularized is None:
-            continue
-        interval, text = compared(
-            evidence,
-            f"{preset}: ",
-            evidence.single(standard, "standard"),
-            evidence.single(regularized, "regularized"),
-        )
-        parts.append((interval, f"{text}, reached from the {regularized.start}"))
+    for budget in evidence.spec.budgets:
+        for preset in evidence.size_order(list(evidence.spec.presets)):
+            standard = evidence.search("standard", preset, budget)
+            regularized = evidence.search("regularized", preset, budget)
+            if standard is None or regularized is None:
+                continue
+            interval, text = compared(
+                evidence,
+                f"{budget_label(evidence, budget)}{preset}: ",
+                evidence.single(standard, "standard"),
+                evidence.single(regularized, "regularized"),
+            )
+            parts.append((interval, f"{text}, reached from the {regularized.start}"))
     if not parts:
         return None
-    return finding_of("regularized recipe below the standard one at every N", parts, evidence.includes)
+    return finding_of("regularized recipe below the standard one at every N and D", parts, evidence.includes)
 
 
 def regularized_falls_in_size(evidence: Evidence) -> Finding | None:
-    presets = evidence.size_order([p for p in evidence.spec.presets if evidence.search("regularized", p)])
-    if len(presets) < 2:
+    parts: list[Part] = []
+    for budget in evidence.spec.budgets:
+        searches = {p: evidence.search("regularized", p, budget) for p in evidence.spec.presets}
+        presets = evidence.size_order([p for p, found in searches.items() if found is not None])
+        parts += [
+            compared(
+                evidence,
+                budget_label(evidence, budget),
+                evidence.single(searches[smaller], smaller),
+                evidence.single(searches[larger], larger),
+            )
+            for smaller, larger in zip(presets, presets[1:])
+        ]
+    if not parts:
         return None
-    searches = {p: evidence.search("regularized", p) for p in presets}
-    parts = [
-        compared(evidence, "", evidence.single(searches[smaller], smaller), evidence.single(searches[larger], larger))
-        for smaller, larger in zip(presets, presets[1:])
-    ]
-    return finding_of("regularized loss falls monotonically in N", parts, evidence.includes)
+    return finding_of("regularized loss falls monotonically in N, at every D", parts, evidence.includes)
 
 
 def ensemble_model(evidence: Evidence, preset: str) -> Model | None:
@@ -393,7 +448,7 @@ def limit_part(evidence: Evidence, name: str, gap: Callable[[Limits], float | No
     return interval, f"{name}: gap {interval} ({interval.verdict})"
 
 
-def _resampled_includes(evidence: Evidence) -> str:
+def resampled_includes(evidence: Evidence) -> str:
     seeds = f"seed-noise draws (sd {evidence.seed})" if evidence.seed else "no seed noise (none measured)"
     return f"the whole analysis redone on {evidence.split.name} document resamples + {seeds}"
 
@@ -405,7 +460,7 @@ def ensemble_limit_below_regularized(evidence: Evidence) -> Finding:
     k_fits = ensemble.k_fits if ensemble is not None else {}
     if regularized is None or not k_fits:
         why = "no regularized law in N" if regularized is None else "no law in K"
-        return Finding(claim, NOT_TESTED, f"{why} at the main budget", _resampled_includes(evidence))
+        return Finding(claim, NOT_TESTED, f"{why} at the main budget", resampled_includes(evidence))
     parts = [
         limit_part(
             evidence,
@@ -417,37 +472,27 @@ def ensemble_limit_below_regularized(evidence: Evidence) -> Finding:
         )
         for n, fit in sorted(k_fits.items())
     ]
-    return finding_of(claim, parts, _resampled_includes(evidence), some_part)
+    return finding_of(claim, parts, resampled_includes(evidence), some_part)
 
 
-def joint_limit_lowest(evidence: Evidence) -> Finding | None:
+def joint_limit_lowest(evidence: Evidence) -> Finding:
+    """The joint N, K -> inf limit against the regularized N -> inf asymptote, as the paper compares them (3.17 vs
+    3.43). Not against each size's K -> inf limit: the joint limit is those limits' own N -> inf, below each of them
+    wherever their law in N falls, so that comparison would test the law's fit, not the recipe."""
     spec, scaling = evidence.spec, evidence.scaling
+    claim = "joint (N, K -> inf) asymptote lowest: below the regularized N -> inf asymptote"
     ensemble, regularized = ensemble_scaling(spec, scaling), regularized_fit(spec, scaling)
     if ensemble is None or ensemble.joint is None or regularized is None:
-        return None
+        why = "no regularized law in N" if regularized is None else "no joint law over N and K"
+        return Finding(claim, NOT_TESTED, f"{why} at the main budget", resampled_includes(evidence))
     joint = ensemble.joint
-    parts = [
-        limit_part(
-            evidence,
-            f"joint {joint.E:.4f} vs regularized N -> inf {regularized.E:.4f}",
-            lambda found: None if found.joint is None or found.regularized is None else found.regularized - found.joint,
-            ill_conditioned({"joint": joint, "regularized N -> inf": regularized}),
-        )
-    ]
-    parts += [
-        limit_part(
-            evidence,
-            f"joint vs K -> inf at N = {n:,.0f} {fit.E:.4f}",
-            lambda found, n=n: None if found.joint is None or n not in found.k else found.k[n] - found.joint,
-            ill_conditioned({"joint": joint, f"K -> inf at N = {n:,.0f}": fit}),
-        )
-        for n, fit in sorted(ensemble.k_fits.items())
-    ]
-    return finding_of(
-        "joint (N, K -> inf) asymptote lowest of all (below the regularized and every K -> inf limit)",
-        parts,
-        _resampled_includes(evidence),
+    part = limit_part(
+        evidence,
+        f"joint {joint.E:.4f} vs regularized N -> inf {regularized.E:.4f}",
+        lambda found: None if found.joint is None or found.regularized is None else found.regularized - found.joint,
+        ill_conditioned({"joint": joint, "regularized N -> inf": regularized}),
     )
+    return finding_of(claim, [part], resampled_includes(evidence))
 
 
 def student_model(evidence: Evidence, name: str) -> tuple[Model, DistillationState] | None:
@@ -490,7 +535,40 @@ def efficiency_interval(evidence: Evidence, series: str) -> tuple[Interval | Non
     interval = evidence.resampled.interval(lambda report: efficiency(report, series, budget)[0], value)
     if interval is None:
         return Interval(value, math.nan, math.nan), f"{how}; no interval (the fits fail on resamples)"
-    return interval, f"{how}; 95% interval: {_resampled_includes(evidence)}"
+    return interval, f"{how}; 95% interval: {resampled_includes(evidence)}"
+
+
+@dataclass(frozen=True)
+class DataLaw:
+    """One series' law in D, `L(D) = A / D^alpha + E` (D in billions): its fit and the 95% intervals of its exponent
+    and asymptote over the resampled analyses (None where the refits fail on too many resamples)."""
+
+    series: str
+    fit: PowerLawFit
+    alpha: Interval | None
+    E: Interval | None
+
+
+def data_laws(evidence: Evidence) -> list[DataLaw]:
+    """Every series with a law in D (each recipe's best runs, its N -> inf asymptotes, ...), with intervals."""
+
+    def parameter(series: str, name: str) -> Callable[[ScalingReport], float | None]:
+        def value(report: ScalingReport) -> float | None:
+            found = next((d.fit for d in report.data if d.series == series and d.fit is not None), None)
+            return None if found is None else float(getattr(found, name))
+
+        return value
+
+    return [
+        DataLaw(
+            d.series,
+            d.fit,
+            evidence.resampled.interval(parameter(d.series, "alpha"), d.fit.alpha),
+            evidence.resampled.interval(parameter(d.series, "E"), d.fit.E),
+        )
+        for d in evidence.scaling.data
+        if d.fit is not None
+    ]
 
 
 def findings(evidence: Evidence) -> list[Finding]:

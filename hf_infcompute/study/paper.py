@@ -12,3 +12,5 @@ DISTILLED_STUDENT = 3.36  # 300M student of an 8 x 300M ensemble
 RETAINED_SHARE = 0.83
 SELF_DISTILLATION = (3.7103, 3.4373)  # teacher, student with a 1:1 real:synthetic mix
 BENCHMARK_AVERAGES = {"best regularized 1.4B": 60.73, "300M K=5 ensemble": 63.00, "distilled 300M": 62.19}
+DATA_LAW_EXPONENTS = "0.23-0.24"  # L(D) = A / D^alpha + E for each recipe's best loss per D (and its asymptotes)
+DATA_LAW_ASYMPTOTES = "1.89-1.96"

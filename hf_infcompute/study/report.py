@@ -13,25 +13,37 @@ from pathlib import Path
 
 from hf_infcompute.records import load_runs, write_text_atomic
 from hf_infcompute.scaling.joint import JointFit
+from hf_infcompute.scaling.plots import human_count
 from hf_infcompute.scaling.power_law import PowerLawFit
 from hf_infcompute.scaling.report import efficiency_text, markdown_table, write_report
 from hf_infcompute.study import paper
-from hf_infcompute.study.confidence import INCONCLUSIVE, NO, NOT_TESTED, TEST, YES, Interval, paired_difference
+from hf_infcompute.study.confidence import (
+    ANALYSIS_RESAMPLES,
+    INCONCLUSIVE,
+    NO,
+    NOT_TESTED,
+    TEST,
+    YES,
+    Interval,
+    paired_difference,
+)
 from hf_infcompute.study.curves import write_training_curves
 from hf_infcompute.study.findings import (
     Evidence,
     Model,
     best_sizes,
+    data_laws,
     efficiency_interval,
     efficiency_series,
     ensemble_model,
     ensemble_scaling,
     findings,
     regularized_fit,
+    resampled_includes,
     retained_share,
 )
 from hf_infcompute.study.spec import StudySpec
-from hf_infcompute.study.state import EnsembleState, StudyState
+from hf_infcompute.study.state import EnsembleState, SearchState, StudyState
 from hf_infcompute.study.tracker_report import log_analysis
 
 FIGURES_DIRNAME = "figures"
@@ -217,6 +229,87 @@ def comparison_rows(evidence: Evidence) -> list[list[str]]:
     return rows
 
 
+def _interval(value: Interval | None, digits: int = 4) -> str:
+    if value is None:
+        return "no interval (the refits fail on resamples)"
+    return f"[{value.low:.{digits}f}, {value.high:.{digits}f}]"
+
+
+def data_law_rows(evidence: Evidence) -> list[list[str]]:
+    """Each series' law in D: its budgets, exponent and asymptote with their 95% intervals over the resampled
+    analyses, and whether the fit pins the law down."""
+    rows = []
+    for law in data_laws(evidence):
+        fit = law.fit
+        rows.append(
+            [
+                law.series,
+                ", ".join(human_count(x) for x in fit.x),
+                f"{fit.alpha:.3f} {_interval(law.alpha, 3)}",
+                f"{fit.E:.4f} {_interval(law.E)}",
+                f"`{fit.formula('D')}`",
+                "yes" if fit.well_conditioned else f"**no**: {'; '.join(fit.issues)}",
+            ]
+        )
+    return rows
+
+
+def _seed_means(tie_break: dict[str, list[float]]) -> str:
+    return "; ".join(
+        f"{label}: mean {sum(losses) / len(losses):.4f} over {len(losses)} seeds"
+        for label, losses in tie_break.items()
+        if losses
+    )
+
+
+def search_rows(state: StudyState, presets: list[str]) -> list[list[str]]:
+    """Every search, by recipe, budget and size (in the order of `presets`): the point it reports, whether it is
+    interior to its grid, and how it was chosen (the search's own optimum, or the lower mean over fresh seeds of the
+    close points)."""
+
+    def order(s: SearchState) -> tuple:
+        return s.recipe, s.token_budget, presets.index(s.preset) if s.preset in presets else len(presets), s.preset
+
+    rows = []
+    for s in sorted(state.searches.values(), key=order):
+        chosen_by = s.chosen_by
+        tie_break = s.tie_break
+        how = "seed means" if chosen_by == "seed means" else "search (its own optimum)"
+        if tie_break:
+            how += f"; fresh seeds, validation: {_seed_means(tie_break)}"
+        rows.append(
+            [
+                s.recipe,
+                human_count(s.token_budget),
+                s.preset,
+                ", ".join(f"{axis} {value:g}" for axis, value in (s.point or {}).items()) or "none found",
+                _loss(s.val_loss),
+                "yes" if s.locally_optimal else "**no**",
+                "; ".join(s.grid_edges) if s.grid_edges else "interior",
+                how,
+            ]
+        )
+    return rows
+
+
+def edge_lines(state: StudyState) -> list[str]:
+    """The regularized optima still on an edge of their grid, by name (or that none is), then any other recipe's."""
+    on_edge = [s for s in state.searches.values() if s.grid_edges]
+    regularized = [s for s in on_edge if s.recipe == "regularized"]
+    lines = [
+        "Regularized optima on the edge of their search grid (a better point may lie past it; widen that axis in the "
+        "study's `regularized` grid):"
+        if regularized
+        else "Every regularized optimum is interior to its search grid."
+    ]
+    lines += [f"- regularized {s.preset} at D = {s.token_budget:,}: {', '.join(s.grid_edges)}" for s in regularized]
+    others = [s for s in on_edge if s.recipe != "regularized"]
+    if others:
+        lines += ["", "Other optima on the edge of their grid:", ""]
+        lines += [f"- {s.recipe} {s.preset} at D = {s.token_budget:,}: {', '.join(s.grid_edges)}" for s in others]
+    return lines
+
+
 def search_start_rows(state: StudyState) -> list[list[str]]:
     """Each search run from more than one start: the loss each start reached, and which was reported."""
     return [
@@ -308,11 +401,14 @@ def best_run_rows(evidence: Evidence) -> list[list[str]]:
     ]
 
 
-def write_study_report(spec: StudySpec, output_dir: str | Path, state: StudyState) -> Path:
-    """Write `output_dir/report.md` (and the scaling figures and fits under `figures/`); return its path."""
+def write_study_report(
+    spec: StudySpec, output_dir: str | Path, state: StudyState, *, resamples: int = ANALYSIS_RESAMPLES
+) -> Path:
+    """Write `output_dir/report.md` (and the scaling figures and fits under `figures/`); return its path.
+    `resamples`: replicates of the whole analysis behind the intervals of fitted quantities."""
     output_dir = Path(output_dir)
     runs = load_runs(output_dir)
-    evidence = Evidence.of(spec, runs, state, source=str(output_dir))
+    evidence = Evidence.of(spec, runs, state, source=str(output_dir), resamples=resamples)
     scaling = evidence.scaling
     write_report(scaling, output_dir / FIGURES_DIRNAME)
     write_training_curves(state, output_dir, output_dir / FIGURES_DIRNAME)  # listed with the figures below
@@ -329,7 +425,9 @@ def write_study_report(spec: StudySpec, output_dir: str | Path, state: StudyStat
         "",
         f"Every choice (a search's optimum, a size's best run, the member rule, a student's weight decay) is made on "
         f"the validation split; every number reported is *measured* on the {split} split (a trained run) or *fit* (a "
-        "scaling-law asymptote ± its bootstrap standard error, the fits given each point's measured noise). "
+        "scaling-law asymptote ± its bootstrap standard error, the fits given each point's own measured noise; the "
+        "part of the held-out sample every model shares moves all losses alike and is left to the resampled "
+        "intervals). "
         "Absolute losses depend on corpus and tokenizer; compare the findings and the ratios with the paper, not the "
         "raw losses.",
         "",
@@ -384,17 +482,29 @@ def write_study_report(spec: StudySpec, output_dir: str | Path, state: StudyStat
         ],
         best_run_rows(evidence),
     )
-    edges = [
-        f"{s.recipe} {s.preset} at D = {s.token_budget:,}: {', '.join(s.grid_edges)}"
-        for s in state.searches.values()
-        if s.grid_edges
-    ]
-    if edges:
+    laws = data_law_rows(evidence)
+    if laws:
         lines += [
             "",
-            "Optima on the edge of their search grid (a better point may lie past it; widen that axis in the recipe):",
+            "## Data laws, per recipe (fit)",
             "",
-        ] + [f"- {edge}" for edge in edges]
+            f"Each series' {split} loss per token budget D fitted by `L(D) = A / D^alpha + E` (D in billions): each "
+            "recipe's best run per D, and its asymptotes in N (and N, K) per D where those have enough budgets. "
+            f"Intervals: 95%, {resampled_includes(evidence)}. The paper: exponents {paper.DATA_LAW_EXPONENTS}, "
+            f"asymptotes {paper.DATA_LAW_ASYMPTOTES} for every recipe (so a recipe's gain is a near-constant "
+            "multiplier of the data).",
+            "",
+        ]
+        lines += markdown_table(
+            ["series", "budgets D", "exponent alpha [95%]", "asymptote E [95%]", "law", "well conditioned"], laws
+        )
+    if state.searches:
+        lines += ["", "## Searches (validation)", ""]
+        lines += markdown_table(
+            ["recipe", "D", "preset", "point reported", "val loss", "locally optimal", "grid edge", "chosen by"],
+            search_rows(state, list(spec.presets)),
+        )
+        lines += ["", *edge_lines(state)]
     starts = search_start_rows(state)
     if starts:
         lines += ["", "## Where the regularized searches started (validation loss)", ""]
