@@ -317,12 +317,16 @@ def test_study_plan_searches_both_recipes_at_every_budget_from_every_start_with_
                 # Expected epochs: the start's neighbourhood (standard: 4, 4, 4, 2 and 8 epochs, 4.4 on average).
                 if recipe == "standard":
                     assert tie_break.tokens == pytest.approx(4 * 4.4 * budget)
-            # Each regularized search also starts from the standard optimum: its expected runs, upper bound 0 (both
-            # starts walk one grid, whose size bounds them together).
-            further = rows[(f"search regularized D={budget:,} (from the standard optimum)", preset)]
-            assert further.count > 0 and further.count_upper == 0 and further.tokens_upper == 0
-    # 8 searches, a regularized one from two starts: 12 search rows; a tie-break per search.
-    assert sum(w.what.startswith("search ") for w in plan.work) == 2 * 2 * (1 + 2)
+            # Each regularized search at D also starts from the standard optimum: its expected runs, upper bound 0
+            # (both starts walk one grid, whose size bounds them together); at the other budgets it starts from the
+            # neighbouring budget's optimum only.
+            further = rows.get((f"search regularized D={budget:,} (from the standard optimum)", preset))
+            if budget == spec.token_budget:
+                assert further.count > 0 and further.count_upper == 0 and further.tokens_upper == 0
+            else:
+                assert further is None
+    # 8 searches, a regularized one at D from two starts: 10 search rows; a tie-break per search.
+    assert sum(w.what.startswith("search ") for w in plan.work) == 2 * 2 * 2 + 2
     assert sum(w.what.startswith("tie-breaks ") for w in plan.work) == 8
     # Members: per preset k = 4 'paper' members (twice the epochs) and 4 'optimum' ones less member 0 (the search's
     # run) and members 1-2 (the regularized tie-break's fresh seeds at the chosen optimum).
