@@ -190,6 +190,22 @@ def test_an_optimum_on_the_grids_edge_extends_the_axis_until_it_is_interior(tmp_
     ]
 
 
+def test_a_start_from_past_the_grids_edge_joins_the_grid_and_the_search_walks_from_it(tmp_path):
+    """A search started from another search's optimum, found on that search's extended grid."""
+    small = SearchGrid({"learning_rate": [1e-3, 3e-3], "num_train_epochs": [4, 8], "weight_decay": [0.4, 0.8]})
+    start = {"learning_rate": 9e-3, "num_train_epochs": 16, "weight_decay": 0.8}
+    with pytest.raises(InputError, match="not on the search grid"):
+        small.canonical(start)
+    grid = small.including(start)
+    assert grid.axes["learning_rate"] == (1e-3, 3e-3, 9e-3) and grid.axes["num_train_epochs"] == (4, 8, 16)
+    assert grid.axes["weight_decay"] == (0.4, 0.8) and grid.including(start) == grid
+    assert grid.canonical(start) == start
+    bowl = Bowl(grid, {"learning_rate": 3e-3, "num_train_epochs": 8, "weight_decay": 0.8})
+    result = coordinate_descent(bowl, grid, start, SweepStore(tmp_path))
+    assert result.best_point == {"learning_rate": 3e-3, "num_train_epochs": 8, "weight_decay": 0.8}
+    assert result.locally_optimal
+
+
 def test_an_optimum_past_a_hard_bound_stops_there_and_says_so(tmp_path):
     small = SearchGrid({"learning_rate": [1e-3, 3e-3], "num_train_epochs": [2, 4], "weight_decay": [0.4, 0.8]})
     optimum = {"learning_rate": 2e-3, "num_train_epochs": 0.25, "weight_decay": 0.6}

@@ -341,3 +341,22 @@ def test_old_study_keys_are_refused_with_the_new_name(tmp_path):
 def test_packaged_recipes_parse(name):
     spec = load_study(name, data="somewhere")
     assert spec.run["corpus"] == "somewhere" and len(spec.presets) >= 3
+
+
+def test_a_search_starts_from_a_neighbours_optimum_past_its_grids_edge(corpus_dir, cache_dir, tmp_path, monkeypatch):
+    """The neighbouring search extended its grid: its optimum joins this search's grid instead of stopping it."""
+    import hf_infcompute.study.pipeline as pipeline
+
+    spec = micro_spec(corpus_dir, cache_dir)
+    seen = {}
+
+    def descent(objective, grid, start, store, **kwargs):
+        seen.update(grid=grid, start=start)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "coordinate_descent", descent)
+    past_edge = {"learning_rate": 9e-3, "num_train_epochs": 4, "weight_decay": 0.8}
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.search_recipe(spec, resolve_corpus(spec), "regularized", 4096, "tiny-0.5m", tmp_path, past_edge)
+    assert seen["start"] == past_edge and seen["grid"].canonical(past_edge) == past_edge
+    assert seen["grid"].axes["learning_rate"] == (3e-3, 9e-3) and seen["grid"].axes["num_train_epochs"] == (1, 2, 4)

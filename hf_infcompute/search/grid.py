@@ -149,6 +149,19 @@ class SearchGrid:
                     added = True
         return SearchGrid(axes) if added else None
 
+    def including(self, point: Mapping[str, Any]) -> SearchGrid:
+        """A grid holding `point`: each of its values missing from an axis added there, in order (a search started
+        from the optimum of another search, whose grid was extended past this one's edge)."""
+        axes = {name: list(values) for name, values in self.axes.items()}
+        for name, values in self.axes.items():
+            if name not in point:
+                continue
+            try:
+                _position(name, tuple(values), point[name])
+            except InputError:
+                axes[name] = sorted([*values, _typed(name, point[name])])
+        return SearchGrid(axes)
+
     def center(self) -> Point:
         """The middle value of each axis (the lower middle for an even count): a neutral starting point."""
         return self.point(tuple((n - 1) // 2 for n in self.shape))

@@ -96,6 +96,8 @@ def search_recipe(
     """Locally optimal hyperparameters of `recipe` for (`budget`, `preset`) from `start` (default: the study's),
     and the grid searched (extended past an edge where the optimum sat on it); every point is a recorded run."""
     grid, configured = search_grid(spec, recipe)
+    if start is not None:  # another search's optimum, maybe past this grid's edge where that search extended it
+        grid = grid.including(start)
     start = configured if start is None else grid.canonical(start)
     extend_edges = search_spec(spec, recipe).extend_edges
     objective = PretrainObjective(study_run(run, recipe, budget, preset), output_dir)
