@@ -272,11 +272,9 @@ def search_rows(state: StudyState, presets: list[str]) -> list[list[str]]:
 
     rows = []
     for s in sorted(state.searches.values(), key=order):
-        chosen_by = s.chosen_by
-        tie_break = s.tie_break
-        how = "seed means" if chosen_by == "seed means" else "search (its own optimum)"
-        if tie_break:
-            how += f"; fresh seeds, validation: {_seed_means(tie_break)}"
+        how = "seed means" if s.chosen_by == "seed means" else "search (its own optimum)"
+        if s.tie_break:
+            how += f"; fresh seeds, validation: {_seed_means(s.tie_break)}"
         rows.append(
             [
                 s.recipe,
@@ -297,8 +295,9 @@ def edge_lines(state: StudyState) -> list[str]:
     on_edge = [s for s in state.searches.values() if s.grid_edges]
     regularized = [s for s in on_edge if s.recipe == "regularized"]
     lines = [
-        "Regularized optima on the edge of their search grid (a better point may lie past it; widen that axis in the "
-        "study's `regularized` grid):"
+        "Regularized optima on the edge of their search grid (the search extends an axis past its edge until the "
+        "optimum is interior or at the axis's hard bound; with `extend_edges: false` widen that axis in the study's "
+        "`regularized` grid):"
         if regularized
         else "Every regularized optimum is interior to its search grid."
     ]
