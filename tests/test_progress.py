@@ -111,17 +111,17 @@ def test_planned_runs_count_every_search_start_tie_break_and_reused_members(corp
     # 3 presets x (3 members per rule x 2 rules - the optimum itself - its 2 tie-break seeds, members 1 and 2)
     assert members_estimate(spec) == 9
     # 12 standard searches: 9 runs each from their one start (3 x 4 grid: start, 4 neighbours, a move's 4), 2 seeds x
-    # (best, runner-up) = 4 tie-break runs each. 12 regularized searches: 13 runs from the first start, from the
-    # second (the standard optimum at weight decay 0.1, the grid's smallest) 6, tie-breaks 4.
-    assert search_estimate(spec, grids) == 12 * (9 + 4) + 12 * (13 + 6 + 4)
-    assert planned_runs(spec, grids) == 156 + 276 + 9 + 3  # and 3 students (ensemble, self, token-level)
+    # (best, runner-up) = 4 tie-break runs each. 12 regularized searches: 13 runs from the first start, tie-breaks 4,
+    # and at D (3 of them) 6 from the second start (the standard optimum at weight decay 0.1, the grid's smallest).
+    assert search_estimate(spec, grids) == 12 * (9 + 4) + 12 * (13 + 4) + 3 * 6
+    assert planned_runs(spec, grids) == 156 + 222 + 9 + 3  # and 3 students (ensemble, self, token-level)
     # A regularized search's further start other than the standard optimum keeps its neighbour below.
     assert further_start_estimate(grids["regularized"], STANDARD_START) == 6
     assert further_start_estimate(grids["regularized"], NEIGHBOURING_SIZE) == 7
     without = {key: {**QUICKSTART_LIKE[key], "tie_break_seeds": 0} for key in ("standard", "regularized")}
     spec = parse_study({**QUICKSTART_LIKE, **without, "run": {"corpus": str(corpus_dir)}})
     assert members_estimate(spec) == 15  # no tie-break: only member 0 is the search's own run
-    assert planned_runs(spec, grids) == 12 * 9 + 12 * (13 + 6) + 15 + 3
+    assert planned_runs(spec, grids) == 12 * 9 + 12 * 13 + 3 * 6 + 15 + 3
 
 
 def test_search_estimate_is_capped_by_the_grid():

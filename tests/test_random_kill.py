@@ -78,14 +78,22 @@ def micro_study(corpus_dir: Path, cache_dir: Path) -> dict:
             "save_steps": 1,
         },
         "token_budget": 1024,
+        "data_scaling_budgets": [],
         "presets": ["tiny-0.5m"],
-        "standard": {"learning_rate": [3e-3], "num_train_epochs": [1], "start": [3e-3, 1], "extend_edges": False},
+        "standard": {
+            "learning_rate": [3e-3],
+            "num_train_epochs": [1],
+            "start": [3e-3, 1],
+            "extend_edges": False,
+            "tie_break_seeds": 0,
+        },
         "regularized": {
             "learning_rate": [3e-3],
             "num_train_epochs": [1],
             "weight_decay": [0.1, 0.8],  # 0.1: the regularized search also starts from the standard optimum
             "start": [3e-3, 1, 0.8],
             "extend_edges": False,
+            "tie_break_seeds": 0,
         },
         "ensemble": {"k": 2, "member_candidates": ["optimum"]},
         "distillation": {"self_distillation": False, "synthetic_tokens": 512, "weight_decay": [0.1]},
