@@ -22,6 +22,16 @@ PRETRAIN_CORPUS = SHARED_DATA / "pretrain"
 BENCH_DATA = SHARED_DATA / "bench"
 
 
+# A run of the paper's shape whose micro-batch is fitted to the device's free memory (add a `corpus`).
+AUTO_MICRO_BATCH_RUN = {
+    "token_budget": 8192,
+    "seq_len": 4096,
+    "global_batch_size": 64,
+    "per_device_train_batch_size": 64,
+    "auto_micro_batch": True,
+    "precision": "bf16",
+}
+
 # The `run:` section of the tests' micro studies: the smallest runs a whole study can be made of.
 MICRO_STUDY_RUN = {
     "tokenizer": "bpe",

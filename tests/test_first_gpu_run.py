@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import AUTO_MICRO_BATCH_RUN
 
 from hf_infcompute.training.config import parse_run_config
 
@@ -51,15 +52,7 @@ def test_a_second_run_in_the_process_sizes_its_micro_batch_like_the_first(corpus
     from hf_infcompute.planning.device import fit_micro_batch
     from hf_infcompute.training.arguments import RegularizedTrainingArguments
 
-    settings = {
-        "corpus": str(corpus_dir),
-        "token_budget": 8192,
-        "seq_len": 4096,
-        "global_batch_size": 64,
-        "per_device_train_batch_size": 64,
-        "auto_micro_batch": True,
-        "precision": "bf16",
-    }
+    settings = {**AUTO_MICRO_BATCH_RUN, "corpus": str(corpus_dir)}
     config = get_preset("llama-1.4b").build_config(vocab_size=128_256)
     runs = [parse_run_config(settings, "/tmp/unused").training for _ in range(3)]
     for args in runs:

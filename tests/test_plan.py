@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import AUTO_MICRO_BATCH_RUN
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -225,18 +226,7 @@ def test_auto_micro_batch_fits_the_free_gpu_memory(corpus_dir, monkeypatch):
     from hf_infcompute.planning.device import fit_micro_batch
     from hf_infcompute.training.arguments import RegularizedTrainingArguments
 
-    run = parse_run_config(
-        {
-            "corpus": str(corpus_dir),
-            "token_budget": 8192,
-            "seq_len": 4096,
-            "global_batch_size": 64,
-            "per_device_train_batch_size": 64,
-            "auto_micro_batch": True,
-            "precision": "bf16",
-        },
-        "/tmp/unused",
-    )
+    run = parse_run_config({**AUTO_MICRO_BATCH_RUN, "corpus": str(corpus_dir)}, "/tmp/unused")
     config = get_preset("llama-150m").build_config(vocab_size=LLAMA3_VOCAB)
     assert fit_micro_batch(run.training, config, 4096) == 64  # off a GPU the given micro-batch is kept
     free = 20 * 1024**3

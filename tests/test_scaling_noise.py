@@ -171,6 +171,20 @@ def run_row(**fields) -> dict:
     return {"kind": "pretrain", "status": "finished", "corpus": "c", "seq_len": 64, **fields}
 
 
+def ensemble_row(preset: str, n: float, k: int, token_budget: int, loss: float) -> dict:
+    """The record of a regularized K-member ensemble of size `n`, its validation loss `loss`."""
+    return run_row(
+        kind="ensemble",
+        run_id=f"e-{preset}-{k}",
+        recipe="regularized",
+        token_budget=token_budget,
+        preset=preset,
+        n_params_total=n,
+        k=k,
+        val_loss=loss,
+    )
+
+
 def test_best_run_chosen_on_validation_and_the_fit_uses_test() -> None:
     rows = []
     for preset, n in (("s", 150e6), ("m", 300e6), ("l", 600e6), ("xl", 1.4e9)):
@@ -244,19 +258,7 @@ def ensemble_runs(member_counts: list[int]) -> pd.DataFrame:
     rows = []
     for preset, n in (("s", 150e6), ("m", 300e6), ("l", 600e6)):
         for k in member_counts:
-            loss = 0.05 / (n / 1e9) + 3.17 + 0.1 / k**0.8
-            rows.append(
-                run_row(
-                    kind="ensemble",
-                    run_id=f"e-{preset}-{k}",
-                    recipe="regularized",
-                    token_budget=200_000_000,
-                    preset=preset,
-                    n_params_total=n,
-                    k=k,
-                    val_loss=loss,
-                )
-            )
+            rows.append(ensemble_row(preset, n, k, 200_000_000, 0.05 / (n / 1e9) + 3.17 + 0.1 / k**0.8))
     return pd.DataFrame(rows)
 
 
@@ -295,18 +297,7 @@ def data_runs(standard_budgets: list[int], regularized_budgets: list[int], gain:
     for preset, n in (("s", 150e6), ("m", 300e6)):
         for k in (1, 2, 3):
             loss = float(standard_data_law(regularized_budgets[0])) - gain + 0.02 / (n / 1e9) - 0.05 + 0.05 / k
-            rows.append(
-                run_row(
-                    kind="ensemble",
-                    run_id=f"e-{preset}-{k}",
-                    recipe="regularized",
-                    token_budget=regularized_budgets[0],
-                    preset=preset,
-                    n_params_total=n,
-                    k=k,
-                    val_loss=loss,
-                )
-            )
+            rows.append(ensemble_row(preset, n, k, regularized_budgets[0], loss))
     return pd.DataFrame(rows)
 
 

@@ -64,12 +64,17 @@ def train_members(
     if k < 1:
         raise InputError(f"an ensemble needs K >= 1 members, got {k}")
     rank, world = (slot.rank, slot.world_size) if slot else (0, 1)
-    records = []
-    for index in range(rank, k, world):
-        member = member_config(run, index, vary=vary, member_rule=member_rule)
-        extra = {"member_index": index, "member_rule": member_rule, "vary": vary}
-        records.append(pretrain(member, output_dir, kind="ensemble_member", record_extra=extra))
-    return records
+    return [train_member(run, output_dir, index, vary=vary, member_rule=member_rule) for index in range(rank, k, world)]
+
+
+def train_member(
+    run: RunConfig, output_dir: str | Path, index: int, *, vary: str = "both", member_rule: str = "none"
+) -> dict[str, Any]:
+    """Train (or find finished) member `index` of `run` (`member_config`), recorded as that member: whoever trains
+    it first (an ensemble, or a search's tie-break at a fresh seed), it is trained once."""
+    member = member_config(run, index, vary=vary, member_rule=member_rule)
+    extra = {"member_index": index, "member_rule": member_rule, "vary": vary}
+    return pretrain(member, output_dir, kind="ensemble_member", record_extra=extra)
 
 
 def wait_for_members(output_dir: str | Path, run_ids: list[str], poll_s: float = 2.0) -> list[dict[str, Any]]:

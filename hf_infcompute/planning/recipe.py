@@ -54,15 +54,16 @@ from hf_infcompute.planning.memory import (
     step_memory,
 )
 from hf_infcompute.search.grid import NUM_TRAIN_EPOCHS, WEIGHT_DECAY, SearchGrid
-from hf_infcompute.study.pipeline import search_grid
+from hf_infcompute.study.pipeline import search_grid, search_spec
 from hf_infcompute.study.search_counts import (
+    free_axes,
     reachable_grid,
     tie_break_epochs_upper,
     tie_break_members,
     tie_break_runs,
 )
 from hf_infcompute.study.search_plan import SearchNode, search_nodes, start_sources
-from hf_infcompute.study.spec import OPTIMUM, SearchSpec, StudySpec
+from hf_infcompute.study.spec import OPTIMUM, StudySpec
 from hf_infcompute.training.arguments import RegularizedTrainingArguments
 
 EXPECTED_MOVES = 2
@@ -339,8 +340,7 @@ def _search_work(
     moves) and, as the upper bound, every point of `reachable` (the grid, extended out to the hard bounds where the
     search extends its edges)."""
     around = [start, *grid.neighbours(start)]
-    free_axes = len(grid.names) - len(grid.pinned)
-    expected = min(grid.size, len(around) + EXPECTED_MOVES * max(2 * free_axes - 1, 0))
+    expected = min(grid.size, len(around) + EXPECTED_MOVES * max(2 * free_axes(grid) - 1, 0))
     epochs = sum(p[NUM_TRAIN_EPOCHS] for p in around) + (expected - len(around)) * _mean_epochs(grid, start)
     every_epochs = reachable.axes[NUM_TRAIN_EPOCHS]  # each value once per point of the other axes
     all_epochs = sum(every_epochs) * (reachable.size // len(every_epochs))
@@ -367,10 +367,6 @@ def _tie_break_work(
     return Work(what, preset.name, expected, tokens, upper, tokens_upper, preset.flops.training)
 
 
-def _search_spec(spec: StudySpec, recipe: str) -> SearchSpec:
-    return spec.standard if recipe == "standard" else spec.regularized
-
-
 def _stand_in(spec: StudySpec, grid: SearchGrid, source: SearchNode | None, recipe: str) -> dict:
     """The point standing in for a start before anything trains: the configured start of the recipe whose optimum
     it is (the study's start for None), on `grid` (the regularized grid holds every standard point)."""
@@ -384,9 +380,7 @@ def study_search_work(spec: StudySpec, presets: dict[str, PresetPlan]) -> list[W
     unknown beforehand, is stood in for by that search's configured start; bounds: `_search_work`,
     `_tie_break_work`."""
     grids = {recipe: search_grid(spec, recipe)[0] for recipe in ("standard", "regularized")}
-    reachable = {
-        recipe: reachable_grid(grid, _search_spec(spec, recipe).extend_edges) for recipe, grid in grids.items()
-    }
+    reachable = {recipe: reachable_grid(grid, search_spec(spec, recipe).extend_edges) for recipe, grid in grids.items()}
     work: list[Work] = []
     for node in search_nodes(spec):
         recipe, budget, preset = node.recipe, node.token_budget, presets[node.preset]
@@ -403,7 +397,7 @@ def study_search_work(spec: StudySpec, presets: dict[str, PresetPlan]) -> list[W
                 row = dataclasses.replace(row, count=left, tokens=row.tokens * left / row.count)
             left -= row.count
             work.append(row)
-        seeds = _search_spec(spec, recipe).tie_break_seeds
+        seeds = search_spec(spec, recipe).tie_break_seeds
         if seeds > 0:
             start = _stand_in(spec, grid, None, recipe)
             work.append(_tie_break_work(f"tie-breaks {name}", preset, grid, start, budget, wider, seeds))

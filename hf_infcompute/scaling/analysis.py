@@ -8,7 +8,6 @@ filled in. `best_runs` is the one selection of a best run, for this analysis and
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -23,11 +22,11 @@ from hf_infcompute.scaling.joint import (
     JointFit,
     fit_k_law,
     joint_asymptote,
+    member_limit,
 )
 from hf_infcompute.scaling.plots import human_count
 from hf_infcompute.scaling.power_law import (
     PowerLawFit,
-    ScalingFitWarning,
     data_efficiency,
     fit_power_law,
     interpolated_data,
@@ -208,15 +207,10 @@ def best_per_members(runs: pd.DataFrame, select_on: str = "val_loss") -> pd.Data
 
 
 def member_rule_limit(k: pd.Series, loss: pd.Series) -> float:
-    """A member rule's K -> inf asymptote through its ensembles of 1..K members (`fit_k_law`: the exponent fixed at
-    1 below `FREE_K_EXPONENT_MIN` member counts), or its largest ensemble's loss where there are too few member
-    counts for a law: how the study chooses a member rule."""
+    """A member rule's K -> inf asymptote (`joint.member_limit`) through its best ensemble per member count: how the
+    study chooses a member rule."""
     curve = pd.Series(loss.to_numpy(dtype=float), index=k.to_numpy(dtype=float)).groupby(level=0).min().sort_index()
-    if len(curve) < MIN_K_POINTS + 1:
-        return float(curve.iloc[-1])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ScalingFitWarning)
-        return fit_k_law(curve.index, curve.to_numpy(), n_bootstrap=0, multistart=False).E
+    return member_limit(curve.index, curve.to_numpy(), multistart=False)[0]
 
 
 def chosen_member_rules(ensembles: pd.DataFrame, select_on: str = "val_loss") -> pd.DataFrame:

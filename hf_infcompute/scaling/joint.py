@@ -8,6 +8,7 @@ free (`fit_k_law`).
 from __future__ import annotations
 
 import math
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -21,6 +22,7 @@ from hf_infcompute.scaling.power_law import (
     CONFIDENCE,
     Noise,
     PowerLawFit,
+    ScalingFitWarning,
     fit_parameters,
     fit_power_law,
     noise_scale_draw,
@@ -74,6 +76,22 @@ def fit_k_law(
         "(the paper: loss falls about as 1/K)"
     )
     return replace(fit, notes=(note, *fit.notes))
+
+
+def member_limit(
+    k: Iterable[float], loss: Iterable[float], *, n_bootstrap: int = 0, multistart: bool = True
+) -> tuple[float, tuple[float, float] | None]:
+    """A member rule's K -> inf asymptote and its 95% interval (the paper picks member hyperparameters by it, where
+    the ranking at small K can flip): the law in K through the rule's ensembles (`fit_k_law`), or its largest
+    ensemble's loss, without an interval, where there are too few member counts for a law. Fit warnings are not
+    raised: the report shows each fit and its issues."""
+    k_arr, loss_arr = np.asarray(list(k), dtype=float), np.asarray(list(loss), dtype=float)
+    if np.unique(k_arr).size < MIN_K_POINTS + 1:
+        return float(loss_arr[np.argmax(k_arr)]), None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ScalingFitWarning)
+        fit = fit_k_law(k_arr, loss_arr, n_bootstrap=n_bootstrap, multistart=multistart)
+    return fit.E, fit.E_interval
 
 
 @dataclass(frozen=True)

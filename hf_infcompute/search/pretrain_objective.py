@@ -43,13 +43,9 @@ class PretrainObjective:
         return {key: value for key, value in self.run.identity().items() if key not in searched}
 
     def __call__(self, point: Point) -> dict[str, Any]:
-        from hf_infcompute.records import relative_paths
         from hf_infcompute.training import pretrain
 
-        record = pretrain(self.run_for(point), str(self.output_dir))
-        if record.get("status") != "finished":
-            raise RuntimeError(f"run {record.get('run_id')} ended {record.get('status')}: {record.get('error')}")
-        return relative_paths(dict(record), self.output_dir)
+        return _finished(pretrain(self.run_for(point), str(self.output_dir)), self.output_dir)
 
 
 # The coordinate of a fresh-seed copy: the seed offset of `hf_infcompute.ensemble.members.member_config`.
@@ -66,15 +62,18 @@ class FreshSeedObjective:
     output_dir: str | os.PathLike
 
     def __call__(self, point: Point) -> dict[str, Any]:
-        from hf_infcompute.ensemble.members import member_config
-        from hf_infcompute.records import relative_paths
-        from hf_infcompute.training import pretrain
+        from hf_infcompute.ensemble.members import train_member
 
         coordinates = {name: value for name, value in point.items() if name != SEED_OFFSET}
-        index = int(point[SEED_OFFSET])
-        copy = member_config(PretrainObjective(self.run, self.output_dir).run_for(coordinates), index)
-        extra = {"member_index": index, "member_rule": "none", "vary": "both"}
-        record = pretrain(copy, str(self.output_dir), kind="ensemble_member", record_extra=extra)
-        if record.get("status") != "finished":
-            raise RuntimeError(f"run {record.get('run_id')} ended {record.get('status')}: {record.get('error')}")
-        return relative_paths(dict(record), self.output_dir)
+        run = PretrainObjective(self.run, self.output_dir).run_for(coordinates)
+        return _finished(train_member(run, self.output_dir, int(point[SEED_OFFSET])), self.output_dir)
+
+
+def _finished(record: dict[str, Any], output_dir: str | os.PathLike) -> dict[str, Any]:
+    """A run's record with its folders relative to `output_dir`; a run that did not finish raises (the search
+    records its point as failed)."""
+    from hf_infcompute.records import relative_paths
+
+    if record.get("status") != "finished":
+        raise RuntimeError(f"run {record.get('run_id')} ended {record.get('status')}: {record.get('error')}")
+    return relative_paths(dict(record), output_dir)

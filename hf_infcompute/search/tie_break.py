@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass
-from typing import Any
 
 from hf_infcompute.search.coordinate_descent import Objective, SearchResult, evaluate_points
 from hf_infcompute.search.grid import point_label
@@ -25,12 +24,12 @@ from hf_infcompute.search.store import PointResult, SweepStore, point_key
 
 @dataclass(frozen=True)
 class TieBreak:
-    """The outcome of a tie-break: the chosen point and, per candidate (`point_label`), its fresh-seed losses."""
+    """The outcome of a tie-break: the chosen point, the candidates (the search's optimum first) and, per candidate
+    (`point_label`), its fresh-seed losses."""
 
     chosen: PointResult
     candidates: tuple[PointResult, ...]
     fresh_losses: dict[str, list[float]]
-    threshold: float | None  # the seed-0 gap counted as within the seed noise; None: no seed sd measured yet
 
     @property
     def compared_run_ids(self) -> list[str]:
@@ -40,14 +39,7 @@ class TieBreak:
     @property
     def changed(self) -> bool:
         """Whether the fresh seeds chose another point than the search's optimum."""
-        return next(iter(self.fresh_losses)) != point_label(self.chosen.point)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "chosen": point_label(self.chosen.point),
-            "fresh_losses": self.fresh_losses,
-            "threshold": self.threshold,
-        }
+        return self.chosen.point != self.candidates[0].point
 
 
 def close_candidates(result: SearchResult, seed_sd: float | None) -> list[PointResult]:
@@ -88,7 +80,7 @@ def break_tie(
     means = {label: _mean(losses) for label, losses in fresh.items()}
     # Lower seed mean first; on a tie the search's optimum (the first candidate) keeps its place.
     chosen = min(candidates, key=lambda c: (means[point_label(c.point)], candidates.index(c)))
-    return TieBreak(chosen, tuple(candidates), fresh, None if seed_sd is None else math.sqrt(2) * seed_sd)
+    return TieBreak(chosen, tuple(candidates), fresh)
 
 
 def _mean(losses: list[float]) -> float:

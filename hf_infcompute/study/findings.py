@@ -95,11 +95,7 @@ class Evidence:
         run's loss sd, the scaling analysis (chosen on validation, fitted on the report split with those sds) and
         its `resamples` replicates."""
         split = report_split(runs)
-        # A search's selected run and the close points a tie-break compared were picked for landing low or close:
-        # no sample of the seed noise.
-        selected = {s.run_id for s in state.searches.values() if s.run_id}
-        selected |= {run_id for s in state.searches.values() for run_id in s.compared_run_ids}
-        fresh = fresh_seeds(runs, selected, split.loss)
+        fresh = fresh_seeds(runs, state.selected_run_ids(), split.loss)
         repeats = [repeat for repeat in fresh if len(repeat.losses) >= 2]
         seed = pooled_noise(repeats)
         runs = runs.assign(loss_sd=loss_sds(runs, split, seed)) if len(runs) else runs

@@ -18,14 +18,12 @@ import logging
 import math
 import os
 import time
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hf_infcompute.errors import InputError, raise_if_out_of_memory
 from hf_infcompute.method import STANDARD_WEIGHT_DECAY
 from hf_infcompute.records import resolved_paths
-from hf_infcompute.scaling.power_law import ScalingFitWarning
 from hf_infcompute.search import SearchGrid, SearchResult, SweepStore, coordinate_descent, for_recipe
 from hf_infcompute.search.grid import LEARNING_RATE, NUM_TRAIN_EPOCHS, WEIGHT_DECAY
 from hf_infcompute.search.pretrain_objective import FreshSeedObjective, PretrainObjective
@@ -105,27 +103,6 @@ def search_recipe(
     store.bind(objective.binding(grid.names))
     result = coordinate_descent(objective, grid, start, store, extend_edges=extend_edges)
     return result, result.grid or grid
-
-
-def tie_break_search(
-    spec: StudySpec,
-    run: dict[str, Any],
-    recipe: str,
-    budget: int,
-    preset: str,
-    output_dir: Path,
-    result: SearchResult,
-    seed_sd: float | None,
-) -> TieBreak | None:
-    """The search's optimum and its neighbours within the seed noise re-trained at fresh seeds, the choice made on
-    their means (`hf_infcompute.search.tie_break`); None when the study turns tie-breaks off or nothing is close."""
-    seeds = search_spec(spec, recipe).tie_break_seeds
-    if not seeds:
-        return None
-    objective = FreshSeedObjective(study_run(run, recipe, budget, preset), output_dir)
-    store = SweepStore(sweep_dir(output_dir, recipe, budget, preset).with_name(f"{recipe}-{preset}-D{budget}-seeds"))
-    store.bind(PretrainObjective(objective.run, output_dir).binding(search_grid(spec, recipe)[0].names))
-    return break_tie(objective, result, store, seeds, seed_sd)
 
 
 def sweep_dir(output_dir: Path, recipe: str, budget: int, preset: str) -> Path:
@@ -250,7 +227,7 @@ class Study:
                 outcomes[label] = search_recipe(self.spec, self.run, recipe, budget, preset, self.output_dir, start)
             won = min(outcomes, key=lambda label: outcomes[label][0].best_loss)
             result, grid = outcomes[won]
-            tie = tie_break_search(self.spec, self.run, recipe, budget, preset, self.output_dir, result, self.seed_sd())
+            tie = self.tie_break(node, result, grid)
             best = result.best if tie is None else tie.chosen
             self.state.searches[key] = SearchState(
                 recipe=recipe,
@@ -272,16 +249,26 @@ class Study:
             )
             self.save()
 
+    def tie_break(self, node: SearchNode, result: SearchResult, grid: SearchGrid) -> TieBreak | None:
+        """The search's optimum and its neighbours within the seed noise re-trained at fresh seeds, the choice made on
+        their means (`hf_infcompute.search.tie_break`); None when the study turns tie-breaks off or nothing is
+        close."""
+        seeds = search_spec(self.spec, node.recipe).tie_break_seeds
+        if not seeds:
+            return None
+        run = study_run(self.run, node.recipe, node.token_budget, node.preset)
+        sweep = sweep_dir(self.output_dir, node.recipe, node.token_budget, node.preset)
+        store = SweepStore(sweep.with_name(f"{sweep.name}-seeds"))
+        store.bind(PretrainObjective(run, self.output_dir).binding(grid.names))
+        return break_tie(FreshSeedObjective(run, self.output_dir), result, store, seeds, self.seed_sd())
+
     def seed_sd(self) -> float | None:
         """The seed sd measured so far (validation, fresh seeds only: `seed_noise.pooled_noise`), for tie-breaks;
         None before any point has two fresh seeds."""
         from hf_infcompute.records import load_runs
         from hf_infcompute.study.seed_noise import pooled_noise, seed_repeats
 
-        selected = set()
-        for search in self.state.searches.values():
-            selected |= {search.run_id, *search.compared_run_ids} - {None}
-        noise = pooled_noise(seed_repeats(load_runs(self.output_dir), selected))
+        noise = pooled_noise(seed_repeats(load_runs(self.output_dir), self.state.selected_run_ids()))
         return None if noise is None else noise.sd
 
     def optimum(self, preset: str) -> SearchState:
@@ -295,6 +282,7 @@ class Study:
 
     def ensembles(self) -> None:
         from hf_infcompute.ensemble.members import train_ensemble
+        from hf_infcompute.scaling.joint import member_limit
 
         spec = self.spec.ensemble
         for preset in spec.presets or self.spec.presets:
@@ -310,7 +298,10 @@ class Study:
                         run, self.output_dir, spec.k, member_rule=member_rule, slot=self.slot
                     )
                     curves[rule] = _ensemble_curve(trained[rule], self.output_dir, run, spec.k, member_rule)
-                limits = {rule: member_limit(curve) for rule, curve in curves.items()}
+                limits = {
+                    rule: member_limit(range(1, len(curve) + 1), curve, n_bootstrap=MEMBER_LIMIT_BOOTSTRAP)
+                    for rule, curve in curves.items()
+                }
                 tuning = {rule: limit for rule, (limit, _) in limits.items()}
                 chosen = min(tuning, key=tuning.get)
                 self._member_rules[preset] = "paper" if chosen == "paper" else "none"
@@ -516,18 +507,3 @@ def _ensemble_curve(records: list[dict], output_dir: Path, run: RunConfig, k: in
         return [found[size] for size in range(1, k + 1)]
     ids = [planned_ensemble_id(run, size, member_rule=member_rule) for size in range(1, k + 1)]
     return [record["val_loss"] for record in wait_for_members(output_dir, ids)]
-
-
-def member_limit(curve: list[float]) -> tuple[float, tuple[float, float] | None]:
-    """A member rule's K -> inf asymptote on validation and its 95% interval (the paper picks member
-    hyperparameters by it, where the ranking at small K can flip): the law in K through its ensembles of 1..K
-    members (`fit_k_law`: the exponent fixed at 1 below 5 member counts, its noise from the residuals), or the
-    K-member loss, without an interval, where there are too few points for a law."""
-    from hf_infcompute.scaling.joint import MIN_K_POINTS, fit_k_law
-
-    if len(curve) < MIN_K_POINTS + 1:
-        return curve[-1], None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ScalingFitWarning)  # the report shows each candidate's fit and its issues
-        fit = fit_k_law(range(1, len(curve) + 1), curve, n_bootstrap=MEMBER_LIMIT_BOOTSTRAP)
-    return fit.E, fit.E_interval

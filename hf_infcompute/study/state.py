@@ -124,6 +124,11 @@ class StudyState:
     def search(self, recipe: str, preset: str, token_budget: int) -> SearchState:
         return self.searches[search_key(recipe, preset, token_budget)]
 
+    def selected_run_ids(self) -> set[str]:
+        """The runs the searches picked for landing low (each optimum) or close to it (the points a tie-break
+        compared): no sample of the seed noise."""
+        return {run_id for s in self.searches.values() for run_id in (s.run_id, *s.compared_run_ids) if run_id}
+
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
