@@ -46,7 +46,7 @@ def test_a_missing_recipe_file_names_the_fix(command: str, tmp_path: Path, capsy
     code, error = run_cli([command, str(missing), "--output", str(tmp_path / "out")], capsys)
     assert code == 2 and "Traceback" not in error
     assert str(missing) in error and "check the path" in error
-    assert ("recipes/pretrain-tiny.yaml" if command == "pretrain" else "quickstart, reference, smoke") in error
+    assert ("recipes/pretrain-tiny.yaml" if command == "pretrain" else "quickstart, smoke") in error
 
 
 def test_a_bad_run_key_stops_the_study_before_it_trains(corpus_dir, tmp_path: Path, capsys, trained_runs):

@@ -337,7 +337,7 @@ def test_old_study_keys_are_refused_with_the_new_name(tmp_path):
         load_study(recipe)
 
 
-@pytest.mark.parametrize("name", ["smoke", "quickstart", "reference", "paper-200M"])
+@pytest.mark.parametrize("name", ["smoke", "quickstart", "paper-200M"])
 def test_packaged_recipes_parse(name):
     spec = load_study(name, data="somewhere")
     assert spec.run["corpus"] == "somewhere" and len(spec.presets) >= 3

@@ -30,6 +30,7 @@ from scipy import stats
 
 from hf_infcompute.scaling.analysis import NOISE_COLUMN, REQUIRED_COLUMNS, SIZE_COLUMNS, ScalingReport, build_report
 from hf_infcompute.scaling.power_law import ScalingFitWarning, noise_scale_draw
+from hf_infcompute.study.seed_noise import PointNoise
 
 CONFIDENCE = 0.95
 FAMILY_ALPHA = 1 - CONFIDENCE
@@ -305,25 +306,37 @@ class SequenceLosses:
 
 
 class SeedDraws:
-    """Seed-noise draws for the resampled analysis: per replicate, one sd (drawn around the measured sd `sigma`
-    with `dof` degrees of freedom, as its estimate is uncertain) and one N(0, sd^2) shift per training. A twin
-    record shares its twin's draw; an ensemble takes the mean of its members' draws, so nested ensembles of the same
-    members share their noise as they do in fact (and an ensemble of k varies as sd^2 / k)."""
+    """Seed-noise draws for the resampled analysis: per replicate and seed noise in use (each point's own, or the
+    pool: `PointNoise`), one sd (drawn around the measured sd with its degrees of freedom, as its estimate is
+    uncertain), and one N(0, sd^2) shift per training at its point's sd. A twin record shares its twin's draw; an
+    ensemble takes the mean of its members' draws, so nested ensembles of the same members share their noise as they
+    do in fact (and an ensemble of k varies as sd^2 / k)."""
 
-    def __init__(self, runs: pd.DataFrame, sigma: float | None, dof: int | None, resamples: int, seed: int) -> None:
+    def __init__(self, runs: pd.DataFrame, noise: PointNoise | None, resamples: int, seed: int) -> None:
         self.shifts = np.zeros((len(runs), resamples))
-        if not sigma or not dof or runs.empty:
+        if noise is None or noise.pool is None or runs.empty:
             return
         rng = np.random.default_rng(seed + 1)
-        scales = np.array([noise_scale_draw(rng, sigma, dof) for _ in range(resamples)])
-        trainings = [record.get("same_training_as") or record["run_id"] for record in runs.to_dict("records")]
-        own = {training: rng.normal(0.0, 1.0, resamples) * scales for training in dict.fromkeys(trainings)}
-        for line, (training, record) in enumerate(zip(trainings, runs.to_dict("records"))):
+        scales: dict[int, np.ndarray] = {}
+
+        def draw(record: dict) -> np.ndarray:
+            measured = noise.at(record) or noise.pool
+            if id(measured) not in scales:
+                scales[id(measured)] = np.array(
+                    [noise_scale_draw(rng, measured.sd, measured.dof) for _ in range(resamples)]
+                )
+            return rng.normal(0.0, 1.0, resamples) * scales[id(measured)]
+
+        records = runs.to_dict("records")
+        trainings = [record.get("same_training_as") or record["run_id"] for record in records]
+        own: dict[str, np.ndarray] = {}
+        for training, record in zip(trainings, records):
+            if training not in own:
+                own[training] = draw(record)
+        for line, (training, record) in enumerate(zip(trainings, records)):
             members = record.get("members")
             if record.get("kind") in ("ensemble", "soup") and isinstance(members, list | np.ndarray) and len(members):
-                draws = [own.get(member) for member in members]
-                draws = [d if d is not None else rng.normal(0.0, 1.0, resamples) * scales for d in draws]
-                self.shifts[line] = np.mean(draws, axis=0)
+                self.shifts[line] = np.mean([own[m] if m in own else draw(record) for m in members], axis=0)
             else:
                 self.shifts[line] = own[training]
 
@@ -339,7 +352,7 @@ class ResampledAnalysis:
         self,
         runs: pd.DataFrame,
         *,
-        seed_sd: tuple[float, int] | None = None,
+        seed_noise: PointNoise | None = None,
         resamples: int = ANALYSIS_RESAMPLES,
         seed: int = 0,
     ) -> None:
@@ -354,7 +367,7 @@ class ResampledAnalysis:
             resampled[TEST.loss] = self._means(runs, TEST, resamples, rng)
         if all(np.isnan(means).all() for means in resampled.values()):
             return
-        shifts = SeedDraws(runs, *(seed_sd or (None, None)), resamples, seed).shifts
+        shifts = SeedDraws(runs, seed_noise, resamples, seed).shifts
         narrow = runs[[column for column in ANALYSIS_COLUMNS if column in runs]]  # the analysis reads no more
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ScalingFitWarning)  # the main analysis already warned of its fits
@@ -397,11 +410,21 @@ class ResampledAnalysis:
         the share of replicates on the other side of zero as its p-value; None when fewer than 90% of the
         replicates yield a value (a fit they could not make). Infinite values (a loss out of a law's reach) are kept:
         the interval is then unbounded on that side."""
-        values = [quantity(report) for report in self.reports]
-        found = np.array([v for v in values if v is not None and not math.isnan(v)], dtype=float)
+        found = self._values(quantity)
         if not self.reports or found.size < 0.9 * len(self.reports):
             return None
         tail = (1 - CONFIDENCE) / 2
         low, high = np.quantile(found, [tail, 1 - tail], method="inverted_cdf")  # order statistics: inf stays inf
         p_value = min(1.0, 2 * min((found <= 0).mean(), (found >= 0).mean()))
         return Interval(estimate, float(low), float(high), float(p_value))
+
+    def missing(self, quantity: Callable[[ScalingReport], float | None]) -> str:
+        """Why `interval` gave none: on how many replicates `quantity` could not be computed."""
+        return (
+            f"no interval: on {len(self.reports) - self._values(quantity).size} of {len(self.reports)} resamples the "
+            "fits it needs fail (the laws are not identified by these points)"
+        )
+
+    def _values(self, quantity: Callable[[ScalingReport], float | None]) -> np.ndarray:
+        values = [quantity(report) for report in self.reports]
+        return np.array([v for v in values if v is not None and not math.isnan(v)], dtype=float)

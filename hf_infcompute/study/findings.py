@@ -40,7 +40,7 @@ from hf_infcompute.study.confidence import (
     report_split,
     some_part,
 )
-from hf_infcompute.study.seed_noise import SeedNoise, SeedRepeat, fresh_seeds, pooled_noise
+from hf_infcompute.study.seed_noise import MIN_OWN_SEEDS, PointNoise, SeedNoise, SeedRepeat, fresh_seeds
 from hf_infcompute.study.spec import StudySpec
 from hf_infcompute.study.state import DistillationState, SearchState, StudyState, search_key
 
@@ -78,7 +78,7 @@ class Evidence:
     sequences: SequenceLosses
     resampled: ResampledAnalysis
     seed_repeats: list[SeedRepeat]
-    seed: SeedNoise | None
+    noise: PointNoise  # each model's seed noise: its point's own, or the pooled sd of the searched points
     fresh: list[SeedRepeat]  # every point's fresh-seed runs (one seed or more)
 
     @classmethod
@@ -96,13 +96,22 @@ class Evidence:
         its `resamples` replicates."""
         split = report_split(runs)
         fresh = fresh_seeds(runs, state.selected_run_ids(), split.loss)
-        repeats = [repeat for repeat in fresh if len(repeat.losses) >= 2]
-        seed = pooled_noise(repeats)
-        runs = runs.assign(loss_sd=loss_sds(runs, split, seed)) if len(runs) else runs
+        noise = PointNoise.of(runs, state.selected_run_ids(), split.loss) if len(runs) else PointNoise(None)
+        runs = runs.assign(loss_sd=loss_sds(runs, split, noise)) if len(runs) else runs
         scaling = build_report(runs, source=source, select_on=VALIDATION.loss, report_on=split.loss)
-        resampled = ResampledAnalysis(runs, seed_sd=(seed.sd, seed.dof) if seed else None, resamples=resamples)
+        resampled = ResampledAnalysis(runs, seed_noise=noise, resamples=resamples)
         sequences = SequenceLosses(runs, split)
-        return cls(spec, runs, scaling, state, split, sequences, resampled, repeats, seed, fresh)
+        return cls(spec, runs, scaling, state, split, sequences, resampled, list(noise.repeats), noise, fresh)
+
+    @property
+    def seed(self) -> SeedNoise | None:
+        """The pooled seed noise of a single model (the searched points'), for models without their own."""
+        return self.noise.pool
+
+    def seed_of(self, model: Model) -> SeedNoise | None:
+        """The seed noise of `model`'s point: its own where trained at enough fresh seeds, else the pool."""
+        records = self.runs[self.runs["run_id"].isin(model.run_ids)] if len(self.runs) else self.runs
+        return self.noise.at(records.iloc[0].to_dict()) if len(records) else self.seed
 
     def loss(self, model: Model) -> float:
         """The mean loss of `model`'s runs on the report split (NaN when a run lacks it)."""
@@ -148,14 +157,15 @@ class Evidence:
     def includes(self) -> str:
         """What a paired gap's interval includes."""
         unit = "documents" if self.sequences.by_document else "rows (no document ids)"
-        seeds = f"seed noise (sd {self.seed})" if self.seed else "no seed noise (no point trained at two fresh seeds)"
+        own = f"its own sd at a point with {MIN_OWN_SEEDS}+ fresh seeds, else the pooled sd {self.seed}"
+        seeds = f"seed noise ({own})" if self.seed else "no seed noise (no point trained at two fresh seeds)"
         return f"{self.split.name} {unit} resampled + {seeds}"
 
 
-def loss_sds(runs: pd.DataFrame, split: Split, seed: SeedNoise | None) -> list[float]:
+def loss_sds(runs: pd.DataFrame, split: Split, noise: PointNoise) -> list[float]:
     """Each run's loss sd on `split`, the per-point noise of the fits: the sampling variance of its mean over
-    documents (the cluster-robust variance, what a document bootstrap estimates) plus its seed variance (an ensemble
-    of k: sd^2 / k); NaN where the run has no rows.
+    documents (the cluster-robust variance, what a document bootstrap estimates) plus its seed variance (its point's
+    `noise`; an ensemble of k: sd^2 / k); NaN where the run has no rows.
 
     The sampling variance is that of the run's rows less the mean rows of every run scored on the same rows: a hard
     document is hard for every model, so that shared part shifts every loss on those rows alike. Within one fit it
@@ -178,6 +188,7 @@ def loss_sds(runs: pd.DataFrame, split: Split, seed: SeedNoise | None) -> list[f
         sampling = groups.clusters / max(groups.clusters - 1, 1) * float((residual**2).sum()) / rows.size**2
         k = record.get("k") if record.get("kind") == "ensemble" else 1
         copies = float(k) if isinstance(k, int | float) and not math.isnan(k) and k > 0 else 1.0
+        seed = noise.at(record)
         sds.append(math.sqrt(sampling + (seed.variance(copies) if seed else 0.0)))
     return sds
 
@@ -207,12 +218,22 @@ def compared(evidence: Evidence, label: str, worse: Model, better: Model) -> Par
     gap = evidence.sequences.gap(worse.run_ids, better.run_ids)
     if gap is None:
         return None, f"{losses} (no per-row losses on shared rows: no interval)"
-    if evidence.seed is None:
+    noise = evidence.seed_of(worse), evidence.seed_of(better)
+    if noise[0] is None or noise[1] is None:
         return None, f"{losses}, gap {gap} over documents only: not judged without a measured seed noise"
-    judged = gap.with_seed_noise(
-        evidence.seed.variance(worse.copies) + evidence.seed.variance(better.copies), evidence.seed.dof
-    ).interval
-    return judged, f"{losses}, gap {judged} ({judged.verdict})"
+    variances = noise[0].variance(worse.copies), noise[1].variance(better.copies)
+    judged = gap.with_seed_noise(sum(variances), combined_dof(noise, variances)).interval
+    own = [f"{m.name}: its own seed sd {n.sd:.4f}" for m, n in zip((worse, better), noise) if n is not evidence.seed]
+    return judged, f"{losses}, gap {judged} ({judged.verdict}){' (' + '; '.join(own) + ')' if own else ''}"
+
+
+def combined_dof(noise: tuple[SeedNoise, SeedNoise], variances: tuple[float, float]) -> int:
+    """The degrees of freedom of the seed variance of a gap: one estimate's own where both sides take the same
+    estimate (scaled by their copies), else the Welch-Satterthwaite value of the sum of two independent ones."""
+    if noise[0] is noise[1]:
+        return noise[0].dof
+    spread = sum(v**2 / n.dof for v, n in zip(variances, noise))
+    return max(1, int(sum(variances) ** 2 / spread)) if spread else min(n.dof for n in noise)
 
 
 def finding_of(
@@ -436,16 +457,21 @@ def limit_part(evidence: Evidence, name: str, gap: Callable[[Limits], float | No
     estimate = gap(limits(evidence.spec, evidence.scaling))
     if estimate is None:
         return None, f"{name}: no fit"
-    interval = evidence.resampled.interval(lambda report: gap(limits(evidence.spec, report)), estimate)
+
+    def resampled_gap(report: ScalingReport) -> float | None:
+        return gap(limits(evidence.spec, report))
+
+    interval = evidence.resampled.interval(resampled_gap, estimate)
     if interval is None:
-        return None, f"{name}: gap {estimate:+.4f}, no interval (the fits fail on resamples)"
+        return None, f"{name}: gap {estimate:+.4f}, {evidence.resampled.missing(resampled_gap)}"
     if unusable:
         return None, f"{name}: gap {interval}; {unusable}"
     return interval, f"{name}: gap {interval} ({interval.verdict})"
 
 
 def resampled_includes(evidence: Evidence) -> str:
-    seeds = f"seed-noise draws (sd {evidence.seed})" if evidence.seed else "no seed noise (none measured)"
+    own = f"each point's own sd with {MIN_OWN_SEEDS}+ fresh seeds, else sd {evidence.seed}"
+    seeds = f"seed-noise draws ({own})" if evidence.seed else "no seed noise (none measured)"
     return f"the whole analysis redone on {evidence.split.name} document resamples + {seeds}"
 
 
@@ -528,9 +554,13 @@ def efficiency_interval(evidence: Evidence, series: str) -> tuple[Interval | Non
     value, how = efficiency(evidence.scaling, series, budget)
     if value is None:
         return None, how
-    interval = evidence.resampled.interval(lambda report: efficiency(report, series, budget)[0], value)
+
+    def multiplier(report: ScalingReport) -> float | None:
+        return efficiency(report, series, budget)[0]
+
+    interval = evidence.resampled.interval(multiplier, value)
     if interval is None:
-        return Interval(value, math.nan, math.nan), f"{how}; no interval (the fits fail on resamples)"
+        return Interval(value, math.nan, math.nan), f"{how}; {evidence.resampled.missing(multiplier)}"
     return interval, f"{how}; 95% interval: {resampled_includes(evidence)}"
 
 

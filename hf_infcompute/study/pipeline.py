@@ -263,12 +263,12 @@ class Study:
         return break_tie(FreshSeedObjective(run, self.output_dir), result, store, seeds, self.seed_sd())
 
     def seed_sd(self) -> float | None:
-        """The seed sd measured so far (validation, fresh seeds only: `seed_noise.pooled_noise`), for tie-breaks;
-        None before any point has two fresh seeds."""
+        """The seed sd of a searched point measured so far (validation, fresh seeds only: `PointNoise.pool`), for
+        tie-breaks; None before any point has two fresh seeds."""
         from hf_infcompute.records import load_runs
-        from hf_infcompute.study.seed_noise import pooled_noise, seed_repeats
+        from hf_infcompute.study.seed_noise import PointNoise
 
-        noise = pooled_noise(seed_repeats(load_runs(self.output_dir), self.state.selected_run_ids()))
+        noise = PointNoise.of(load_runs(self.output_dir), self.state.selected_run_ids()).pool
         return None if noise is None else noise.sd
 
     def optimum(self, preset: str) -> SearchState:

@@ -42,6 +42,7 @@ from hf_infcompute.study.findings import (
     resampled_includes,
     retained_share,
 )
+from hf_infcompute.study.seed_noise import MIN_OWN_SEEDS, SeedRepeat
 from hf_infcompute.study.spec import StudySpec
 from hf_infcompute.study.state import EnsembleState, SearchState, StudyState
 from hf_infcompute.study.tracker_report import log_analysis
@@ -355,7 +356,15 @@ def ensemble_rows(evidence: Evidence) -> list[list[str]]:
 
 
 def seed_noise_lines(evidence: Evidence) -> list[str]:
-    """The points trained at fresh seeds and the seed sd pooled from them."""
+    """The points trained at fresh seeds, how each enters the verdicts, and the seed sd pooled from the searched
+    points."""
+    noise = evidence.noise
+
+    def use(repeat: SeedRepeat) -> str:
+        own = f"its own ({noise.own[repeat.key].dof} degrees of freedom)" if repeat.key in noise.own else ""
+        pooled = "the pool" if repeat.key in noise.pooled else ""
+        return " and ".join(filter(None, (own, pooled))) or "neither (not a searched point)"
+
     rows = [
         [
             r.preset,
@@ -363,19 +372,24 @@ def seed_noise_lines(evidence: Evidence) -> list[str]:
             f"weight decay {r.weight_decay:g}",
             ", ".join(f"seed {seed}: {loss:.4f}" for seed, loss in sorted(r.losses.items())),
             f"{r.sd:.4f}",
+            use(r),
         ]
-        for r in evidence.seed_repeats
+        for r in noise.repeats
     ]
-    lines = markdown_table(["preset", "point", f"{evidence.split.name} loss per fresh seed", "sd"], rows)
+    header = ["preset", "point", f"{evidence.split.name} loss per fresh seed", "sd", "judges its models with"]
+    lines = markdown_table(header, rows)
     if evidence.seed is not None:
         seed = evidence.seed
         lines += [
             "",
-            f"Pooled over these points, a single model's loss varies over seeds by sd {seed} (95% interval from the "
-            "chi-square distribution of a pooled variance). Only fresh seeds count: a search's selected run was "
-            "picked for landing low on validation, so it is left out. Every gap between trained models above "
-            "includes this noise: a single model adds sd^2, a mean of m seed copies sd^2 / m, an ensemble of k "
-            f"members sd^2 / k, and the verdicts use a t quantile on its {seed.dof} degrees of freedom.",
+            f"Seed noise differs between points, so a model whose point was trained at {MIN_OWN_SEEDS} fresh seeds "
+            "or more (an optimum's or a member rule's members) is judged with its point's own sd; every other model "
+            f"with the sd pooled over the points the searches chose between (their optima and the neighbours a "
+            f"tie-break re-trained): sd {seed} (95% interval from the chi-square distribution of a pooled variance). "
+            "Only fresh seeds count: a search's selected run was picked for landing low on validation, so it is "
+            "left out. Every gap between trained models above includes this noise: a single model adds sd^2, a mean "
+            "of m seed copies sd^2 / m, an ensemble of k members sd^2 / k, and the verdicts use a t quantile on its "
+            "degrees of freedom (Welch-Satterthwaite where the two sides' sds are different estimates).",
         ]
     return lines
 

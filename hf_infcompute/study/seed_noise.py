@@ -4,8 +4,14 @@ A point (recipe, D, preset, learning rate, epochs, weight decay) trained at seve
 randomness (initialisation, data order): the ensemble members at an optimum, the members of a member rule, a point
 re-trained to settle a close call. Only exchangeable runs count: the run a search *selected* as its optimum (and the
 twin record of the same training) is left out, because it was picked for landing low on validation and would bias
-the sd. The sd is pooled over points, each weighted by its degrees of freedom: this assumes one seed sd across sizes
-and recipes, which the study has too few seeds to measure one by one.
+the sd.
+
+Seed noise differs between points: a point trained past its stable range (a member rule of doubled epochs, an
+over-trained neighbour) can vary ten times more across seeds than an optimum. So each model is judged with the noise
+of its own point where the study trained that point at `MIN_OWN_SEEDS` fresh seeds or more (an optimum's members, a
+member rule's members), and otherwise with the sd pooled over the points the searches chose between (their optima and
+the neighbours a tie-break re-trained: where the single models of the findings come from), each weighted by its
+degrees of freedom (`PointNoise`).
 
 How a model's seed variance follows from the single-model sd `sigma` (`SeedNoise.variance`):
 - one training: sigma^2;
@@ -18,7 +24,8 @@ How a model's seed variance follows from the single-model sd `sigma` (`SeedNoise
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import pandas as pd
 from scipy import stats
@@ -26,6 +33,20 @@ from scipy import stats
 POINT_COLUMNS = ["recipe", "token_budget", "preset", "learning_rate", "num_train_epochs", "weight_decay"]
 SINGLE_MODEL_KINDS = ("pretrain", "ensemble_member")
 CONFIDENCE = 0.95
+# A point's own seed sd judges its models once it has this many fresh seeds (4 degrees of freedom); below that its sd is
+# too rough (a t quantile on one degree of freedom is 12.7) and its models take the pooled sd.
+MIN_OWN_SEEDS = 5
+PointKey = tuple[str, int, str, float, float, float]
+
+
+def point_key(values: Mapping) -> PointKey | None:
+    """(recipe, D, preset, learning rate, epochs, weight decay) of a record, with the numbers rounded so that one
+    setting written twice matches; None when the record lacks one of them."""
+    try:
+        recipe, budget, preset, *numbers = (values[column] for column in POINT_COLUMNS)
+        return (str(recipe), int(budget), str(preset), *(float(f"{float(n):.10g}") for n in numbers))
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -48,6 +69,10 @@ class SeedRepeat:
             and (recipe is None or self.recipe == recipe)
             and all(math.isclose(getattr(self, axis), float(value)) for axis, value in point.items())
         )
+
+    @property
+    def key(self) -> PointKey | None:
+        return point_key(self.__dict__)
 
     @property
     def sd(self) -> float:
@@ -122,3 +147,34 @@ def pooled_noise(repeats: list[SeedRepeat]) -> SeedNoise | None:
     low = sd * math.sqrt(dof / stats.chi2.ppf(1 - tail, dof))
     high = sd * math.sqrt(dof / stats.chi2.ppf(tail, dof))
     return SeedNoise(sd, dof, low, high)
+
+
+@dataclass(frozen=True)
+class PointNoise:
+    """The seed noise each model is judged with (see the module docstring): `own` per point trained at
+    `MIN_OWN_SEEDS` fresh seeds or more, else `pool`, pooled over the searched points (over every repeated point
+    when no searched point has two fresh seeds)."""
+
+    pool: SeedNoise | None
+    own: Mapping[PointKey | None, SeedNoise] = field(default_factory=dict)
+    repeats: tuple[SeedRepeat, ...] = ()
+    pooled: frozenset[PointKey | None] = frozenset()  # the points the pool was measured on
+
+    @classmethod
+    def of(cls, runs: pd.DataFrame, selected: set[str], loss: str = "val_loss") -> PointNoise:
+        """The noise of `runs`' points: `selected` are the searches' picks (`StudyState.selected_run_ids`), left out
+        of every sample and marking the searched points."""
+        repeats = seed_repeats(runs, selected, loss)
+        chosen = runs[runs["run_id"].isin(selected)] if "run_id" in runs else runs.iloc[0:0]
+        searched = {point_key(record) for record in chosen.to_dict("records")}
+        sample = [r for r in repeats if r.key in searched] or repeats
+        own = {r.key: pooled_noise([r]) for r in repeats if len(r.losses) >= MIN_OWN_SEEDS and r.key is not None}
+        own_noise = {key: noise for key, noise in own.items() if noise is not None}
+        return cls(pooled_noise(sample), own_noise, tuple(repeats), frozenset(r.key for r in sample))
+
+    def at(self, record: Mapping) -> SeedNoise | None:
+        """The seed noise of the model `record` holds: its point's own for a single model or an ensemble of one
+        point's members, else (a student, a soup, a point with few seeds) the pool."""
+        if record.get("kind") not in (*SINGLE_MODEL_KINDS, "ensemble"):
+            return self.pool
+        return self.own.get(point_key(record), self.pool)
