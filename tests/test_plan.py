@@ -20,6 +20,8 @@ from hf_infcompute.models import count_parameters
 from hf_infcompute.models.flops import device_peak_flops, flops_per_token, gpu_peak_flops
 from hf_infcompute.planning import gradient_accumulation, step_memory
 from hf_infcompute.search import SearchGrid, SweepStore, coordinate_descent
+from hf_infcompute.study.pipeline import search_grid
+from hf_infcompute.study.search_counts import fully_extended
 from hf_infcompute.training.config import parse_run_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -303,7 +305,11 @@ def test_study_plan_searches_both_recipes_at_every_budget_from_every_start_with_
                 assert rows[(f"search {recipe} D={budget:,}", preset)].count > 0
                 tie_break = rows[(f"tie-breaks {recipe} D={budget:,}", preset)]
                 assert tie_break.count == 2 * 2  # tie_break_seeds x (the best point, the runner-up)
-                assert tie_break.count_upper == 2 * (1 + neighbours)  # x (the best point, every neighbour)
+                # x (the best point, every neighbour), and every value past the grid's edges a choice on an edge
+                # may go on to (`continuation_upper`)
+                grid = search_grid(spec, recipe)[0]
+                added = sum(len(fully_extended(grid).axes[n]) - len(v) for n, v in grid.axes.items())
+                assert added > 0 and tie_break.count_upper == 2 * (1 + neighbours) + 2 * added
                 # Expected epochs: the start's neighbourhood (standard: 4, 4, 4, 2 and 8 epochs, 4.4 on average).
                 if recipe == "standard":
                     assert tie_break.tokens == pytest.approx(4 * 4.4 * budget)
@@ -333,8 +339,7 @@ def test_search_upper_bound_covers_the_grid_extended_to_the_hard_bounds():
     import random
 
     from hf_infcompute.search.grid import HARD_BOUNDS, LEARNING_RATE, NUM_TRAIN_EPOCHS, WEIGHT_DECAY
-    from hf_infcompute.study.pipeline import search_grid
-    from hf_infcompute.study.search_counts import fully_extended, tie_break_epochs_upper
+    from hf_infcompute.study.search_counts import continuation_upper, tie_break_epochs_upper
 
     spec, plan = tiny_plan()
     rows = {(w.what, w.model): w for w in plan.work}
@@ -365,9 +370,13 @@ def test_search_upper_bound_covers_the_grid_extended_to_the_hard_bounds():
         neighbours = 4 if recipe == "standard" else 6
         # At most: 256 epochs, its neighbours along the other axes too, and 128 below it.
         assert tie_break_epochs_upper(wide) == 256 * (1 + neighbours - 2) + 128
-        assert tie_break.tokens_upper == 2 * tie_break_epochs_upper(wide) * 16384
+        added = sum(len(wide.axes[n]) - len(v) for n, v in grid.axes.items())
+        assert continuation_upper(grid, wide, 2) == (2 * added, 2 * added * 256.0)
+        assert tie_break.tokens_upper == (2 * tie_break_epochs_upper(wide) + 2 * added * 256) * 16384
     _, fixed = tiny_plan(extend_edges=False)
     rows = {(w.what, w.model): w for w in fixed.work}
+    for recipe, neighbours in (("standard", 4), ("regularized", 6)):  # no edge to go past
+        assert rows[(f"tie-breaks {recipe} D=8,192", "tiny-0.5m")].count_upper == 2 * (1 + neighbours)
     assert rows[("search standard D=8,192", "tiny-0.5m")].count_upper == 9
     assert rows[("search regularized D=8,192", "tiny-0.5m")].count_upper == 27
     assert rows[("search regularized D=8,192", "tiny-0.5m")].tokens_upper == 9 * (2 + 4 + 8) * 8192

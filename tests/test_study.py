@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import math
 import os
 import re
 import shutil
@@ -360,3 +361,43 @@ def test_a_search_starts_from_a_neighbours_optimum_past_its_grids_edge(corpus_di
         pipeline.search_recipe(spec, resolve_corpus(spec), "regularized", 4096, "tiny-0.5m", tmp_path, past_edge)
     assert seen["start"] == past_edge and seen["grid"].canonical(past_edge) == past_edge
     assert seen["grid"].axes["learning_rate"] == (3e-3, 9e-3) and seen["grid"].axes["num_train_epochs"] == (1, 2, 4)
+
+
+class EdgeLandscape:
+    """Stands in for the study's trainings: the loss falls towards 4 epochs, past the grid's largest (2), and rises
+    away from lr 3e-3 and weight decay 0.1; seed 0 reads 2 epochs and more 0.035 high, so the search stops at 1 epoch
+    and only the tie-break's fresh seeds see the way past the edge."""
+
+    def __init__(self, run, output_dir) -> None:
+        pass
+
+    def binding(self, axes) -> dict:
+        return {"axes": sorted(axes)}
+
+    def __call__(self, point: dict) -> float:
+        from hf_infcompute.search.pretrain_objective import SEED_OFFSET
+
+        epochs, offset = point["num_train_epochs"], point.get(SEED_OFFSET, 0)
+        loss = 2.0 + 0.01 * (math.log2(epochs) - 2) ** 2
+        loss += 0.1 * abs(math.log10(point["learning_rate"] / 3e-3)) + 0.1 * abs(point["weight_decay"] - 0.1)
+        return loss + (0.035 if offset == 0 and epochs >= 2 else 0.0)
+
+
+def test_a_tie_break_on_a_grid_edge_goes_on_past_it_in_the_study(corpus_dir, cache_dir, tmp_path, monkeypatch):
+    import hf_infcompute.study.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "PretrainObjective", EdgeLandscape)
+    monkeypatch.setattr(pipeline, "FreshSeedObjective", EdgeLandscape)
+    searches = {"extend_edges": True, "tie_break_seeds": 2}
+    values = {**MICRO, "data_scaling_budgets": [], "presets": ["tiny-0.5m", "tiny-1m", "tiny-2m"]}
+    values["regularized"] = {**MICRO["regularized"], **searches, "learning_rate": [3e-3, 1e-2]}
+    values["run"] = {**MICRO["run"], "corpus": str(corpus_dir), "cache_dir": str(cache_dir)}
+    study = Study(parse_study(values), tmp_path)
+    study.searches()
+    found = study.state.searches["regularized/tiny-0.5m/4096"]
+    assert found.chosen_by == "seed means" and found.point["num_train_epochs"] == 4
+    assert not any(edge.startswith("num_train_epochs") for edge in found.grid_edges)
+    assert {
+        "learning_rate=0.003 num_train_epochs=4 weight_decay=0.1",
+        "learning_rate=0.003 num_train_epochs=8 weight_decay=0.1",
+    } <= set(found.tie_break)

@@ -56,6 +56,7 @@ from hf_infcompute.planning.memory import (
 from hf_infcompute.search.grid import NUM_TRAIN_EPOCHS, WEIGHT_DECAY, SearchGrid
 from hf_infcompute.study.pipeline import search_grid, search_spec
 from hf_infcompute.study.search_counts import (
+    continuation_upper,
     free_axes,
     reachable_grid,
     tie_break_epochs_upper,
@@ -359,11 +360,14 @@ def _tie_break_work(
     what: str, preset: PresetPlan, grid: SearchGrid, start: dict, budget: int, reachable: SearchGrid, seeds: int
 ) -> Work:
     """A search's tie-break: `seeds` fresh seeds of its best point and of the runner-up neighbour (expected, each
-    taking the epochs of a point near the start) or of the best point and every neighbour (at most, on `reachable`)."""
+    taking the epochs of a point near the start) or of the best point and every neighbour, and every point a choice on
+    the edge goes on to (at most, on `reachable`)."""
     expected, _ = tie_break_runs(grid, seeds)
     _, upper = tie_break_runs(reachable, seeds)
+    continued, continued_epochs = continuation_upper(grid, reachable, seeds)
     tokens = expected * _mean_epochs(grid, start) * budget
-    tokens_upper = seeds * tie_break_epochs_upper(reachable) * budget
+    tokens_upper = (seeds * tie_break_epochs_upper(reachable) + continued_epochs) * budget
+    upper += continued
     return Work(what, preset.name, expected, tokens, upper, tokens_upper, preset.flops.training)
 
 

@@ -8,6 +8,10 @@ towards the winner; fresh draws are not.
 "Within the seed noise" means a seed-0 gap below one standard deviation of the difference of two single-seed runs,
 sqrt(2) x the seed sd. Before the study has measured a seed sd, the runner-up alone is re-trained, which also
 measures one: its copies and the optimum's are fresh seeds of the same points.
+
+A choice on seed means is certified as the search's own is: where it sits on an edge of the grid, the point past
+that edge is trained too (at seed 0 and at the same fresh seeds) and the choice moves there when its mean is lower,
+until it is interior or at a hard bound (`continue_past_edge`).
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ import math
 import statistics
 from dataclasses import dataclass
 
+from hf_infcompute.errors import InputError
 from hf_infcompute.search.coordinate_descent import Objective, SearchResult, evaluate_points
-from hf_infcompute.search.grid import point_label
+from hf_infcompute.search.grid import SearchGrid, point_label
 from hf_infcompute.search.pretrain_objective import SEED_OFFSET
 from hf_infcompute.search.store import PointResult, SweepStore, point_key
 
@@ -86,3 +91,50 @@ def break_tie(
 def _mean(losses: list[float]) -> float:
     """The mean over a candidate's fresh seeds; a failed copy (infinite loss) makes the candidate lose."""
     return statistics.fmean(losses) if all(math.isfinite(loss) for loss in losses) else math.inf
+
+
+def continue_past_edge(
+    objective: Objective,
+    fresh_objective: Objective,
+    tie: TieBreak,
+    grid: SearchGrid,
+    search_store: SweepStore,
+    seeds_store: SweepStore,
+    seeds: int,
+    *,
+    worker_id: str | None = None,
+) -> tuple[TieBreak, SearchGrid]:
+    """Certify a tie-break's choice as the search certifies its own: while the chosen point sits on an edge of the
+    grid that can be extended (`SearchGrid.extended`), train each new neighbour past that edge at seed 0 through
+    `objective` (a point of the search, in its store) and at the same `seeds` fresh seeds through
+    `fresh_objective`, and move to the lowest fresh-seed mean (the chosen point keeps its place on a tie). Ends with
+    the choice interior or at a hard bound; returns the tie-break and the grid, with every point it trained."""
+    while (wider := grid.extended(tie.chosen.point)) is not None:
+        past = [point for point in wider.neighbours(tie.chosen.point) if not _on(grid, point)]
+        grid = wider
+        if not past:
+            break
+        found = evaluate_points(objective, past, search_store, worker_id=worker_id)
+        copies = {point_key(p): [{**p, SEED_OFFSET: i} for i in range(1, seeds + 1)] for p in past}
+        results = evaluate_points(
+            fresh_objective, [copy for group in copies.values() for copy in group], seeds_store, worker_id=worker_id
+        )
+        fresh = dict(tie.fresh_losses)
+        for point in past:
+            fresh[point_label(point)] = [results[point_key(copy)].loss for copy in copies[point_key(point)]]
+        contenders = [tie.chosen, *(found[point_key(point)] for point in past)]
+        means = {point_label(c.point): _mean(fresh[point_label(c.point)]) for c in contenders}
+        chosen = min(contenders, key=lambda c: (means[point_label(c.point)], contenders.index(c)))
+        tie = TieBreak(chosen, (*tie.candidates, *contenders[1:]), fresh)
+        if chosen is contenders[0]:
+            break
+    return tie, grid
+
+
+def _on(grid: SearchGrid, point: dict) -> bool:
+    """Whether `point` lies on `grid`."""
+    try:
+        grid.index(point)
+    except InputError:
+        return False
+    return True

@@ -27,7 +27,7 @@ from hf_infcompute.records import resolved_paths
 from hf_infcompute.search import SearchGrid, SearchResult, SweepStore, coordinate_descent, for_recipe
 from hf_infcompute.search.grid import LEARNING_RATE, NUM_TRAIN_EPOCHS, WEIGHT_DECAY
 from hf_infcompute.search.pretrain_objective import FreshSeedObjective, PretrainObjective
-from hf_infcompute.search.tie_break import TieBreak, break_tie
+from hf_infcompute.search.tie_break import TieBreak, break_tie, continue_past_edge
 from hf_infcompute.study.folder import claim_study_folder
 from hf_infcompute.study.search_plan import CONFIGURED_START, SearchNode, search_nodes, start_sources, walk_order
 from hf_infcompute.study.spec import SearchSpec, StudySpec
@@ -227,7 +227,7 @@ class Study:
                 outcomes[label] = search_recipe(self.spec, self.run, recipe, budget, preset, self.output_dir, start)
             won = min(outcomes, key=lambda label: outcomes[label][0].best_loss)
             result, grid = outcomes[won]
-            tie = self.tie_break(node, result, grid)
+            tie, grid = self.tie_break(node, result, grid)
             best = result.best if tie is None else tie.chosen
             self.state.searches[key] = SearchState(
                 recipe=recipe,
@@ -249,18 +249,25 @@ class Study:
             )
             self.save()
 
-    def tie_break(self, node: SearchNode, result: SearchResult, grid: SearchGrid) -> TieBreak | None:
+    def tie_break(self, node: SearchNode, result: SearchResult, grid: SearchGrid) -> tuple[TieBreak | None, SearchGrid]:
         """The search's optimum and its neighbours within the seed noise re-trained at fresh seeds, the choice made on
-        their means (`hf_infcompute.search.tie_break`); None when the study turns tie-breaks off or nothing is
-        close."""
-        seeds = search_spec(self.spec, node.recipe).tie_break_seeds
-        if not seeds:
-            return None
+        their means and, where the search extends its edges, carried past an edge it sits on
+        (`hf_infcompute.search.tie_break`); None when the study turns tie-breaks off or nothing is close. Returns
+        the grid with any value the continuation added."""
+        search = search_spec(self.spec, node.recipe)
+        if not search.tie_break_seeds:
+            return None, grid
         run = study_run(self.run, node.recipe, node.token_budget, node.preset)
+        objective = PretrainObjective(run, self.output_dir)
         sweep = sweep_dir(self.output_dir, node.recipe, node.token_budget, node.preset)
-        store = SweepStore(sweep.with_name(f"{sweep.name}-seeds"))
-        store.bind(PretrainObjective(run, self.output_dir).binding(grid.names))
-        return break_tie(FreshSeedObjective(run, self.output_dir), result, store, seeds, self.seed_sd())
+        search_store, seeds_store = SweepStore(sweep), SweepStore(sweep.with_name(f"{sweep.name}-seeds"))
+        seeds_store.bind(objective.binding(grid.names))
+        fresh = FreshSeedObjective(run, self.output_dir)
+        tie = break_tie(fresh, result, seeds_store, search.tie_break_seeds, self.seed_sd())
+        if tie is None or not search.extend_edges:
+            return tie, grid
+        search_store.bind(objective.binding(grid.names))
+        return continue_past_edge(objective, fresh, tie, grid, search_store, seeds_store, search.tie_break_seeds)
 
     def seed_sd(self) -> float | None:
         """The seed sd of a searched point measured so far (validation, fresh seeds only: `PointNoise.pool`), for

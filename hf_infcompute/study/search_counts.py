@@ -6,7 +6,8 @@ Shared by the plan (`hf_infcompute.planning.recipe.plan_study`) and the study's 
 - edge extensions: a search whose optimum sits on its grid's edge extends that axis (`SearchGrid.extended`), so the
   grid it may reach is its grid extended along every axis out to the hard bounds (`fully_extended`);
 - tie-breaks: once a search is locally optimal, its best point and the neighbours within the seed noise are each
-  re-trained at `tie_break_seeds` fresh seeds (`tie_break_runs`);
+  re-trained at `tie_break_seeds` fresh seeds (`tie_break_runs`); a choice on a grid edge goes on past it, each
+  point past the edge at those fresh seeds too (`continuation_upper`);
 - the fresh seeds of the chosen regularized optimum at the main budget are the ensemble's members 1..s, not trained
   again (`tie_break_members`).
 """
@@ -67,3 +68,12 @@ def tie_break_members(spec: StudySpec) -> int:
     if OPTIMUM not in spec.ensemble.member_candidates:
         return 0
     return min(spec.regularized.tie_break_seeds, spec.ensemble.k - 1)
+
+
+def continuation_upper(grid: SearchGrid, reachable: SearchGrid, seeds: int) -> tuple[int, float]:
+    """The most fresh-seed trainings a tie-break's continuation past the grid's edge adds
+    (`hf_infcompute.search.tie_break.continue_past_edge`), and their most epochs: `seeds` of each value `reachable`
+    adds to an axis of `grid` (their seed-0 runs lie on `reachable`, counted with the search), each at most the
+    largest epochs of `reachable`."""
+    added = sum(len(reachable.axes[name]) - len(values) for name, values in grid.axes.items())
+    return seeds * added, seeds * added * float(max(reachable.axes[NUM_TRAIN_EPOCHS]))
