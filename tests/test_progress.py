@@ -11,6 +11,7 @@ from hf_infcompute.study import parse_study
 from hf_infcompute.study.pipeline import search_grid
 from hf_infcompute.study.progress import (
     StudyProgress,
+    after_searches_estimate,
     further_start_estimate,
     members_estimate,
     planned_runs,
@@ -161,3 +162,17 @@ def test_inside_follow_runs_each_transformers_warning_shows_once_and_no_progress
     finally:
         root.removeHandler(collect)
     assert shown == ["speedups need a GPU", "another warning", "speedups need a GPU"]
+
+
+def test_once_the_searches_are_over_progress_plans_on_what_ran_and_what_follows(tmp_path, corpus_dir):
+    """The searches' count depends on their paths; once they are over the runs recorded and the members and
+    students left replace the estimate, so the time left counts the members still to train."""
+    for run_id in ("a", "b", "c"):
+        append_record(tmp_path, {"run_id": run_id, "kind": "pretrain"})
+    progress = StudyProgress(tmp_path, planned=2, study="micro")  # the searches ran past their estimate
+    assert progress.line("c", "x", 5.0, 60.0).endswith("3 of ~3 runs (estimated), ~0 s left")
+    spec = parse_study({**QUICKSTART_LIKE, "run": {"corpus": str(corpus_dir)}})
+    progress.replan(after_searches_estimate(spec))
+    assert after_searches_estimate(spec) == members_estimate(spec) + 3  # and 3 students
+    left = after_searches_estimate(spec)
+    assert progress.line("d", "x", 5.0, 60.0).endswith(f"4 of ~{3 + left} runs (estimated), ~{left - 1:.1f} min left")

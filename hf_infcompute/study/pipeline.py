@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -182,11 +183,14 @@ class Study:
             except InputError as error:
                 raise InputError(f"study {self.spec.name}, `run:` section: {error}") from None
 
-    def run_all(self) -> StudyState:
+    def run_all(self, searches_done: Callable[[], None] | None = None) -> StudyState:
+        """Every phase in order; `searches_done` is called once the searches are over (e.g. to re-plan progress)."""
         self.check_runs()
         self.output_dir.mkdir(parents=True, exist_ok=True)
         claim_study_folder(self.spec, self.output_dir)
         self.searches()
+        if searches_done is not None:
+            searches_done()
         self.ensembles()
         self.sampling()
         if not self.is_lead:

@@ -59,13 +59,17 @@ def search_estimate(spec: StudySpec, grids: Mapping[str, SearchGrid]) -> int:
     return runs
 
 
+def after_searches_estimate(spec: StudySpec) -> int:
+    """Runs `spec` trains once its searches are over: the ensemble members and the students."""
+    distillation = spec.distillation
+    teachers = 1 + distillation.self_distillation + distillation.token_level
+    return members_estimate(spec) + teachers * len(distillation.weight_decay)
+
+
 def planned_runs(spec: StudySpec, grids: Mapping[str, SearchGrid]) -> int:
     """An estimate of the runs `spec` trains: its searches (`search_estimate`; `grids`: each recipe's grid), the
     ensemble members, the students."""
-    distillation = spec.distillation
-    teachers = 1 + distillation.self_distillation + distillation.token_level
-    students = teachers * len(distillation.weight_decay)
-    return search_estimate(spec, grids) + members_estimate(spec) + students
+    return search_estimate(spec, grids) + after_searches_estimate(spec)
 
 
 def _duration(seconds: float) -> str:
@@ -88,7 +92,12 @@ class StudyProgress:
         self._read: set[str] = set()  # run ids of the store's records read so far (a record's kind never changes)
         self._runs: set[str] = set()  # those of them that trained
 
-    def finished(self, run_id: str) -> int:
+    def replan(self, runs_left: int) -> None:
+        """Plan on the runs recorded so far and `runs_left` more: once the searches are over, whose count depends on
+        the paths they took, the rest is known better."""
+        self.planned = self.finished() + runs_left
+
+    def finished(self, run_id: str | None = None) -> int:
         """Runs recorded so far, counting `run_id` (ending now, whether or not its record is written yet). Only
         records new since the last call are read."""
         for path in results_dir(self.output_dir).glob("*.json"):  # one file per run id (`append_record`)
@@ -100,7 +109,7 @@ class StudyProgress:
             self._read.add(path.stem)
             if record.get("kind") not in _DERIVED_KINDS:
                 self._runs.add(record["run_id"])
-        return len(self._runs | {run_id})
+        return len(self._runs | ({run_id} if run_id else set()))
 
     def line(self, run_id: str, description: str, val_loss: float, wall_time_s: float) -> str:
         self.wall_times.append(wall_time_s)
