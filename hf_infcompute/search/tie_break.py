@@ -74,18 +74,26 @@ def break_tie(
     candidates = close_candidates(result, seed_sd)
     if seeds < 1 or len(candidates) < 2:
         return None
-    copies = {point_key(c.point): [{**c.point, SEED_OFFSET: i} for i in range(1, seeds + 1)] for c in candidates}
+    fresh = _fresh_losses(objective, [c.point for c in candidates], store, seeds, worker_id)
+    return TieBreak(_lowest_mean(candidates, fresh), tuple(candidates), fresh)
+
+
+def _fresh_losses(
+    objective: Objective, points: list[dict], store: SweepStore, seeds: int, worker_id: str | None
+) -> dict[str, list[float]]:
+    """Each of `points` (`point_label`) re-trained at fresh seeds 1..`seeds` through `objective`: their losses."""
+    copies = {point_key(p): [{**p, SEED_OFFSET: i} for i in range(1, seeds + 1)] for p in points}
     results = evaluate_points(
         objective, [copy for group in copies.values() for copy in group], store, worker_id=worker_id
     )
-    fresh = {
-        point_label(candidate.point): [results[point_key(copy)].loss for copy in copies[point_key(candidate.point)]]
-        for candidate in candidates
-    }
-    means = {label: _mean(losses) for label, losses in fresh.items()}
-    # Lower seed mean first; on a tie the search's optimum (the first candidate) keeps its place.
-    chosen = min(candidates, key=lambda c: (means[point_label(c.point)], candidates.index(c)))
-    return TieBreak(chosen, tuple(candidates), fresh)
+    return {point_label(p): [results[point_key(copy)].loss for copy in copies[point_key(p)]] for p in points}
+
+
+def _lowest_mean(contenders: list[PointResult], fresh: dict[str, list[float]]) -> PointResult:
+    """The contender with the lowest fresh-seed mean; on a tie the earlier one (the standing choice) keeps its
+    place."""
+    means = {point_label(c.point): _mean(fresh[point_label(c.point)]) for c in contenders}
+    return min(contenders, key=lambda c: (means[point_label(c.point)], contenders.index(c)))
 
 
 def _mean(losses: list[float]) -> float:
@@ -115,16 +123,9 @@ def continue_past_edge(
         if not past:
             break
         found = evaluate_points(objective, past, search_store, worker_id=worker_id)
-        copies = {point_key(p): [{**p, SEED_OFFSET: i} for i in range(1, seeds + 1)] for p in past}
-        results = evaluate_points(
-            fresh_objective, [copy for group in copies.values() for copy in group], seeds_store, worker_id=worker_id
-        )
-        fresh = dict(tie.fresh_losses)
-        for point in past:
-            fresh[point_label(point)] = [results[point_key(copy)].loss for copy in copies[point_key(point)]]
+        fresh = {**tie.fresh_losses, **_fresh_losses(fresh_objective, past, seeds_store, seeds, worker_id)}
         contenders = [tie.chosen, *(found[point_key(point)] for point in past)]
-        means = {point_label(c.point): _mean(fresh[point_label(c.point)]) for c in contenders}
-        chosen = min(contenders, key=lambda c: (means[point_label(c.point)], contenders.index(c)))
+        chosen = _lowest_mean(contenders, fresh)
         tie = TieBreak(chosen, (*tie.candidates, *contenders[1:]), fresh)
         if chosen is contenders[0]:
             break

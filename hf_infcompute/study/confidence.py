@@ -320,7 +320,7 @@ class SeedDraws:
         scales: dict[int, np.ndarray] = {}
 
         def draw(record: dict) -> np.ndarray:
-            measured = noise.at(record) or noise.pool
+            measured = noise.at(record)
             if id(measured) not in scales:
                 scales[id(measured)] = np.array(
                     [noise_scale_draw(rng, measured.sd, measured.dof) for _ in range(resamples)]

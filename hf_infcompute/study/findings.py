@@ -40,7 +40,7 @@ from hf_infcompute.study.confidence import (
     report_split,
     some_part,
 )
-from hf_infcompute.study.seed_noise import MIN_OWN_SEEDS, PointNoise, SeedNoise, SeedRepeat, fresh_seeds
+from hf_infcompute.study.seed_noise import MIN_OWN_SEEDS, PointNoise, SeedNoise, SeedRepeat
 from hf_infcompute.study.spec import StudySpec
 from hf_infcompute.study.state import DistillationState, SearchState, StudyState, search_key
 
@@ -77,9 +77,7 @@ class Evidence:
     split: Split
     sequences: SequenceLosses
     resampled: ResampledAnalysis
-    seed_repeats: list[SeedRepeat]
     noise: PointNoise  # each model's seed noise: its point's own, or the pooled sd of the searched points
-    fresh: list[SeedRepeat]  # every point's fresh-seed runs (one seed or more)
 
     @classmethod
     def of(
@@ -95,13 +93,22 @@ class Evidence:
         run's loss sd, the scaling analysis (chosen on validation, fitted on the report split with those sds) and
         its `resamples` replicates."""
         split = report_split(runs)
-        fresh = fresh_seeds(runs, state.selected_run_ids(), split.loss)
-        noise = PointNoise.of(runs, state.selected_run_ids(), split.loss) if len(runs) else PointNoise(None)
+        noise = PointNoise.of(runs, state.selected_run_ids(), split.loss)
         runs = runs.assign(loss_sd=loss_sds(runs, split, noise)) if len(runs) else runs
         scaling = build_report(runs, source=source, select_on=VALIDATION.loss, report_on=split.loss)
         resampled = ResampledAnalysis(runs, seed_noise=noise, resamples=resamples)
         sequences = SequenceLosses(runs, split)
-        return cls(spec, runs, scaling, state, split, sequences, resampled, list(noise.repeats), noise, fresh)
+        return cls(spec, runs, scaling, state, split, sequences, resampled, noise)
+
+    @property
+    def seed_repeats(self) -> tuple[SeedRepeat, ...]:
+        """The points trained at two fresh seeds or more."""
+        return self.noise.repeats
+
+    @property
+    def fresh(self) -> tuple[SeedRepeat, ...]:
+        """Every point's fresh-seed runs (one seed or more)."""
+        return self.noise.fresh
 
     @property
     def seed(self) -> SeedNoise | None:

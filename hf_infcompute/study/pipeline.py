@@ -270,7 +270,7 @@ class Study:
         tie = break_tie(fresh, result, seeds_store, search.tie_break_seeds, self.seed_sd())
         if tie is None or not search.extend_edges:
             return tie, grid
-        search_store.bind(objective.binding(grid.names))
+        # `search_recipe` bound the search's store to these settings before its descent
         return continue_past_edge(objective, fresh, tie, grid, search_store, seeds_store, search.tie_break_seeds)
 
     def seed_sd(self) -> float | None:

@@ -156,21 +156,26 @@ class PointNoise:
     when no searched point has two fresh seeds)."""
 
     pool: SeedNoise | None
-    own: Mapping[PointKey | None, SeedNoise] = field(default_factory=dict)
-    repeats: tuple[SeedRepeat, ...] = ()
+    own: Mapping[PointKey | None, SeedNoise | None] = field(default_factory=dict)
+    fresh: tuple[SeedRepeat, ...] = ()  # every point's fresh-seed runs (one seed or more)
     pooled: frozenset[PointKey | None] = frozenset()  # the points the pool was measured on
 
     @classmethod
     def of(cls, runs: pd.DataFrame, selected: set[str], loss: str = "val_loss") -> PointNoise:
         """The noise of `runs`' points: `selected` are the searches' picks (`StudyState.selected_run_ids`), left out
         of every sample and marking the searched points."""
-        repeats = seed_repeats(runs, selected, loss)
+        fresh = fresh_seeds(runs, selected, loss)
+        repeats = [r for r in fresh if len(r.losses) >= 2]
         chosen = runs[runs["run_id"].isin(selected)] if "run_id" in runs else runs.iloc[0:0]
         searched = {point_key(record) for record in chosen.to_dict("records")}
         sample = [r for r in repeats if r.key in searched] or repeats
-        own = {r.key: pooled_noise([r]) for r in repeats if len(r.losses) >= MIN_OWN_SEEDS and r.key is not None}
-        own_noise = {key: noise for key, noise in own.items() if noise is not None}
-        return cls(pooled_noise(sample), own_noise, tuple(repeats), frozenset(r.key for r in sample))
+        own = {r.key: pooled_noise([r]) for r in repeats if len(r.losses) >= MIN_OWN_SEEDS}
+        return cls(pooled_noise(sample), own, tuple(fresh), frozenset(r.key for r in sample))
+
+    @property
+    def repeats(self) -> tuple[SeedRepeat, ...]:
+        """The points trained at two fresh seeds or more."""
+        return tuple(r for r in self.fresh if len(r.losses) >= 2)
 
     def at(self, record: Mapping) -> SeedNoise | None:
         """The seed noise of the model `record` holds: its point's own for a single model or an ensemble of one
