@@ -330,3 +330,24 @@ def test_unusable_standard_law_says_which_budgets_to_train(tmp_path) -> None:
     assert report.efficiency["efficiency"].isna().all()
     assert re.search(r"n/a", write_report(report, tmp_path).read_text())
     assert (tmp_path / "data.png").stat().st_size > 10_000  # every recipe drawn, with or without a law
+
+
+def test_replicates_keep_an_asymptote_whose_fit_is_not_identified() -> None:
+    """The report takes an N -> inf asymptote only from a well-conditioned fit; a resampled replicate keeps every
+    one, so an interval is the spread over all replicates, not over those that happen to look identified."""
+    budgets = [int(b) for b in BUDGETS]
+    runs = data_runs(budgets, budgets, gain=0.05)
+    flat = (runs["recipe"] == "regularized") & (runs["token_budget"] == budgets[0]) & (runs["preset"] == "l")
+    small = (runs["recipe"] == "regularized") & (runs["token_budget"] == budgets[0]) & (runs["preset"] == "s")
+    runs.loc[flat, "val_loss"] = float(runs.loc[small, "val_loss"].iloc[0])  # the largest size no better: not falling
+
+    def asymptote_budgets(report) -> set[int]:
+        rows = report.efficiency
+        return set(rows.loc[rows["series"] == "regularized (N -> inf)", "token_budget"])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reported = build_report(runs, n_bootstrap=0)
+        replicate = build_report(runs, n_bootstrap=0, every_asymptote=True)
+    assert budgets[0] not in asymptote_budgets(reported)
+    assert budgets[0] in asymptote_budgets(replicate)

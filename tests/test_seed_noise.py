@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hf_infcompute.study.confidence import Gap
+from hf_infcompute.study.confidence import Gap, SeedDraws
 from hf_infcompute.study.findings import combined_dof
 from hf_infcompute.study.seed_noise import PointNoise, SeedNoise, pooled_noise, seed_repeats
 
@@ -125,3 +125,21 @@ def test_a_gap_judged_on_two_different_seed_sds_covers_at_95_percent() -> None:
         interval = gap.with_seed_noise(sum(variances), combined_dof((pool, own), variances)).interval
         covered += interval.low <= 0 <= interval.high
     assert 0.93 <= covered / trials <= 0.97
+
+
+def test_seed_draws_are_one_per_training_and_an_ensemble_averages_its_members() -> None:
+    """Each training gets its own seed-noise draw (in a frame, a record without a twin holds NaN there, which must
+    not make every such record one training); a twin shares its training's draw; an ensemble takes its members'
+    mean."""
+    rng = np.random.default_rng(1)
+    members = [run("p", s, 4.0 + rng.normal(0, 0.01), run_id=f"opt-s{s}") for s in range(6)]
+    searched = [run("p", s, 4.2, epochs=8, kind="pretrain", run_id=f"other-s{s}") for s in range(3)]
+    twin = run("p", 0, 4.2, epochs=8, kind="student", run_id="twin", same_training_as="other-s1")
+    ensemble = run("p", 0, 3.9, kind="ensemble", run_id="ensemble", members=["opt-s1", "opt-s2"])
+    runs = pd.DataFrame(members + searched + [twin, ensemble])
+    noise = PointNoise.of(runs, {"opt-s0"}, "test_loss")
+    shifts = SeedDraws(runs, noise, 2000, 0).shifts
+    line = {run_id: i for i, run_id in enumerate(runs["run_id"])}
+    assert abs(np.corrcoef(shifts[line["other-s0"]], shifts[line["other-s2"]])[0, 1]) < 0.1
+    assert np.array_equal(shifts[line["twin"]], shifts[line["other-s1"]])
+    assert np.allclose(shifts[line["ensemble"]], (shifts[line["opt-s1"]] + shifts[line["opt-s2"]]) / 2)

@@ -20,6 +20,8 @@ from hf_infcompute.scaling.joint import (
     K_EXPONENT,
     MIN_K_POINTS,
     JointFit,
+    MemberLimit,
+    choose_member_rule,
     fit_k_law,
     joint_asymptote,
     member_limit,
@@ -202,31 +204,49 @@ def best_per_members(runs: pd.DataFrame, select_on: str = "val_loss") -> pd.Data
     ensembles = runs[runs["kind"] == "ensemble"]
     if ensembles.empty or "k" not in ensembles:
         return ensembles.iloc[0:0]
-    ensembles = chosen_member_rules(ensembles, select_on)
+    ensembles = chosen_member_rules(ensembles, select_on, member_losses(runs, select_on))
     return best_runs(ensembles, ["corpus", "recipe", "token_budget", "n_params_total", "k"], select_on=select_on)
 
 
-def member_rule_limit(k: pd.Series, loss: pd.Series) -> float:
-    """A member rule's K -> inf asymptote (`joint.member_limit`) through its best ensemble per member count: how the
-    study chooses a member rule."""
-    curve = pd.Series(loss.to_numpy(dtype=float), index=k.to_numpy(dtype=float)).groupby(level=0).min().sort_index()
-    return member_limit(curve.index, curve.to_numpy(), multistart=False)[0]
+def member_losses(runs: pd.DataFrame, select_on: str = "val_loss") -> pd.Series:
+    """`select_on` of every single-model run, by run id: what an ensemble's members measured."""
+    single = runs[runs["kind"] != "ensemble"].drop_duplicates("run_id") if "run_id" in runs else runs.iloc[0:0]
+    return pd.Series(single[select_on].to_numpy(dtype=float), index=single["run_id"] if len(single) else None)
 
 
-def chosen_member_rules(ensembles: pd.DataFrame, select_on: str = "val_loss") -> pd.DataFrame:
-    """The ensembles of one member rule per (corpus, recipe, token_budget, N): the rule (`member_rule`) with the
-    lowest K -> inf asymptote on `select_on` (`member_rule_limit`), as the study chooses it. Mixing rules, the best
-    per K, would join a curve of one rule's small ensembles to another's large ones."""
+def member_rule_limit(curve: pd.DataFrame, select_on: str, losses: pd.Series) -> MemberLimit:
+    """A member rule's K -> inf asymptote (`joint.member_limit`) through its best ensemble per member count, its
+    standard error from the seed sd of its largest ensemble's members 1..K-1 (fresh seeds: member 0 may be a
+    search's selected run) as found in `losses` (`member_losses`)."""
+    by_k = pd.Series(curve[select_on].to_numpy(dtype=float), index=curve["k"].to_numpy(dtype=float))
+    by_k = by_k.groupby(level=0).min().sort_index()
+    sd, dof = math.nan, None
+    members = curve.loc[curve["k"].idxmax()].get("members")
+    if isinstance(members, list | tuple | np.ndarray):
+        fresh = losses.reindex([str(m) for m in list(members)[1:]]).dropna().to_numpy()
+        if fresh.size >= 2:
+            sd, dof = float(np.std(fresh, ddof=1)), int(fresh.size - 1)
+    return member_limit(by_k.index, by_k.to_numpy(), member_sd=sd, member_dof=dof, multistart=False)
+
+
+def chosen_member_rules(
+    ensembles: pd.DataFrame, select_on: str = "val_loss", losses: pd.Series | None = None
+) -> pd.DataFrame:
+    """The ensembles of one member rule per (corpus, recipe, token_budget, N): the rule (`member_rule`) that
+    `joint.choose_member_rule` picks from each rule's K -> inf asymptote on `select_on` (`member_rule_limit`, with
+    the members' losses `losses`), as the study chooses it. Mixing rules, the best per K, would join a curve of one
+    rule's small ensembles to another's large ones."""
     if "member_rule" not in ensembles:
         return ensembles
+    losses = pd.Series(dtype=float) if losses is None else losses
     rules = ensembles["member_rule"].fillna("none").astype(str)
     keep = pd.Series(False, index=ensembles.index)
     for _, group in ensembles.groupby(["corpus", "recipe", "token_budget", "n_params_total"], sort=False):
         limits = {
-            rule: member_rule_limit(curve["k"], curve[select_on].astype(float))
+            rule: member_rule_limit(curve, select_on, losses)
             for rule, curve in group.groupby(rules[group.index], sort=True)
         }
-        chosen = min(limits, key=lambda rule: (math.isnan(limits[rule]), limits[rule]))
+        chosen, _ = choose_member_rule(limits)
         keep[group.index[rules[group.index] == chosen]] = True
     return ensembles[keep]
 
@@ -246,9 +266,14 @@ def build_report(
     multistart: bool = True,
     select_on: str = "val_loss",
     report_on: str = "val_loss",
+    every_asymptote: bool = False,
 ) -> ScalingReport:
     """Every analysis the finished runs support (see the module docstring); `source` names the store in messages.
-    `n_bootstrap`, `seed` and `multistart` go to every fit (`fit_power_law`).
+    `n_bootstrap`, `seed` and `multistart` go to every fit (`fit_power_law`). The data laws and multipliers take an
+    N -> inf or N, K -> inf asymptote only from a well-conditioned fit; `every_asymptote` takes it from every fit
+    made, for the replicates of a resampled analysis (`study.confidence.ResampledAnalysis`): an interval is the
+    spread of the estimate over every replicate, and keeping only those where the fit looks identified would narrow it
+    to the lucky ones.
 
     Each best run (per size, per (N, K), per budget) is the lowest `select_on` loss; the laws are fitted to its
     `report_on` loss (e.g. select on validation, report on test), and a best run without a finite `report_on` is
@@ -262,7 +287,7 @@ def build_report(
     members = _reported(best_per_members(runs, select_on), report_on, skipped)
     ensembles = _ensemble_scaling(members, skipped, fit_options)
     budgets = _reported(best_per_budget(runs, select_on), report_on, skipped)
-    data = _data_scaling(budgets, sizes, ensembles, skipped, fit_options)
+    data = _data_scaling(budgets, sizes, ensembles, skipped, fit_options, every_asymptote=every_asymptote)
     efficiency = _efficiency(data, ensembles, skipped)
     return ScalingReport(
         source=source,
@@ -386,10 +411,17 @@ def _k_law_notes(k_fits: dict[float, PowerLawFit]) -> tuple[str, ...]:
 
 
 def _data_scaling(
-    best: pd.DataFrame, sizes: list[SizeScaling], ensembles: list[EnsembleScaling], skipped: Skipped, options: dict
+    best: pd.DataFrame,
+    sizes: list[SizeScaling],
+    ensembles: list[EnsembleScaling],
+    skipped: Skipped,
+    options: dict,
+    *,
+    every_asymptote: bool = False,
 ) -> list[DataScaling]:
     """Per corpus, one series per recipe (its best run at each D; every recipe with >= 3 budgets gets its own law),
-    plus its N -> inf and N, K -> inf asymptotes at each D where those fits are well conditioned."""
+    plus its N -> inf and N, K -> inf asymptotes at each D where those fits are well conditioned (`every_asymptote`:
+    wherever they were made)."""
     series: dict[tuple[str, str], dict[int, float]] = {}
     spread: dict[tuple[str, str], dict[int, float]] = {}
     for row in best.itertuples(index=False):
@@ -398,10 +430,10 @@ def _data_scaling(
         spread.setdefault((row.corpus, row.recipe), {})[int(row.token_budget)] = sd
     measured = set(series)
     for size in sizes:
-        if size.fit and size.fit.well_conditioned:
+        if size.fit and (every_asymptote or size.fit.well_conditioned):
             series.setdefault((size.corpus, f"{size.recipe} (N -> inf)"), {})[size.token_budget] = size.fit.E
     for ensemble in ensembles:
-        if ensemble.joint and ensemble.joint.well_conditioned:
+        if ensemble.joint and (every_asymptote or ensemble.joint.well_conditioned):
             name = f"{ensemble.recipe} ensembles (N, K -> inf)"
             series.setdefault((ensemble.corpus, name), {})[ensemble.token_budget] = ensemble.joint.E
     results = []

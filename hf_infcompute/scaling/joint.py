@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from hf_infcompute.errors import InputError
 from hf_infcompute.scaling.power_law import (
@@ -78,20 +79,103 @@ def fit_k_law(
     return replace(fit, notes=(note, *fit.notes))
 
 
+@dataclass(frozen=True)
+class MemberLimit:
+    """A member rule's K -> inf asymptote `E` through its ensembles of the first 1..K members, its standard error
+    `stderr` given the members' seed noise (NaN: unknown), that noise's degrees of freedom `dof`, and the loss of its
+    largest ensemble `largest`."""
+
+    E: float
+    stderr: float
+    dof: int | None
+    largest: float
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        """E +- the t quantile on `dof` (normal where unknown) times `stderr`; None without a standard error."""
+        if not math.isfinite(self.stderr):
+            return None
+        half = _quantile(self.dof) * self.stderr
+        return self.E - half, self.E + half
+
+
 def member_limit(
-    k: Iterable[float], loss: Iterable[float], *, n_bootstrap: int = 0, multistart: bool = True
-) -> tuple[float, tuple[float, float] | None]:
-    """A member rule's K -> inf asymptote and its 95% interval (the paper picks member hyperparameters by it, where
-    the ranking at small K can flip): the law in K through the rule's ensembles (`fit_k_law`), or its largest
-    ensemble's loss, without an interval, where there are too few member counts for a law. Fit warnings are not
-    raised: the report shows each fit and its issues."""
+    k: Iterable[float],
+    loss: Iterable[float],
+    *,
+    member_sd: float | None = None,
+    member_dof: int | None = None,
+    multistart: bool = True,
+) -> MemberLimit:
+    """A member rule's K -> inf asymptote (the paper picks member hyperparameters by it, where the ranking at small K
+    can flip): the law in K through the rule's ensembles of the first 1..K members (`fit_k_law`), or its largest
+    ensemble's loss where there are too few member counts for a law. `member_sd`: the seed-to-seed sd of one
+    member's loss (on `member_dof` degrees of freedom), which gives the asymptote its standard error
+    (`nested_asymptote_stderr`). Fit warnings are not raised: the report shows each fit and its issues."""
     k_arr, loss_arr = np.asarray(list(k), dtype=float), np.asarray(list(loss), dtype=float)
+    largest = float(loss_arr[np.argmax(k_arr)])
     if np.unique(k_arr).size < MIN_K_POINTS + 1:
-        return float(loss_arr[np.argmax(k_arr)]), None
+        return MemberLimit(largest, math.nan, member_dof, largest)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ScalingFitWarning)
-        fit = fit_k_law(k_arr, loss_arr, n_bootstrap=n_bootstrap, multistart=multistart)
-    return fit.E, fit.E_interval
+        fit = fit_k_law(k_arr, loss_arr, n_bootstrap=0, multistart=multistart)
+    stderr = math.nan
+    if member_sd is not None and math.isfinite(member_sd) and member_sd > 0:
+        stderr = nested_asymptote_stderr(fit, member_sd)
+    return MemberLimit(fit.E, stderr, member_dof, largest)
+
+
+def nested_asymptote_stderr(fit: PowerLawFit, member_sd: float) -> float:
+    """The standard error of a K-law's asymptote fitted by least squares to the ensembles of the first 1..K of the
+    same members, each member's loss off by seed noise of sd `member_sd`. The ensemble of the first k members is off
+    its law by about the mean of their k deviations, so two nested ensembles j, k share noise: covariance
+    sd^2 / max(j, k). The least-squares estimate's covariance is then the sandwich (J'J)^-1 J' S J (J'J)^-1, J the
+    law's Jacobian at the fit (the delta method; no closed form in scipy takes a given non-diagonal noise
+    covariance). Infinite where the points do not determine the parameters."""
+    k = np.asarray(fit.x, dtype=float) / fit.x_scale
+    decay = k ** (-fit.alpha)
+    columns = [decay] + ([] if fit.alpha_fixed else [-fit.A * decay * np.log(k)]) + [np.ones_like(k)]
+    jacobian = np.column_stack(columns)
+    covariance = member_sd**2 / np.maximum.outer(k, k)
+    try:
+        bread = np.linalg.inv(jacobian.T @ jacobian)
+    except np.linalg.LinAlgError:
+        return math.inf
+    variance = float((bread @ jacobian.T @ covariance @ jacobian @ bread)[-1, -1])
+    return math.sqrt(variance) if math.isfinite(variance) and variance >= 0 else math.inf
+
+
+def choose_member_rule(limits: Mapping[str, MemberLimit]) -> tuple[str, str]:
+    """The member rule to ensemble, and why: the one with the lowest K -> inf asymptote where it lies below every
+    other's by more than their joint noise (the t quantile on the members' degrees of freedom times the root sum of
+    both standard errors); else, the asymptotes being within their noise of each other (or their noise unknown),
+    the one whose largest ensemble measured lowest, the nearest measured stand-in for the limit. Extrapolating
+    a K-law from unstable members can put its asymptote far below a stable rule's by chance; the measured loss
+    does not reward that."""
+    if not limits:
+        raise InputError("choose_member_rule needs at least one member rule")
+    lowest = min(limits, key=lambda rule: (math.isnan(limits[rule].E), limits[rule].E))
+    best = limits[lowest]
+    beyond = all(
+        _quantile(_dof(best, other)) * math.hypot(best.stderr, other.stderr) < other.E - best.E
+        for rule, other in limits.items()
+        if rule != lowest
+    )
+    if beyond:
+        return lowest, "its K -> inf asymptote, lower than the others' beyond their noise"
+    measured = min(limits, key=lambda rule: limits[rule].largest)
+    return measured, "its largest ensemble's loss (the K -> inf asymptotes lie within their noise of each other)"
+
+
+def _dof(*limits: MemberLimit) -> int | None:
+    dofs = [limit.dof for limit in limits if limit.dof]
+    return min(dofs) if dofs else None
+
+
+def _quantile(dof: int | None) -> float:
+    """The two-sided `CONFIDENCE` quantile of t on `dof` degrees of freedom (the normal's where None)."""
+    tail = 0.5 + CONFIDENCE / 2
+    return float(stats.t.ppf(tail, dof) if dof else stats.norm.ppf(tail))
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,8 @@ ANALYSIS_COLUMNS = tuple(
             *(column for column in SIZE_COLUMNS if column not in ("runs", "loss")),  # "loss": the analysis sets it
             "corpus",
             "k",
+            "member_rule",  # which rule's ensembles the analysis keeps (`chosen_member_rules`)
+            "members",  # whose losses give that choice its noise
             TEST.loss,
             NOISE_COLUMN,
         )
@@ -328,7 +330,7 @@ class SeedDraws:
             return rng.normal(0.0, 1.0, resamples) * scales[id(measured)]
 
         records = runs.to_dict("records")
-        trainings = [record.get("same_training_as") or record["run_id"] for record in records]
+        trainings = [_training(record) for record in records]
         own: dict[str, np.ndarray] = {}
         for training, record in zip(trainings, records):
             if training not in own:
@@ -341,12 +343,19 @@ class SeedDraws:
                 self.shifts[line] = own[training]
 
 
+def _training(record: dict) -> str:
+    """The training a record reports: its twin's where it names one (a frame's missing twin is NaN, not None)."""
+    twin = record.get("same_training_as")
+    return twin if isinstance(twin, str) and twin else str(record["run_id"])
+
+
 class ResampledAnalysis:
     """The scaling analysis redone on `resamples` replicates, each with a document bootstrap of both splits (one
     draw of documents per split, shared by every run scored on it) and a seed-noise draw per training
     (`SeedDraws`): the best runs are chosen on the resampled validation losses and the laws fitted to the resampled
     test losses, as the study does. Its refits start from the best point of an exponent grid only and draw no
-    bootstrap of their own."""
+    bootstrap of their own, and keep every asymptote they fit, identified or not (`build_report`'s
+    `every_asymptote`)."""
 
     def __init__(
         self,
@@ -385,6 +394,7 @@ class ResampledAnalysis:
                         multistart=False,
                         select_on=VALIDATION.loss,
                         report_on=split.loss,
+                        every_asymptote=True,
                     )
                 )
 

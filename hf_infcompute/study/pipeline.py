@@ -22,6 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
+
 from hf_infcompute.errors import InputError, raise_if_out_of_memory
 from hf_infcompute.method import STANDARD_WEIGHT_DECAY
 from hf_infcompute.records import resolved_paths
@@ -50,9 +52,6 @@ if TYPE_CHECKING:  # the training stack loads when a run is built, not when a st
     from hf_infcompute.training.config import RunConfig
 
 logger = logging.getLogger(__name__)
-
-# Parametric-bootstrap replicates of a member rule's K-law (its asymptote's interval, for the report).
-MEMBER_LIMIT_BOOTSTRAP = 200
 
 # Used when a study names no corpus and the Hub is reachable: a public, deduplicated, quality-filtered web sample.
 DEFAULT_CORPUS = {"corpus": "HuggingFaceFW/fineweb-edu", "corpus_config": "sample-10BT", "streaming": True}
@@ -293,7 +292,9 @@ class Study:
 
     def ensembles(self) -> None:
         from hf_infcompute.ensemble.members import train_ensemble
-        from hf_infcompute.scaling.joint import member_limit
+        from hf_infcompute.records import load_runs
+        from hf_infcompute.scaling.analysis import member_losses, member_rule_limit
+        from hf_infcompute.scaling.joint import choose_member_rule
 
         spec = self.spec.ensemble
         for preset in spec.presets or self.spec.presets:
@@ -309,12 +310,10 @@ class Study:
                         run, self.output_dir, spec.k, member_rule=member_rule, slot=self.slot
                     )
                     curves[rule] = _ensemble_curve(trained[rule], self.output_dir, run, spec.k, member_rule)
-                limits = {
-                    rule: member_limit(range(1, len(curve) + 1), curve, n_bootstrap=MEMBER_LIMIT_BOOTSTRAP)
-                    for rule, curve in curves.items()
-                }
-                tuning = {rule: limit for rule, (limit, _) in limits.items()}
-                chosen = min(tuning, key=tuning.get)
+                losses = member_losses(load_runs(self.output_dir))
+                limits = {rule: member_rule_limit(curve, "val_loss", losses) for rule, curve in curves.items()}
+                chosen, chosen_by = choose_member_rule(limits)
+                tuning = {rule: limit.E for rule, limit in limits.items()}
                 self._member_rules[preset] = "paper" if chosen == "paper" else "none"
                 records = trained[chosen]
             except (InputError, RuntimeError) as error:
@@ -327,10 +326,11 @@ class Study:
             self.state.ensembles[preset] = EnsembleState(
                 tuning=tuning,
                 tuning_intervals={
-                    rule: None if interval is None else [float(v) for v in interval]
-                    for rule, (_, interval) in limits.items()
+                    rule: None if limit.interval is None else [float(v) for v in limit.interval]
+                    for rule, limit in limits.items()
                 },
                 chosen=chosen,
+                chosen_by=chosen_by,
                 k=spec.k,
                 val_loss=full["val_loss"],
                 member_val_loss_mean=full["member_val_loss_mean"],
@@ -508,13 +508,15 @@ class Study:
             self.save()
 
 
-def _ensemble_curve(records: list[dict], output_dir: Path, run: RunConfig, k: int, member_rule: str) -> list[float]:
-    """The validation losses of the ensembles of the first 1..k members: from this process's records, or (on helper
+def _ensemble_curve(records: list[dict], output_dir: Path, run: RunConfig, k: int, member_rule: str) -> pd.DataFrame:
+    """The ensembles of the first 1..k members (k, val_loss, members): from this process's records, or (on helper
     workers) the lead's, once written."""
     from hf_infcompute.ensemble.members import planned_ensemble_id, wait_for_members
 
     if records:
-        found = {r["k"]: r["val_loss"] for r in records if r.get("kind") == "ensemble"}
-        return [found[size] for size in range(1, k + 1)]
-    ids = [planned_ensemble_id(run, size, member_rule=member_rule) for size in range(1, k + 1)]
-    return [record["val_loss"] for record in wait_for_members(output_dir, ids)]
+        found = {r["k"]: r for r in records if r.get("kind") == "ensemble"}
+        ensembles = [found[size] for size in range(1, k + 1)]
+    else:
+        ids = [planned_ensemble_id(run, size, member_rule=member_rule) for size in range(1, k + 1)]
+        ensembles = wait_for_members(output_dir, ids)
+    return pd.DataFrame({field: [r.get(field) for r in ensembles] for field in ("k", "val_loss", "members")})

@@ -344,7 +344,8 @@ def ensemble_rows(evidence: Evidence) -> list[list[str]]:
         rows.append(
             [
                 preset,
-                f"{e.chosen} ({'; '.join(_member_limit(e, rule) for rule in e.tuning)})",
+                f"{e.chosen}{f', by {e.chosen_by}' if e.chosen_by else ''} "
+                f"({'; '.join(_member_limit(e, rule) for rule in e.tuning)})",
                 str(e.k),
                 _loss(losses.get("logits")),
                 _loss(losses.get("probs")),
@@ -527,7 +528,7 @@ def write_study_report(
         lines += markdown_table(
             [
                 "preset",
-                "member rule (each rule's K -> inf asymptote on validation)",
+                "member rule, chosen by (each rule's K -> inf asymptote on validation [95%, members' seed noise])",
                 "K",
                 f"mean logits (paper), {split}",
                 f"mean probabilities, {split}",

@@ -52,14 +52,15 @@ class SearchState:
 class EnsembleState:
     """The K-member ensemble of one preset, and the member rule chosen by its K -> inf asymptote."""
 
-    tuning: dict[str, float]  # member candidate -> its K -> inf asymptote on validation (`pipeline.member_limit`)
-    tuning_intervals: dict[str, list[float] | None]  # each asymptote's 95% interval (None: too few member counts)
+    tuning: dict[str, float]  # member candidate -> its K -> inf asymptote on validation (`joint.member_limit`)
+    tuning_intervals: dict[str, list[float] | None]  # each asymptote's 95% interval (None: unknown member noise)
     chosen: str
     k: int
     val_loss: float
     member_val_loss_mean: float
     model_dir: str
     run_id: str
+    chosen_by: str = ""  # why `chosen` (`joint.choose_member_rule`); empty in studies that predate the reason
 
 
 @dataclass(frozen=True)
@@ -180,10 +181,12 @@ def _mapping(values: Any, where: str, source: str) -> dict[str, Any]:
 
 
 def _fields(cls: type, values: Any, where: str, source: str) -> dict[str, Any]:
-    """`values` as keyword arguments of `cls`: every field present, no other key."""
+    """`values` as keyword arguments of `cls`: every field without a default present, no other key."""
     values = _mapping(values, where.rstrip(".") or "study", source)
-    names = {f.name for f in dataclasses.fields(cls)}
-    missing, unknown = sorted(names - set(values)), sorted(set(values) - names)
+    fields = dataclasses.fields(cls)
+    names = {f.name for f in fields}
+    required = {f.name for f in fields if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    missing, unknown = sorted(required - set(values)), sorted(set(values) - names)
     if missing or unknown:
         problem = (
             f"lacks {', '.join(f'`{where}{m}`' for m in missing)}"
