@@ -24,6 +24,7 @@ from hf_infcompute.scaling import (
 from hf_infcompute.scaling.analysis import build_report
 from hf_infcompute.scaling.power_law import EXACT_FIT_NOTE
 from hf_infcompute.scaling.report import write_report
+from hf_infcompute.study.findings import efficiency
 
 PAPER_N = np.array([150e6, 300e6, 600e6])
 BUDGETS = np.array([200e6, 400e6, 800e6, 1.6e9])
@@ -351,3 +352,6 @@ def test_replicates_keep_an_asymptote_whose_fit_is_not_identified() -> None:
         replicate = build_report(runs, n_bootstrap=0, every_asymptote=True)
     assert budgets[0] not in asymptote_budgets(reported)
     assert budgets[0] in asymptote_budgets(replicate)
+    # the report says the asymptote is the cause, not the data law
+    value, why = efficiency(reported, "regularized (N -> inf)", budgets[0])
+    assert value is None and why.startswith("the asymptote itself is not identified (loss does not fall")

@@ -30,7 +30,7 @@ MICRO = {
     "run": MICRO_STUDY_RUN,
     "token_budget": 4096,
     "data_scaling_budgets": [1024, 2048],
-    "presets": ["tiny-0.5m", "tiny-1m", "tiny-2m"],
+    "presets": ["cpu-30k", "cpu-50k", "cpu-120k"],
     "standard": {
         "learning_rate": [3e-3],
         "num_train_epochs": [1, 2],
@@ -49,7 +49,7 @@ MICRO = {
     "ensemble": {
         "k": 3,
         "member_candidates": ["optimum", "paper"],
-        "presets": ["tiny-0.5m", "tiny-1m", "tiny-2m"],
+        "presets": ["cpu-30k", "cpu-50k", "cpu-120k"],
     },
     "distillation": {
         "synthetic_tokens": 2048,
@@ -57,6 +57,7 @@ MICRO = {
         "weight_decay": ["optimum", 0.05],
         "token_level": True,
     },
+    "report_resamples": 40,  # the study's default is 200; 40 keeps the reports to seconds
 }
 
 
@@ -215,7 +216,7 @@ def test_killed_study_resumes_without_retraining(corpus_dir, cache_dir, tmp_path
         {
             **MICRO,
             "run": {**MICRO["run"], "corpus": str(corpus_dir), "cache_dir": str(cache_dir)},
-            "presets": ["tiny-0.5m"],
+            "presets": ["cpu-30k"],
             "data_scaling_budgets": [],
             # the optimum and its runner-up re-trained at a fresh seed: the optimum's copy is member 1
             "regularized": {**MICRO["regularized"], "tie_break_seeds": 1},
@@ -239,7 +240,7 @@ def test_killed_study_resumes_without_retraining(corpus_dir, cache_dir, tmp_path
     twins = recorded[recorded.same_training_as.notna()]
     assert set(twins.same_training_as) <= set(trained_runs) and (twins.weight_decay == 0.1).all()
     assert before_kill and set(trained_runs) | set(twins.run_id) == before_kill and len(twins) >= 1
-    search = load_report_state(tmp_path).search("regularized", "tiny-0.5m", spec.token_budget)
+    search = load_report_state(tmp_path).search("regularized", "cpu-30k", spec.token_budget)
     assert len(search.tie_break) == 2 and all(len(losses) == 1 for losses in search.tie_break.values())
     fresh = recorded[recorded.kind == "ensemble_member"]
     assert len(fresh) == 2 and set(fresh.run_id) <= set(trained_runs)
@@ -271,7 +272,7 @@ def test_two_workers_share_a_study(corpus_dir, cache_dir, tmp_path):
     spec = {
         **MICRO,
         "run": {**MICRO["run"], "corpus": str(corpus_dir), "cache_dir": str(cache_dir)},
-        "presets": ["tiny-0.5m", "tiny-1m"],
+        "presets": ["cpu-30k", "cpu-50k"],
         "data_scaling_budgets": [],
         "ensemble": {"k": 2, "member_candidates": ["optimum", "paper"]},
         "distillation": {"self_distillation": False, "synthetic_tokens": 1024},
@@ -302,9 +303,9 @@ def test_two_workers_share_a_study(corpus_dir, cache_dir, tmp_path):
     assert len(members) == len(set(members.run_id)) >= 4
     assert (tmp_path / "out" / "report.md").is_file()
     state = json.loads((tmp_path / "out" / "study.json").read_text())
-    assert set(state["ensembles"]) == {"tiny-0.5m", "tiny-1m"} and state["distillation"]["ensemble"]["run_id"]
+    assert set(state["ensembles"]) == {"cpu-30k", "cpu-50k"} and state["distillation"]["ensemble"]["run_id"]
     # Both workers sampled shards of the ensemble's synthetic corpus, which is complete.
-    synthetic = json.loads((tmp_path / "out" / "synthetic" / "ensemble-tiny-1m" / "generation.json").read_text())
+    synthetic = json.loads((tmp_path / "out" / "synthetic" / "ensemble-cpu-50k" / "generation.json").read_text())
     assert synthetic["status"] == "finished" and sorted(synthetic["workers"]) == ["0", "1"]
     assert all(worker["shards"] for worker in synthetic["workers"].values())
 
@@ -318,6 +319,8 @@ def test_study_spec_rejects_unknown_keys_and_needs_a_corpus_offline(monkeypatch)
         parse_study({**MICRO, "run": {"token_budget": 5}})
     with pytest.raises(InputError, match="numbers >= 0 and/or 'optimum'"):
         parse_study({**MICRO, "distillation": {"weight_decay": ["best"]}})
+    with pytest.raises(InputError, match="report_resamples must be a whole number >= 40"):
+        parse_study({**MICRO, "report_resamples": 10})
     single = parse_study({**MICRO, "distillation": {"weight_decay": 0.2}}).distillation
     assert single.student_weight_decays(0.8) == [0.2]
     assert parse_study(MICRO).distillation.student_weight_decays(0.05) == [0.05]
@@ -358,7 +361,7 @@ def test_a_search_starts_from_a_neighbours_optimum_past_its_grids_edge(corpus_di
     monkeypatch.setattr(pipeline, "coordinate_descent", descent)
     past_edge = {"learning_rate": 9e-3, "num_train_epochs": 4, "weight_decay": 0.8}
     with pytest.raises(KeyboardInterrupt):
-        pipeline.search_recipe(spec, resolve_corpus(spec), "regularized", 4096, "tiny-0.5m", tmp_path, past_edge)
+        pipeline.search_recipe(spec, resolve_corpus(spec), "regularized", 4096, "cpu-30k", tmp_path, past_edge)
     assert seen["start"] == past_edge and seen["grid"].canonical(past_edge) == past_edge
     assert seen["grid"].axes["learning_rate"] == (3e-3, 9e-3) and seen["grid"].axes["num_train_epochs"] == (1, 2, 4)
 
@@ -389,12 +392,12 @@ def test_a_tie_break_on_a_grid_edge_goes_on_past_it_in_the_study(corpus_dir, cac
     monkeypatch.setattr(pipeline, "PretrainObjective", EdgeLandscape)
     monkeypatch.setattr(pipeline, "FreshSeedObjective", EdgeLandscape)
     searches = {"extend_edges": True, "tie_break_seeds": 2}
-    values = {**MICRO, "data_scaling_budgets": [], "presets": ["tiny-0.5m", "tiny-1m", "tiny-2m"]}
+    values = {**MICRO, "data_scaling_budgets": [], "presets": ["cpu-30k", "cpu-50k", "cpu-120k"]}
     values["regularized"] = {**MICRO["regularized"], **searches, "learning_rate": [3e-3, 1e-2]}
     values["run"] = {**MICRO["run"], "corpus": str(corpus_dir), "cache_dir": str(cache_dir)}
     study = Study(parse_study(values), tmp_path)
     study.searches()
-    found = study.state.searches["regularized/tiny-0.5m/4096"]
+    found = study.state.searches["regularized/cpu-30k/4096"]
     assert found.chosen_by == "seed means" and found.point["num_train_epochs"] == 4
     assert not any(edge.startswith("num_train_epochs") for edge in found.grid_edges)
     assert {

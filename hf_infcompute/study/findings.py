@@ -282,6 +282,23 @@ def ensemble_scaling(spec: StudySpec, scaling: ScalingReport) -> EnsembleScaling
     return next((e for e in scaling.ensembles if e.token_budget == spec.token_budget), None)
 
 
+def unidentified_asymptote(scaling: ScalingReport, series: str, token_budget: int) -> str | None:
+    """Why the asymptote `series` ('<recipe> (N -> inf)' or '<recipe> ensembles (N, K -> inf)') has no multiplier at
+    `token_budget` when its fit was made but is ill-conditioned (the data law then has no target to invert); None
+    for any other series, or a fit that is not the cause."""
+    fits: list[PowerLawFit | JointFit] = []
+    if series.endswith(" ensembles (N, K -> inf)"):
+        recipe = series.removesuffix(" ensembles (N, K -> inf)")
+        fits = [e.joint for e in scaling.ensembles if e.recipe == recipe and e.token_budget == token_budget and e.joint]
+    elif series.endswith(" (N -> inf)"):
+        recipe = series.removesuffix(" (N -> inf)")
+        fits = [s.fit for s in scaling.sizes if s.recipe == recipe and s.token_budget == token_budget and s.fit]
+    issues = [issue for fit in fits if not fit.well_conditioned for issue in fit.issues]
+    if not issues:
+        return None
+    return f"the asymptote itself is not identified ({'; '.join(issues)}), so no loss to read the data law at"
+
+
 def efficiency(scaling: ScalingReport, series: str, token_budget: int) -> tuple[float | None, str]:
     """The data-efficiency multiplier of `series` at `token_budget` and how it was obtained (by the inverted
     standard data law, else by interpolating the standard recipe's trained budgets), or None and why there is none."""
@@ -289,7 +306,8 @@ def efficiency(scaling: ScalingReport, series: str, token_budget: int) -> tuple[
     reasons = [reason for analysis, reason in scaling.skipped if analysis.startswith("data efficiency")]
     match = rows[(rows["series"] == series) & (rows["token_budget"] == token_budget)] if len(rows) else rows
     if match.empty:
-        return None, reasons[0] if reasons else f"no {series} at this budget"
+        unfitted = unidentified_asymptote(scaling, series, token_budget)
+        return None, unfitted or (reasons[0] if reasons else f"no {series} at this budget")
     row = match.iloc[0]
     if math.isfinite(float(row.get("efficiency", math.nan))):
         return float(row["efficiency"]), "the standard data law inverted, over its value at the standard's best loss"

@@ -16,7 +16,7 @@ from hf_infcompute.study.state import STATE_FILE
 
 RECIPE_FILE = "study.recipe.json"
 # Fields that describe a study without changing what it trains or finds.
-DESCRIPTIVE = ("description", "expected_minutes")
+DESCRIPTIVE = ("description", "expected_minutes", "report_resamples")  # none changes what is trained
 
 
 def recipe_settings(spec: StudySpec) -> dict[str, Any]:

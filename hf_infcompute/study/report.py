@@ -18,7 +18,6 @@ from hf_infcompute.scaling.power_law import PowerLawFit
 from hf_infcompute.scaling.report import efficiency_text, markdown_table, write_report
 from hf_infcompute.study import paper
 from hf_infcompute.study.confidence import (
-    ANALYSIS_RESAMPLES,
     INCONCLUSIVE,
     NO,
     NOT_TESTED,
@@ -416,12 +415,14 @@ def best_run_rows(evidence: Evidence) -> list[list[str]]:
 
 
 def write_study_report(
-    spec: StudySpec, output_dir: str | Path, state: StudyState, *, resamples: int = ANALYSIS_RESAMPLES
+    spec: StudySpec, output_dir: str | Path, state: StudyState, *, resamples: int | None = None
 ) -> Path:
     """Write `output_dir/report.md` (and the scaling figures and fits under `figures/`); return its path.
-    `resamples`: replicates of the whole analysis behind the intervals of fitted quantities."""
+    `resamples`: replicates of the whole analysis behind the intervals of fitted quantities (default: the study's
+    `report_resamples`)."""
     output_dir = Path(output_dir)
     runs = load_runs(output_dir)
+    resamples = spec.report_resamples if resamples is None else resamples
     evidence = Evidence.of(spec, runs, state, source=str(output_dir), resamples=resamples)
     scaling = evidence.scaling
     write_report(scaling, output_dir / FIGURES_DIRNAME)

@@ -86,6 +86,9 @@ class BenchmarkSpec:
     limit: int | None = None
 
 
+MIN_REPORT_RESAMPLES = 40
+
+
 @dataclass(frozen=True)
 class StudySpec:
     """Everything a study runs. `run` holds the settings shared by every run (the flat pre-training keys);
@@ -103,6 +106,16 @@ class StudySpec:
     benchmarks: BenchmarkSpec = field(default_factory=BenchmarkSpec)
     description: str = ""
     expected_minutes: float | None = None
+    # Replicates of the report's resampled analysis (documents and seed noise redrawn, the whole analysis redone):
+    # more give steadier interval ends, fewer a quicker report. At least 40, so each 2.5% tail holds a replicate.
+    report_resamples: int = 200
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.report_resamples, int) and self.report_resamples >= MIN_REPORT_RESAMPLES):
+            raise InputError(
+                f"report_resamples must be a whole number >= {MIN_REPORT_RESAMPLES} (each 2.5% tail of a 95% interval "
+                f"needs a replicate), got {self.report_resamples!r}"
+            )
 
     @property
     def budgets(self) -> list[int]:
