@@ -229,16 +229,13 @@ def member_rule_limit(curve: pd.DataFrame, select_on: str, losses: pd.Series) ->
     return member_limit(by_k.index, by_k.to_numpy(), member_sd=sd, member_dof=dof, multistart=False)
 
 
-def chosen_member_rules(
-    ensembles: pd.DataFrame, select_on: str = "val_loss", losses: pd.Series | None = None
-) -> pd.DataFrame:
+def chosen_member_rules(ensembles: pd.DataFrame, select_on: str, losses: pd.Series) -> pd.DataFrame:
     """The ensembles of one member rule per (corpus, recipe, token_budget, N): the rule (`member_rule`) that
     `joint.choose_member_rule` picks from each rule's K -> inf asymptote on `select_on` (`member_rule_limit`, with
     the members' losses `losses`), as the study chooses it. Mixing rules, the best per K, would join a curve of one
     rule's small ensembles to another's large ones."""
     if "member_rule" not in ensembles:
         return ensembles
-    losses = pd.Series(dtype=float) if losses is None else losses
     rules = ensembles["member_rule"].fillna("none").astype(str)
     keep = pd.Series(False, index=ensembles.index)
     for _, group in ensembles.groupby(["corpus", "recipe", "token_budget", "n_params_total"], sort=False):
