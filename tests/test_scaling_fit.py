@@ -17,6 +17,7 @@ from hf_infcompute.scaling import (
     plot_joint_fit,
     plot_loss_vs_params,
 )
+from hf_infcompute.scaling.power_law import fit_parameters
 
 # The paper's regularized recipe at 200M tokens: L(N) = 0.05 / N^1.02 + 3.43, N in billions.
 PAPER_N = np.array([150e6, 300e6, 600e6, 1.4e9])
@@ -35,6 +36,27 @@ def test_recovers_paper_law_without_noise() -> None:
     assert fit.E_interval[0] - 1e-6 <= 3.43 <= fit.E_interval[1] + 1e-6
     assert np.allclose(fit.residuals, 0.0, atol=1e-8)
     assert fit.predict(2e9) == pytest.approx(float(paper_law(np.array(2e9))), abs=1e-8)
+
+
+def test_a_one_start_fit_reaches_the_least_squares_optimum_of_the_multistart_fit() -> None:
+    """The resampled analysis refits with one start by a search of the profiled cost (`multistart=False`); on
+    noisy 3- and 4-point curves it lands where the multistart least_squares fit does, exact 3-point fits included."""
+    rng = np.random.default_rng(3)
+    for n_points in (3, 4):
+        x = PAPER_N[:n_points]
+        for _ in range(20):
+            loss = paper_law(x) + rng.normal(0, 0.003, n_points)
+            one = fit_parameters(x, loss, scale=1e9, multistart=False)
+            many = fit_parameters(x, loss, scale=1e9, multistart=True)
+            cost_one, cost_many = (float(((at(p, x) - loss) ** 2).sum()) for p in (one, many))
+            assert cost_one <= cost_many + 1e-12
+            assert np.allclose(at(one, x), at(many, x), atol=1e-5)
+
+
+def at(params: tuple[float, float, float], n: np.ndarray) -> np.ndarray:
+    """The law (A, alpha, E) at sizes `n` (in billions in the law)."""
+    a, alpha, e = params
+    return a / (n / 1e9) ** alpha + e
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

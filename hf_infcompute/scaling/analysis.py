@@ -285,7 +285,7 @@ def build_report(
     ensembles = _ensemble_scaling(members, skipped, fit_options)
     budgets = _reported(best_per_budget(runs, select_on), report_on, skipped)
     data = _data_scaling(budgets, sizes, ensembles, skipped, fit_options, every_asymptote=every_asymptote)
-    efficiency = _efficiency(data, ensembles, skipped)
+    efficiency = _efficiency(data, ensembles, skipped, every_asymptote=every_asymptote)
     return ScalingReport(
         source=source,
         n_runs=len(runs),
@@ -454,10 +454,20 @@ class _Target(NamedTuple):
     loss: float
 
 
-def _targets(corpus: str, data: list[DataScaling], ensembles: list[EnsembleScaling]) -> list[_Target]:
+def joint_bound_series(recipe: str) -> str:
+    """The series of a recipe's K -> inf limit at its largest model size: a bound on its joint N, K -> inf limit
+    (which lies below it wherever the limit falls in N, as the paper's law in N does)."""
+    return f"{recipe} ensembles (K -> inf, largest N)"
+
+
+def _targets(
+    corpus: str, data: list[DataScaling], ensembles: list[EnsembleScaling], *, every_asymptote: bool = False
+) -> list[_Target]:
     """What the data efficiency is measured for: every series but the reference's at each of its budgets (a
-    recipe's best run as '<recipe> (best single model)', its asymptotes by their series name), and each size's
-    largest ensemble ('ensemble K=5 <preset>', the recipe added where several recipes ensemble)."""
+    recipe's best run as '<recipe> (best single model)', its asymptotes by their series name), each size's
+    largest ensemble ('ensemble K=5 <preset>', the recipe added where several recipes ensemble), and each ensemble
+    recipe's K -> inf limit at its largest size (`joint_bound_series`; from a well-conditioned K-fit unless
+    `every_asymptote`)."""
     targets = []
     for d in data:
         if d.corpus != corpus or d.series == REFERENCE_RECIPE:
@@ -472,10 +482,16 @@ def _targets(corpus: str, data: list[DataScaling], ensembles: list[EnsembleScali
             size = row["preset"] if isinstance(row["preset"], str) else human_count(row["n_params_total"])
             recipe = f" ({ensemble.recipe})" if several else ""
             targets.append(_Target(f"ensemble K={row['k']:g} {size}{recipe}", ensemble.token_budget, row["loss"]))
+        if ensemble.k_fits:
+            largest = ensemble.k_fits[max(ensemble.k_fits)]
+            if every_asymptote or largest.well_conditioned:
+                targets.append(_Target(joint_bound_series(ensemble.recipe), ensemble.token_budget, largest.E))
     return targets
 
 
-def _efficiency(data: list[DataScaling], ensembles: list[EnsembleScaling], skipped: Skipped) -> pd.DataFrame:
+def _efficiency(
+    data: list[DataScaling], ensembles: list[EnsembleScaling], skipped: Skipped, *, every_asymptote: bool = False
+) -> pd.DataFrame:
     """Data efficiency of every target (`_targets`) at its budget D over the reference recipe of the same corpus,
     normalised at the reference's own best loss at D (`data_efficiency`): by the reference's data law where it is
     usable (well conditioned), and by monotone interpolation between its trained budgets where the target's loss
@@ -487,7 +503,7 @@ def _efficiency(data: list[DataScaling], ensembles: list[EnsembleScaling], skipp
         if reference is None:
             skipped.append(("data efficiency" + where, f"no finished {REFERENCE_RECIPE!r} runs to measure against"))
             continue
-        targets = _targets(corpus, data, ensembles)
+        targets = _targets(corpus, data, ensembles, every_asymptote=every_asymptote)
         law = reference.fit if reference.fit is not None and invertible(reference.fit) else None
         if law is None or not law.well_conditioned:
             skipped.append(("data efficiency" + where, _budgets_to_train(reference, targets, usable=law is not None)))

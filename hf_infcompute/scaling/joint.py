@@ -214,6 +214,18 @@ class JointFit:
     def well_conditioned(self) -> bool:
         return not self.issues
 
+    @property
+    def bound(self) -> tuple[float, PowerLawFit] | None:
+        """Where the law in N does not locate `E` but every K-fit is sound: the largest size N and its K -> inf
+        fit, whose limit bounds `E` from above (`E` is the N -> inf limit of the K -> inf limits, below each of them
+        wherever they fall in N, as a law `A / N^alpha + E` does); None when `E` is located or no bound holds."""
+        if self.n_fit.well_conditioned or not self.k_fits:
+            return None
+        if any(not fit.well_conditioned for fit in self.k_fits.values()):
+            return None
+        largest = max(self.k_fits)
+        return largest, self.k_fits[largest]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "E": self.E,

@@ -31,12 +31,13 @@ from scipy import stats
 from hf_infcompute.scaling.analysis import NOISE_COLUMN, REQUIRED_COLUMNS, SIZE_COLUMNS, ScalingReport, build_report
 from hf_infcompute.scaling.power_law import ScalingFitWarning, noise_scale_draw
 from hf_infcompute.study.seed_noise import PointNoise
+from hf_infcompute.study.spec import REPORT_RESAMPLES
 
 CONFIDENCE = 0.95
 FAMILY_ALPHA = 1 - CONFIDENCE
-# Resamples of the paired bootstrap (cheap: one matrix product) and of the whole scaling analysis (a few fits each).
+# Resamples of the paired bootstrap (cheap: one matrix product); the whole scaling analysis' (a few fits each) are
+# the study recipe's `report_resamples` (default `REPORT_RESAMPLES`).
 PAIRED_RESAMPLES = 4000
-ANALYSIS_RESAMPLES = 200
 
 YES, NO, INCONCLUSIVE, NOT_TESTED = "yes", "no", "inconclusive", "not tested"
 
@@ -84,23 +85,32 @@ def report_split(runs: pd.DataFrame) -> Split:
 @dataclass(frozen=True)
 class Interval:
     """An estimate with its central `CONFIDENCE` interval; positive means the paper's direction. `p_value`: the
-    two-sided p-value of zero (NaN where not computed), for family-wise claims."""
+    two-sided p-value of zero (NaN where not computed), for family-wise claims. `lower_bound`: the estimate is a
+    lower bound on the quantity, not the quantity (it is at least this much: `low` is the bound's lower end, and
+    nothing bounds the quantity from above, so its verdict is never **no**)."""
 
     estimate: float
     low: float
     high: float
     p_value: float = math.nan
+    lower_bound: bool = False
 
     @property
     def verdict(self) -> str:
         """*yes* when the interval excludes zero in the paper's direction, *no* the other way, else *inconclusive*."""
         if self.low > 0:
             return YES
-        if self.high < 0:
+        if self.high < 0 and not self.lower_bound:
             return NO
         return INCONCLUSIVE
 
+    def as_lower_bound(self) -> Interval:
+        """This interval read as a lower bound on a quantity beyond it."""
+        return replace(self, high=math.inf, lower_bound=True)
+
     def __str__(self) -> str:
+        if self.lower_bound:
+            return f">= {self.estimate:+.4f} [95%: >= {self.low:+.4f}]"
         return f"{self.estimate:+.4f} [{self.low:+.4f}, {self.high:+.4f}]"
 
 
@@ -229,6 +239,35 @@ def holm_rejected(p_values: Sequence[float], alpha: float = FAMILY_ALPHA) -> lis
     return rejected
 
 
+def family_p_values(replicates: np.ndarray) -> np.ndarray:
+    """Single-step min-p adjusted p-values (Westfall and Young's resampling method) of the parts whose joint
+    replicates are the columns of `replicates` [resamples, parts] (NaN: a replicate that could not compute that
+    part). Each part's own p is `ResampledAnalysis.interval`'s: twice the share of its replicates on the smaller side
+    of zero. Each replicate's own p at a part is where it falls in that part's replicates (twice its smaller tail
+    share), and a part's adjusted p is the share of replicates whose smallest own p over the parts is at most the
+    part's p. Parts that share their noise (one asymptote against several) are adjusted far less than Holm's bound,
+    which holds for any dependence; independent parts about as much. scipy has no resampling min-p (its
+    `false_discovery_control` adjusts p-values alone, without their joint distribution), hence written here."""
+    values = np.asarray(replicates, dtype=float)
+    if values.ndim != 2 or values.shape[1] == 0:
+        raise ValueError(f"replicates must be [resamples, parts], got shape {values.shape}")
+    resamples, parts = values.shape
+    observed = np.ones(parts)
+    own = np.ones((resamples, parts))
+    for part in range(parts):
+        column = values[:, part]
+        found = np.sort(column[~np.isnan(column)])
+        if found.size == 0:
+            continue
+        observed[part] = min(1.0, 2 * min((found <= 0).mean(), (found >= 0).mean()))
+        present = ~np.isnan(column)
+        at_most = np.searchsorted(found, column[present], side="right") / found.size
+        at_least = 1 - np.searchsorted(found, column[present], side="left") / found.size
+        own[present, part] = np.minimum(1.0, 2 * np.minimum(at_most, at_least))
+    smallest = own.min(axis=1)
+    return np.array([(smallest <= p).mean() for p in observed])
+
+
 def every_part(parts: Sequence[Interval]) -> str:
     """A claim made at every part (every N, every preset): *yes* when each part's interval lies in the paper's
     direction (an intersection needs no adjustment), **no** only when some part lies the other way at the family
@@ -238,18 +277,18 @@ def every_part(parts: Sequence[Interval]) -> str:
     if all(part.verdict == YES for part in parts):
         return YES
     rejected = holm_rejected([part.p_value for part in parts])
-    if any(hit and part.estimate < 0 for hit, part in zip(rejected, parts)):
+    if any(hit and part.estimate < 0 and not part.lower_bound for hit, part in zip(rejected, parts)):
         return NO
     return INCONCLUSIVE
 
 
 def some_part(parts: Sequence[Interval]) -> str:
-    """A claim made of at least one part (some N): *yes* when some part lies in the paper's direction at the family
-    level (Holm over the parts), **no** when every part's interval lies the other way, else *inconclusive*."""
+    """A claim made of at least one part (some N), its parts' p-values adjusted for the family beforehand
+    (`family_p_values`): *yes* when some part's adjusted p is at most the family's alpha in the paper's direction,
+    **no** when every part's interval lies the other way, else *inconclusive*."""
     if not parts:
         return NOT_TESTED
-    rejected = holm_rejected([part.p_value for part in parts])
-    if any(hit and part.estimate > 0 for hit, part in zip(rejected, parts)):
+    if any(part.p_value <= FAMILY_ALPHA and part.estimate > 0 for part in parts):
         return YES
     if all(part.verdict == NO for part in parts):
         return NO
@@ -362,7 +401,7 @@ class ResampledAnalysis:
         runs: pd.DataFrame,
         *,
         seed_noise: PointNoise | None = None,
-        resamples: int = ANALYSIS_RESAMPLES,
+        resamples: int = REPORT_RESAMPLES,
         seed: int = 0,
     ) -> None:
         self.reports: list[ScalingReport] = []
@@ -427,6 +466,15 @@ class ResampledAnalysis:
         low, high = np.quantile(found, [tail, 1 - tail], method="inverted_cdf")  # order statistics: inf stays inf
         p_value = min(1.0, 2 * min((found <= 0).mean(), (found >= 0).mean()))
         return Interval(estimate, float(low), float(high), float(p_value))
+
+    def replicates(self, quantities: Sequence[Callable[[ScalingReport], float | None]]) -> np.ndarray:
+        """[resamples, quantities]: each quantity on each replicate (NaN where it could not be computed), rows
+        aligned, for claims over several quantities at once (`family_p_values`)."""
+        table = [
+            [math.nan if (value := quantity(report)) is None else float(value) for quantity in quantities]
+            for report in self.reports
+        ]
+        return np.array(table, dtype=float).reshape(len(self.reports), len(quantities))
 
     def missing(self, quantity: Callable[[ScalingReport], float | None]) -> str:
         """Why `interval` gave none: on how many replicates `quantity` could not be computed."""

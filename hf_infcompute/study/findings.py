@@ -7,25 +7,32 @@ trained models is judged on its document-level sampling variance plus the seed v
 (`Gap.with_seed_noise`); asymptote gaps and multipliers on the whole analysis redone on document resamples and
 seed-noise draws (`ResampledAnalysis`). A claim made at every N is *yes* when each part is, **no** only when a part
 lies the other way at the family level (Holm), else *inconclusive* (`confidence.every_part`); a claim at some N is
-its mirror (`confidence.some_part`). Each comparison is declared before it is computed: no minimum over noisy
-estimates. A finding the study has too few runs to check is `None` (left out) or *not tested*.
+*yes* when some part lies in the paper's direction at the family level, its p-values adjusted over the joint
+replicates (`confidence.family_p_values`), **no** when every part lies the other way (`confidence.some_part`).
+Each comparison is declared before it is computed: no minimum over noisy estimates. A finding the study has too
+few runs to check is `None` (left out) or *not tested*.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
-from hf_infcompute.scaling.analysis import EnsembleScaling, ScalingReport, best_runs, build_report
+from hf_infcompute.scaling.analysis import (
+    EnsembleScaling,
+    ScalingReport,
+    best_runs,
+    build_report,
+    joint_bound_series,
+)
 from hf_infcompute.scaling.joint import JointFit
 from hf_infcompute.scaling.plots import human_count
 from hf_infcompute.scaling.power_law import PowerLawFit
 from hf_infcompute.study.confidence import (
-    ANALYSIS_RESAMPLES,
     INCONCLUSIVE,
     NO,
     NOT_TESTED,
@@ -37,11 +44,12 @@ from hf_infcompute.study.confidence import (
     SequenceLosses,
     Split,
     every_part,
+    family_p_values,
     report_split,
     some_part,
 )
 from hf_infcompute.study.seed_noise import MIN_OWN_SEEDS, PointNoise, SeedNoise, SeedRepeat
-from hf_infcompute.study.spec import StudySpec
+from hf_infcompute.study.spec import REPORT_RESAMPLES, StudySpec
 from hf_infcompute.study.state import DistillationState, SearchState, StudyState, search_key
 
 Part = tuple[Interval | None, str]  # a comparison's interval (None: it could not be made) and its text
@@ -87,7 +95,7 @@ class Evidence:
         state: StudyState,
         *,
         source: str = "the store",
-        resamples: int = ANALYSIS_RESAMPLES,
+        resamples: int = REPORT_RESAMPLES,
     ) -> Evidence:
         """Everything the findings read, from the study's records and state: the seed noise from fresh seeds, each
         run's loss sd, the scaling analysis (chosen on validation, fitted on the report split with those sds) and
@@ -477,8 +485,11 @@ def limits(spec: StudySpec, report: ScalingReport) -> Limits:
     return Limits(regularized.E if regularized else None, k_limits, joint)
 
 
-def limit_part(evidence: Evidence, name: str, gap: Callable[[Limits], float | None], unusable: str) -> Part:
-    """One declared comparison of asymptotes: its gap on the data, its interval over the resampled analyses."""
+def limit_part(
+    evidence: Evidence, name: str, gap: Callable[[Limits], float | None], unusable: str, *, lower_bound: bool = False
+) -> Part:
+    """One declared comparison of asymptotes: its gap on the data, its interval over the resampled analyses
+    (`lower_bound`: the gap computed bounds the claimed one from below, `Interval.as_lower_bound`)."""
     estimate = gap(limits(evidence.spec, evidence.scaling))
     if estimate is None:
         return None, f"{name}: no fit"
@@ -489,6 +500,8 @@ def limit_part(evidence: Evidence, name: str, gap: Callable[[Limits], float | No
     interval = evidence.resampled.interval(resampled_gap, estimate)
     if interval is None:
         return None, f"{name}: gap {estimate:+.4f}, {evidence.resampled.missing(resampled_gap)}"
+    if lower_bound:
+        interval = interval.as_lower_bound()
     if unusable:
         return None, f"{name}: gap {interval}; {unusable}"
     return interval, f"{name}: gap {interval} ({interval.verdict})"
@@ -502,24 +515,50 @@ def resampled_includes(evidence: Evidence) -> str:
 
 def ensemble_limit_below_regularized(evidence: Evidence) -> Finding:
     spec, scaling = evidence.spec, evidence.scaling
-    claim = "ensemble (K -> inf) asymptote below the regularized N -> inf asymptote, at some N (Holm over the sizes)"
+    claim = "ensemble (K -> inf) asymptote below the regularized N -> inf asymptote, at some N (jointly over the sizes)"
     ensemble, regularized = ensemble_scaling(spec, scaling), regularized_fit(spec, scaling)
     k_fits = ensemble.k_fits if ensemble is not None else {}
     if regularized is None or not k_fits:
         why = "no regularized law in N" if regularized is None else "no law in K"
         return Finding(claim, NOT_TESTED, f"{why} at the main budget", resampled_includes(evidence))
+
+    def gap_at(n: float) -> Callable[[Limits], float | None]:
+        return lambda found: None if found.regularized is None or n not in found.k else found.regularized - found.k[n]
+
+    sizes = sorted(k_fits)
     parts = [
         limit_part(
             evidence,
-            f"N = {n:,.0f}: K -> inf {fit.E:.4f} vs regularized N -> inf {regularized.E:.4f}",
-            lambda found, n=n: (
-                None if found.regularized is None or n not in found.k else found.regularized - found.k[n]
-            ),
-            ill_conditioned({"regularized N -> inf": regularized, f"K -> inf at N = {n:,.0f}": fit}),
+            f"N = {n:,.0f}: K -> inf {k_fits[n].E:.4f} vs regularized N -> inf {regularized.E:.4f}",
+            gap_at(n),
+            ill_conditioned({"regularized N -> inf": regularized, f"K -> inf at N = {n:,.0f}": k_fits[n]}),
         )
-        for n, fit in sorted(k_fits.items())
+        for n in sizes
     ]
-    return finding_of(claim, parts, resampled_includes(evidence), some_part)
+    return finding_of(
+        claim,
+        adjusted_jointly(evidence, parts, [gap_at(n) for n in sizes]),
+        resampled_includes(evidence),
+        some_part,
+    )
+
+
+def adjusted_jointly(evidence: Evidence, parts: list[Part], gaps: list[Callable[[Limits], float | None]]) -> list[Part]:
+    """The parts of a claim at some N with their p-values adjusted for the family over the joint replicates of the
+    resampled analysis (`confidence.family_p_values`: the parts share the regularized asymptote, so they move
+    together and Holm's any-dependence bound would be needlessly strict); parts without an interval stay as they
+    are."""
+    usable = [i for i, (interval, _) in enumerate(parts) if interval is not None]
+    if not usable:
+        return parts
+    spec = evidence.spec
+    replicates = evidence.resampled.replicates([lambda report, gap=gaps[i]: gap(limits(spec, report)) for i in usable])
+    adjusted = dict(zip(usable, family_p_values(replicates)))
+    out = list(parts)
+    for i, p_value in adjusted.items():
+        interval, text = parts[i]
+        out[i] = (replace(interval, p_value=float(p_value)), f"{text}, p = {p_value:.3f} adjusted over the sizes")
+    return out
 
 
 def joint_limit_lowest(evidence: Evidence) -> Finding:
@@ -533,11 +572,26 @@ def joint_limit_lowest(evidence: Evidence) -> Finding:
         why = "no regularized law in N" if regularized is None else "no joint law over N and K"
         return Finding(claim, NOT_TESTED, f"{why} at the main budget", resampled_includes(evidence))
     joint = ensemble.joint
+    bound = joint.bound
+    if bound is None:
+        part = limit_part(
+            evidence,
+            f"joint {joint.E:.4f} vs regularized N -> inf {regularized.E:.4f}",
+            lambda found: None if found.joint is None or found.regularized is None else found.regularized - found.joint,
+            ill_conditioned({"joint": joint, "regularized N -> inf": regularized}),
+        )
+        return finding_of(claim, [part], resampled_includes(evidence))
+    largest, at_largest = bound
     part = limit_part(
         evidence,
-        f"joint {joint.E:.4f} vs regularized N -> inf {regularized.E:.4f}",
-        lambda found: None if found.joint is None or found.regularized is None else found.regularized - found.joint,
-        ill_conditioned({"joint": joint, "regularized N -> inf": regularized}),
+        f"joint <= K -> inf at the largest N = {largest:,.0f} {at_largest.E:.4f} (the law in N does not locate the "
+        f"joint limit: {'; '.join(joint.n_fit.issues)}; it lies below every size's K -> inf limit wherever that limit "
+        f"falls in N, as the paper's law does) vs regularized N -> inf {regularized.E:.4f}",
+        lambda found: (
+            None if found.regularized is None or largest not in found.k else found.regularized - found.k[largest]
+        ),
+        ill_conditioned({"regularized N -> inf": regularized, f"K -> inf at N = {largest:,.0f}": at_largest}),
+        lower_bound=True,
     )
     return finding_of(claim, [part], resampled_includes(evidence))
 
@@ -578,7 +632,7 @@ def efficiency_interval(evidence: Evidence, series: str) -> tuple[Interval | Non
     budget = evidence.spec.token_budget
     value, how = efficiency(evidence.scaling, series, budget)
     if value is None:
-        return None, how
+        return joint_efficiency_bound(evidence, series) or (None, how)
 
     def multiplier(report: ScalingReport) -> float | None:
         return efficiency(report, series, budget)[0]
@@ -587,6 +641,33 @@ def efficiency_interval(evidence: Evidence, series: str) -> tuple[Interval | Non
     if interval is None:
         return Interval(value, math.nan, math.nan), f"{how}; {evidence.resampled.missing(multiplier)}"
     return interval, f"{how}; 95% interval: {resampled_includes(evidence)}"
+
+
+def joint_efficiency_bound(evidence: Evidence, series: str) -> tuple[Interval, str] | None:
+    """For a joint (N, K -> inf) series whose asymptote the law in N does not locate: the multiplier of the K -> inf
+    limit at the largest size as a lower bound on the joint one (`JointFit.bound`), with its interval over the
+    resampled analyses; None for any other series, where no bound holds or where the bound has no interval."""
+    suffix = " ensembles (N, K -> inf)"
+    if not series.endswith(suffix):
+        return None
+    recipe = series.removesuffix(suffix)
+    ensemble = next(
+        (e for e in evidence.scaling.ensembles if e.recipe == recipe and e.token_budget == evidence.spec.token_budget),
+        None,
+    )
+    bound = ensemble.joint.bound if ensemble is not None and ensemble.joint is not None else None
+    if bound is None:
+        return None
+    interval, how = efficiency_interval(evidence, joint_bound_series(recipe))
+    if interval is None or math.isnan(interval.low):
+        return None
+    largest, at_largest = bound
+    why = (
+        f"at least the multiplier of the K -> inf limit at the largest size N = {largest:,.0f} ({at_largest.E:.4f}), "
+        "which the joint limit lies below wherever the K -> inf limit falls in N (the paper's law in N does); the "
+        f"law in N does not locate the joint limit itself ({'; '.join(ensemble.joint.n_fit.issues)})"
+    )
+    return interval.as_lower_bound(), f"{why}; {how}"
 
 
 @dataclass(frozen=True)

@@ -51,8 +51,8 @@ STUDY_KEY_HELP = {
     "description": "Free text, printed at the top of the report.",
     "expected_minutes": "Roughly how long the study takes, in minutes (documentation only: nothing reads it).",
     "report_resamples": (
-        "Replicates of the report's resampled analysis behind every asymptote and multiplier interval (default 200, "
-        "at least 40; changing it does not retrain anything)."
+        "Replicates of the report's resampled analysis behind every asymptote and multiplier interval and every "
+        "p-value over sizes (default 1000, at least 40; changing it does not retrain anything)."
     ),
 }
 

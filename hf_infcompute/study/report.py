@@ -68,6 +68,8 @@ def _efficiency(value: Interval | None) -> str:
         return "n/a"
     if math.isnan(value.low):
         return efficiency_text(value.estimate)
+    if value.lower_bound:
+        return f">= {efficiency_text(value.estimate)} [95%: >= {efficiency_text(value.low)}]"
     return f"{efficiency_text(value.estimate)} [{efficiency_text(value.low)}, {efficiency_text(value.high)}]"
 
 
@@ -168,7 +170,23 @@ def comparison_rows(evidence: Evidence) -> list[list[str]]:
                     f"{paper.ENSEMBLE_ASYMPTOTE} (300M)",
                 )
             )
-        rows.append(_fit_row("joint N, K -> inf asymptote", ensemble.joint, "two-step fit", f"{paper.JOINT_ASYMPTOTE}"))
+        bound = ensemble.joint.bound if ensemble.joint is not None else None
+        if bound is None:
+            rows.append(
+                _fit_row("joint N, K -> inf asymptote", ensemble.joint, "two-step fit", f"{paper.JOINT_ASYMPTOTE}")
+            )
+        else:
+            largest, at_largest = bound
+            rows.append(
+                [
+                    "joint N, K -> inf asymptote",
+                    f"<= {_fit(at_largest.E, at_largest.E_stderr)}",
+                    f"bounded by the K -> inf limit at the largest N = {largest:,.0f} (the joint limit lies below "
+                    "every size's limit wherever those fall in N); the two-step fit does not locate it: "
+                    + "; ".join(ensemble.joint.issues),
+                    f"{paper.JOINT_ASYMPTOTE}",
+                ]
+            )
     paper_multipliers = {
         "regularized (N -> inf)": f"{paper.EFFICIENCY_REGULARIZED}x",
         "regularized ensembles (N, K -> inf)": f"{paper.EFFICIENCY_JOINT}x",
@@ -463,7 +481,12 @@ def write_study_report(
         "their mean. Asymptote gaps and data-efficiency multipliers carry the interval of the whole analysis "
         "redone on document resamples and seed-noise draws, the best runs chosen again on validation each time. A "
         "claim at every N is *yes* when each part's interval lies above zero, **no** only when a part lies below "
-        "zero at the family level (Holm), else *inconclusive*; a claim at some N the other way round.",
+        "zero at the family level (Holm), else *inconclusive*. A claim at some N is *yes* when some part lies above "
+        "zero at the family level, its p-value adjusted over the parts' joint resamples (single-step min-p: the "
+        "parts share the regularized asymptote and move together), **no** when every part lies below zero. Where "
+        "the law in N does not locate the joint limit, the joint limit is compared through its bound, the largest "
+        "size's K -> inf limit (it lies below that wherever the limits fall in N): a bound can give *yes*, never "
+        "**no**.",
         "",
     ]
     found = findings(evidence)
