@@ -256,3 +256,28 @@ def test_store_without_finished_runs_is_an_input_error(tmp_path: Path) -> None:
         run_fit([str(tmp_path / "missing")])
     with pytest.raises(InputError, match="no finished runs with a finite val_loss in the store"):
         build_report(pd.DataFrame())
+
+
+def test_efficiency_bars_carry_their_intervals_as_whiskers(tmp_path: Path, monkeypatch) -> None:
+    """Each bar with an interval gets a whisker from its low to its high end; an end beyond the axis is cut at its
+    top and marked; a bar without an interval gets none."""
+    from matplotlib.axes import Axes
+
+    from hf_infcompute.scaling.plots import plot_data_efficiency
+
+    drawn = []
+    errorbar = Axes.errorbar
+
+    def recording(self, x, y, yerr=None, **options):
+        drawn.append((float(y), float(y) - yerr[0][0], float(y) + yerr[1][0]))
+        return errorbar(self, x, y, yerr=yerr, **options)
+
+    monkeypatch.setattr(Axes, "errorbar", recording)
+    bars = {"regularized": {1e8: 1.3, 2e8: 1.4}, "ensemble": {2e8: 1.8}}
+    intervals = {"regularized": {2e8: (1.2, 1.5)}, "ensemble": {2e8: (1.6, math.inf)}}
+    path = plot_data_efficiency(bars, tmp_path / "efficiency.png", intervals=intervals)
+    assert path.stat().st_size > 0
+    assert drawn[0] == pytest.approx((1.4, 1.2, 1.5))
+    value, low, top = drawn[1]
+    assert (value, low) == pytest.approx((1.8, 1.6)) and math.isfinite(top) and top > 1.8
+    assert len(drawn) == 2

@@ -21,7 +21,7 @@ from hf_infcompute.scaling import report as scaling_report
 from hf_infcompute.scaling.plots import human_count
 from hf_infcompute.scaling.power_law import ScalingFitWarning
 from hf_infcompute.study.confidence import INCONCLUSIVE, NO, YES
-from hf_infcompute.study.findings import Evidence, data_laws, efficiency_interval, findings
+from hf_infcompute.study.findings import Evidence, data_laws, efficiency_interval, efficiency_intervals, findings
 from hf_infcompute.study.report import write_study_report
 
 RESAMPLES = 40
@@ -71,6 +71,16 @@ def test_multipliers_have_intervals_that_cover_the_true_ones(study):
         assert interval is not None, how
         assert math.isfinite(interval.low) and math.isfinite(interval.high), how
         assert interval.low <= truth <= interval.high, (series, interval, truth)
+
+
+def test_the_efficiency_figure_gets_each_multipliers_interval(study):
+    simulated, evidence = study
+    whiskers = efficiency_intervals(evidence)
+    for series in simulated.true_multipliers:
+        if series in whiskers:
+            interval, _ = efficiency_interval(evidence, series)
+            assert whiskers[series] == {float(simulated.spec.token_budget): (interval.low, interval.high)}
+    assert "regularized (N -> inf)" in whiskers
 
 
 def test_each_recipe_and_its_asymptotes_get_a_data_law_with_intervals(study):

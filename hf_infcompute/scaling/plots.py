@@ -89,16 +89,27 @@ def plot_data_efficiency(
     *,
     reference: str = "standard",
     title: str = "",
+    intervals: Mapping[str, Mapping[float, tuple[float, float]]] | None = None,
 ) -> Path:
     """Bars of data efficiency (x-fold over `reference`) per series, grouped by token budget D. An unbounded
-    efficiency (a loss the reference never reaches) is a hatched bar labelled 'unbounded'; NaN (none) no bar."""
+    efficiency (a loss the reference never reaches) is a hatched bar labelled 'unbounded'; NaN (none) no bar.
+    `intervals[series][D]`: a (low, high) interval drawn as a whisker on that bar; a high end beyond twice the
+    largest bar (or unbounded) is cut at the top of the axis and marked with an arrow."""
     efficiency = {label: {d: v for d, v in by_d.items() if not math.isnan(v)} for label, by_d in efficiency.items()}
     efficiency = {label: by_d for label, by_d in efficiency.items() if by_d}
     budgets = sorted({d for by_d in efficiency.values() for d in by_d})
     if not budgets:
         raise InputError("no data efficiencies to plot")
     finite = [v for by_d in efficiency.values() for v in by_d.values() if math.isfinite(v)]
-    ceiling = 1.25 * max(finite + [1.0])
+    cap = 2 * max(finite + [1.0])
+    highs = [
+        min(high, cap)
+        for label, by_d in (intervals or {}).items()
+        if label in efficiency
+        for _, high in by_d.values()
+        if not math.isnan(high)
+    ]
+    ceiling = 1.25 * max(finite + highs + [1.0])
     fig = Figure(figsize=(min(10.0, max(5.5, 1.2 + 0.8 * len(budgets) * len(efficiency))), 4.0))
     ax = fig.subplots()
     width = 0.8 / len(efficiency)
@@ -120,11 +131,21 @@ def plot_data_efficiency(
                 label=legend_label,
             )
             legend_label = None
+            whisker = (intervals or {}).get(label, {}).get(d)
+            label_at = height
+            if bounded and whisker is not None and math.isfinite(whisker[0]) and not math.isnan(whisker[1]):
+                low, high = whisker
+                top = min(high, ceiling * 1.1)
+                ax.errorbar(x, value, yerr=[[value - low], [top - value]], fmt="none", ecolor="black", capsize=3, lw=1)
+                if top < high:
+                    ax.plot(x, top, marker="^", color="black", markersize=4)
+                label_at = top if top == high else height  # above the whisker, or on the bar where it is cut
             ax.annotate(
                 f"{value:.2f}x" if bounded else "unbounded",
-                (x, height),
+                (x, label_at),
                 ha="center",
                 va="bottom",
+                bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5, "alpha": 0.8},
                 fontsize=8,
                 textcoords="offset points",
                 xytext=(0, 2),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,15 @@ from hf_infcompute.scaling.plots import (
 from hf_infcompute.scaling.power_law import PowerLawFit
 
 
-def write_report(report: ScalingReport, folder: str | os.PathLike) -> Path:
-    """Write `fits.json`, the figures (PNG) and `report.md` into `folder`; return the path of `report.md`."""
+def write_report(
+    report: ScalingReport,
+    folder: str | os.PathLike,
+    *,
+    efficiency_intervals: Mapping[str, Mapping[float, tuple[float, float]]] | None = None,
+) -> Path:
+    """Write `fits.json`, the figures (PNG) and `report.md` into `folder`; return the path of `report.md`.
+    `efficiency_intervals[series][D]`: (low, high) intervals of data-efficiency multipliers, drawn as whiskers on
+    their bars (`plot_data_efficiency`; the study's come from its resampled analysis)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_json_atomic(folder / "fits.json", report_json(report))
@@ -53,7 +60,7 @@ def write_report(report: ScalingReport, folder: str | os.PathLike) -> Path:
         lines.append("No analysis had enough points for a fit (see Skipped).")
     lines += _size_section(report, folder)
     lines += _ensemble_section(report, folder)
-    lines += _data_section(report, folder)
+    lines += _data_section(report, folder, efficiency_intervals)
     if report.skipped:
         lines += ["", "## Skipped", ""] + [f"- {analysis}: {reason}" for analysis, reason in report.skipped]
     path = folder / "report.md"
@@ -198,7 +205,9 @@ def _ensemble_section(report: ScalingReport, folder: Path) -> list[str]:
     return lines
 
 
-def _data_section(report: ScalingReport, folder: Path) -> list[str]:
+def _data_section(
+    report: ScalingReport, folder: Path, intervals: Mapping[str, Mapping[float, tuple[float, float]]] | None
+) -> list[str]:
     if not report.data:
         return []
     lines = [
@@ -266,8 +275,10 @@ def _data_section(report: ScalingReport, folder: Path) -> list[str]:
             }
             if any(not math.isnan(v) for by_d in bars.values() for v in by_d.values()):
                 name = f"efficiency{_corpus_slug(report, corpus)}.png"
-                plot_data_efficiency(bars, folder / name, reference=REFERENCE_RECIPE)
+                plot_data_efficiency(bars, folder / name, reference=REFERENCE_RECIPE, intervals=intervals)
                 lines += ["", f"![data efficiency by the law]({name})"]
+                if intervals:
+                    lines += ["", "Whiskers: each multiplier's 95% interval, where one was computed."]
     return lines
 
 

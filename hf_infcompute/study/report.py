@@ -33,6 +33,7 @@ from hf_infcompute.study.findings import (
     best_sizes,
     data_laws,
     efficiency_interval,
+    efficiency_intervals,
     efficiency_series,
     ensemble_model,
     ensemble_scaling,
@@ -443,7 +444,7 @@ def write_study_report(
     resamples = spec.report_resamples if resamples is None else resamples
     evidence = Evidence.of(spec, runs, state, source=str(output_dir), resamples=resamples)
     scaling = evidence.scaling
-    write_report(scaling, output_dir / FIGURES_DIRNAME)
+    write_report(scaling, output_dir / FIGURES_DIRNAME, efficiency_intervals=efficiency_intervals(evidence))
     write_training_curves(state, output_dir, output_dir / FIGURES_DIRNAME)  # listed with the figures below
     finished = runs[runs["status"] == "finished"] if len(runs) else runs
     failed = runs[runs["status"] != "finished"] if len(runs) else runs
