@@ -78,6 +78,7 @@ def micro_study(corpus_dir: Path, cache_dir: Path) -> dict:
             "save_steps": 1,
         },
         "token_budget": 1024,
+        "report_resamples": 200,  # a report long enough that most kills, timed as shares of the whole study, land
         "data_scaling_budgets": [],
         "presets": ["tiny-0.5m"],
         "standard": {
