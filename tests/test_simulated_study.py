@@ -21,8 +21,8 @@ from hf_infcompute.scaling import report as scaling_report
 from hf_infcompute.scaling.plots import human_count
 from hf_infcompute.scaling.power_law import ScalingFitWarning
 from hf_infcompute.study.confidence import INCONCLUSIVE, NO, YES
-from hf_infcompute.study.findings import Evidence, data_laws, efficiency_interval, efficiency_intervals, findings
-from hf_infcompute.study.report import write_study_report
+from hf_infcompute.study.findings import Evidence, data_laws, efficiency_interval, findings
+from hf_infcompute.study.report import efficiency_whiskers, multiplier_intervals, write_study_report
 
 RESAMPLES = 40
 SEED = 1
@@ -75,7 +75,7 @@ def test_multipliers_have_intervals_that_cover_the_true_ones(study):
 
 def test_the_efficiency_figure_gets_each_multipliers_interval(study):
     simulated, evidence = study
-    whiskers = efficiency_intervals(evidence)
+    whiskers = efficiency_whiskers(multiplier_intervals(evidence), simulated.spec.token_budget)
     for series in simulated.true_multipliers:
         if series in whiskers:
             interval, _ = efficiency_interval(evidence, series)

@@ -239,15 +239,20 @@ def holm_rejected(p_values: Sequence[float], alpha: float = FAMILY_ALPHA) -> lis
     return rejected
 
 
+def share_p_value(replicates: np.ndarray) -> float:
+    """The two-sided p-value of zero read off a quantity's replicates: twice the share on the smaller side of zero."""
+    return float(min(1.0, 2 * min((replicates <= 0).mean(), (replicates >= 0).mean())))
+
+
 def family_p_values(replicates: np.ndarray) -> np.ndarray:
     """Single-step min-p adjusted p-values (Westfall and Young's resampling method) of the parts whose joint
     replicates are the columns of `replicates` [resamples, parts] (NaN: a replicate that could not compute that
-    part). Each part's own p is `ResampledAnalysis.interval`'s: twice the share of its replicates on the smaller side
-    of zero. Each replicate's own p at a part is where it falls in that part's replicates (twice its smaller tail
-    share), and a part's adjusted p is the share of replicates whose smallest own p over the parts is at most the
-    part's p. Parts that share their noise (one asymptote against several) are adjusted far less than Holm's bound,
-    which holds for any dependence; independent parts about as much. scipy has no resampling min-p (its
-    `false_discovery_control` adjusts p-values alone, without their joint distribution), hence written here."""
+    part). Each part's own p is `ResampledAnalysis.interval`'s (`share_p_value`). Each replicate's own p at a part
+    is where it falls in that part's replicates (twice its smaller tail share), and a part's adjusted p is the share
+    of replicates whose smallest own p over the parts is at most the part's p. Parts that share their noise (one
+    asymptote against several) are adjusted far less than Holm's bound, which holds for any dependence; independent
+    parts about as much. scipy has no resampling min-p (its `false_discovery_control` adjusts p-values alone,
+    without their joint distribution), hence written here."""
     values = np.asarray(replicates, dtype=float)
     if values.ndim != 2 or values.shape[1] == 0:
         raise ValueError(f"replicates must be [resamples, parts], got shape {values.shape}")
@@ -256,11 +261,11 @@ def family_p_values(replicates: np.ndarray) -> np.ndarray:
     own = np.ones((resamples, parts))
     for part in range(parts):
         column = values[:, part]
-        found = np.sort(column[~np.isnan(column)])
+        present = ~np.isnan(column)
+        found = np.sort(column[present])
         if found.size == 0:
             continue
-        observed[part] = min(1.0, 2 * min((found <= 0).mean(), (found >= 0).mean()))
-        present = ~np.isnan(column)
+        observed[part] = share_p_value(found)
         at_most = np.searchsorted(found, column[present], side="right") / found.size
         at_least = 1 - np.searchsorted(found, column[present], side="left") / found.size
         own[present, part] = np.minimum(1.0, 2 * np.minimum(at_most, at_least))
@@ -464,8 +469,7 @@ class ResampledAnalysis:
             return None
         tail = (1 - CONFIDENCE) / 2
         low, high = np.quantile(found, [tail, 1 - tail], method="inverted_cdf")  # order statistics: inf stays inf
-        p_value = min(1.0, 2 * min((found <= 0).mean(), (found >= 0).mean()))
-        return Interval(estimate, float(low), float(high), float(p_value))
+        return Interval(estimate, float(low), float(high), share_p_value(found))
 
     def replicates(self, quantities: Sequence[Callable[[ScalingReport], float | None]]) -> np.ndarray:
         """[resamples, quantities]: each quantity on each replicate (NaN where it could not be computed), rows

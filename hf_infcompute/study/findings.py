@@ -643,18 +643,6 @@ def efficiency_interval(evidence: Evidence, series: str) -> tuple[Interval | Non
     return interval, f"{how}; 95% interval: {resampled_includes(evidence)}"
 
 
-def efficiency_intervals(evidence: Evidence) -> dict[str, dict[float, tuple[float, float]]]:
-    """Every multiplier's interval at the main budget (`efficiency_interval`) by series and budget, for the whiskers
-    of the efficiency figure; multipliers without an interval are left out."""
-    budget = evidence.spec.token_budget
-    found = {series: efficiency_interval(evidence, series)[0] for series in efficiency_series(evidence.scaling, budget)}
-    return {
-        series: {float(budget): (interval.low, interval.high)}
-        for series, interval in found.items()
-        if interval is not None and not interval.lower_bound and math.isfinite(interval.low)
-    }
-
-
 def joint_efficiency_bound(evidence: Evidence, series: str) -> tuple[Interval, str] | None:
     """For a joint (N, K -> inf) series whose asymptote the law in N does not locate: the multiplier of the K -> inf
     limit at the largest size as a lower bound on the joint one (`JointFit.bound`), with its interval over the

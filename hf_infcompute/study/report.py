@@ -33,7 +33,6 @@ from hf_infcompute.study.findings import (
     best_sizes,
     data_laws,
     efficiency_interval,
-    efficiency_intervals,
     efficiency_series,
     ensemble_model,
     ensemble_scaling,
@@ -48,6 +47,10 @@ from hf_infcompute.study.state import EnsembleState, SearchState, StudyState
 from hf_infcompute.study.tracker_report import log_analysis
 
 FIGURES_DIRNAME = "figures"
+PAPER_MULTIPLIERS = {  # the paper's multipliers at 200M tokens, by the series that measures each here
+    "regularized (N -> inf)": f"{paper.EFFICIENCY_REGULARIZED}x",
+    "regularized ensembles (N, K -> inf)": f"{paper.EFFICIENCY_JOINT}x",
+}
 DISTILLATION_LABELS = {
     "ensemble": "ensemble, sequence-level",
     "self": "best single model (self-distillation)",
@@ -136,8 +139,28 @@ def distillation_rows(evidence: Evidence) -> list[list[str]]:
     return rows
 
 
-def comparison_rows(evidence: Evidence) -> list[list[str]]:
-    """This run's headline figures beside the paper's, each with how it was obtained."""
+def multiplier_intervals(evidence: Evidence) -> dict[str, tuple[Interval | None, str]]:
+    """Every data-efficiency multiplier the report shows at the main budget (the paper's two first), each with its
+    interval and how it was obtained (`efficiency_interval`): computed once for the table and the figure."""
+    series = [*PAPER_MULTIPLIERS, *efficiency_series(evidence.scaling, evidence.spec.token_budget)]
+    return {name: efficiency_interval(evidence, name) for name in dict.fromkeys(series)}
+
+
+def efficiency_whiskers(
+    multipliers: dict[str, tuple[Interval | None, str]], token_budget: int
+) -> dict[str, dict[float, tuple[float, float]]]:
+    """The efficiency figure's whiskers at `token_budget`: each multiplier's two-sided interval (bounds and
+    multipliers without an interval left out)."""
+    return {
+        series: {float(token_budget): (interval.low, interval.high)}
+        for series, (interval, _) in multipliers.items()
+        if interval is not None and not interval.lower_bound and math.isfinite(interval.low)
+    }
+
+
+def comparison_rows(evidence: Evidence, multipliers: dict[str, tuple[Interval | None, str]]) -> list[list[str]]:
+    """This run's headline figures beside the paper's, each with how it was obtained; `multipliers` from
+    `multiplier_intervals`."""
     spec, scaling, state = evidence.spec, evidence.scaling, evidence.state
     split = evidence.split.name
     std = best_sizes(scaling, "standard", spec.token_budget)
@@ -188,18 +211,13 @@ def comparison_rows(evidence: Evidence) -> list[list[str]]:
                     f"{paper.JOINT_ASYMPTOTE}",
                 ]
             )
-    paper_multipliers = {
-        "regularized (N -> inf)": f"{paper.EFFICIENCY_REGULARIZED}x",
-        "regularized ensembles (N, K -> inf)": f"{paper.EFFICIENCY_JOINT}x",
-    }
-    for series in dict.fromkeys([*paper_multipliers, *efficiency_series(scaling, spec.token_budget)]):
-        value, how = efficiency_interval(evidence, series)
+    for series, (value, how) in multipliers.items():
         rows.append(
             [
                 f"data efficiency over standard, {series}",
                 _efficiency(value),
                 how,
-                paper_multipliers.get(
+                PAPER_MULTIPLIERS.get(
                     series,
                     f"{paper.EFFICIENCY_MEASURED_ENSEMBLE}x (5 x 1.4B ensemble, measured)"
                     if series.startswith("ensemble")
@@ -444,7 +462,10 @@ def write_study_report(
     resamples = spec.report_resamples if resamples is None else resamples
     evidence = Evidence.of(spec, runs, state, source=str(output_dir), resamples=resamples)
     scaling = evidence.scaling
-    write_report(scaling, output_dir / FIGURES_DIRNAME, efficiency_intervals=efficiency_intervals(evidence))
+    multipliers = multiplier_intervals(evidence)
+    write_report(
+        scaling, output_dir / FIGURES_DIRNAME, efficiency_intervals=efficiency_whiskers(multipliers, spec.token_budget)
+    )
     write_training_curves(state, output_dir, output_dir / FIGURES_DIRNAME)  # listed with the figures below
     finished = runs[runs["status"] == "finished"] if len(runs) else runs
     failed = runs[runs["status"] != "finished"] if len(runs) else runs
@@ -504,7 +525,7 @@ def write_study_report(
     if evidence.seed_repeats:
         lines += ["", "## Seed-to-seed noise (measured)", "", *seed_noise_lines(evidence)]
     lines += ["", f"## This run beside the paper ({paper.PAPER_BUDGET})", ""]
-    lines += markdown_table(["quantity", "this run", "how obtained", "paper"], comparison_rows(evidence))
+    lines += markdown_table(["quantity", "this run", "how obtained", "paper"], comparison_rows(evidence, multipliers))
     lines += ["", "## Best runs per recipe, budget and size (measured)", ""]
     lines += markdown_table(
         [
